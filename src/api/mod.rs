@@ -1,0 +1,11 @@
+//! OpenAI wire types and the one table that maps our error kinds to HTTP.
+//!
+//! These are our own structs rather than an SDK's: they accept exactly what the OpenAI API accepts
+//! (unknown fields are kept in `extra` and passed through to OpenAI-compatible upstreams) and they
+//! serialise back to what OpenAI clients parse.
+
+mod error;
+mod types;
+
+pub use error::{ErrorBody, ErrorDetail, GatewayError};
+pub use types::*;

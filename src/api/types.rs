@@ -1,0 +1,676 @@
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `POST /v1/chat/completions` request body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Everything we do not model (logprobs, presence_penalty, metadata, …): passed through as is.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+
+    /// The token budget the client asked for, whichever field it used.
+    pub fn max_output_tokens(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Checks what serde cannot: the shape rules OpenAI enforces. Returns the offending param.
+    pub fn validate(&self) -> Result<(), (String, &'static str)> {
+        if self.model.trim().is_empty() {
+            return Err(("`model` must not be empty".into(), "model"));
+        }
+        if self.messages.is_empty() {
+            return Err(("`messages` must contain at least one message".into(), "messages"));
+        }
+        if let Some(n) = self.n {
+            if n == 0 || n > 128 {
+                return Err(("`n` must be between 1 and 128".into(), "n"));
+            }
+        }
+        if let Some(t) = self.temperature {
+            if !(0.0..=2.0).contains(&t) {
+                return Err(("`temperature` must be between 0 and 2".into(), "temperature"));
+            }
+        }
+        if let Some(p) = self.top_p {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(("`top_p` must be between 0 and 1".into(), "top_p"));
+            }
+        }
+        for m in &self.messages {
+            if m.role == Role::Tool && m.tool_call_id.is_none() {
+                return Err((
+                    "messages with role `tool` must have a `tool_call_id`".into(),
+                    "messages",
+                ));
+            }
+            if m.content.is_none() && m.tool_calls.is_none() && m.role != Role::Assistant {
+                return Err(("every non-assistant message needs `content`".into(), "messages"));
+            }
+            if let Some(Content::Parts(parts)) = &m.content {
+                if parts.iter().any(|p| matches!(p, ContentPart::Unknown)) {
+                    return Err((
+                        "content parts must have type `text`, `image_url`, `input_audio` or `file`"
+                            .into(),
+                        "messages",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when any message carries an image part.
+    pub fn has_images(&self) -> bool {
+        self.messages.iter().any(|m| match &m.content {
+            Some(Content::Parts(parts)) => {
+                parts.iter().any(|p| matches!(p, ContentPart::ImageUrl { .. }))
+            }
+            _ => false,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s.clone()],
+            Stop::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    Function,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Message {
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Message {
+            role,
+            content: Some(Content::Text(text.into())),
+            name: None,
+            tool_calls: None,
+            tool_call_id: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// The message's text: the string content, or its text parts joined by newlines.
+    pub fn text_content(&self) -> String {
+        match &self.content {
+            None => String::new(),
+            Some(Content::Text(s)) => s.clone(),
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    Text {
+        text: String,
+    },
+    ImageUrl {
+        image_url: ImageUrl,
+    },
+    InputAudio {
+        input_audio: Value,
+    },
+    File {
+        file: Value,
+    },
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionCall {
+    pub name: String,
+    /// A JSON document as a string, exactly as OpenAI sends it.
+    pub arguments: String,
+}
+
+/// Non-streamed `chat.completion` object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatResponse {
+    pub id: String,
+    #[serde(default = "completion_object")]
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<Choice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn completion_object() -> String {
+    "chat.completion".into()
+}
+
+impl ChatResponse {
+    /// True when every choice ended naturally (not truncated, not filtered): only such answers are cached.
+    pub fn is_complete(&self) -> bool {
+        !self.choices.is_empty()
+            && self
+                .choices
+                .iter()
+                .all(|c| matches!(c.finish_reason.as_deref(), Some("stop") | Some("tool_calls")))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Choice {
+    pub index: u32,
+    pub message: AssistantMessage,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AssistantMessage {
+    #[serde(default = "assistant_role")]
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+fn assistant_role() -> String {
+    "assistant".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+    }
+}
+
+/// One `chat.completion.chunk` of a stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatChunk {
+    pub id: String,
+    #[serde(default = "chunk_object")]
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    /// Present (possibly `null`) only when the client asked for usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+fn chunk_object() -> String {
+    "chat.completion.chunk".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChunkChoice {
+    pub index: u32,
+    pub delta: Delta,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Delta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FunctionCallDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+/// Folds a stream of chunks back into the complete response, so a streamed answer can be cached
+/// and later replayed either way.
+#[derive(Debug, Default)]
+pub struct ChunkAccumulator {
+    id: String,
+    created: u64,
+    model: String,
+    choices: Vec<(AssistantMessage, Option<String>)>,
+    usage: Option<Usage>,
+}
+
+impl ChunkAccumulator {
+    pub fn push(&mut self, chunk: &ChatChunk) {
+        if self.id.is_empty() {
+            self.id = chunk.id.clone();
+            self.created = chunk.created;
+            self.model = chunk.model.clone();
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        for c in &chunk.choices {
+            let i = c.index as usize;
+            while self.choices.len() <= i {
+                self.choices.push((
+                    AssistantMessage {
+                        role: "assistant".into(),
+                        content: None,
+                        tool_calls: None,
+                        refusal: None,
+                    },
+                    None,
+                ));
+            }
+            let (msg, finish) = &mut self.choices[i];
+            if let Some(text) = &c.delta.content {
+                msg.content.get_or_insert_with(String::new).push_str(text);
+            }
+            if let Some(r) = &c.delta.refusal {
+                msg.refusal.get_or_insert_with(String::new).push_str(r);
+            }
+            for d in c.delta.tool_calls.iter().flatten() {
+                let calls = msg.tool_calls.get_or_insert_with(Vec::new);
+                let k = d.index as usize;
+                while calls.len() <= k {
+                    calls.push(ToolCall {
+                        id: String::new(),
+                        kind: "function".into(),
+                        function: FunctionCall { name: String::new(), arguments: String::new() },
+                    });
+                }
+                let call = &mut calls[k];
+                if let Some(id) = &d.id {
+                    call.id.push_str(id);
+                }
+                if let Some(f) = &d.function {
+                    if let Some(n) = &f.name {
+                        call.function.name.push_str(n);
+                    }
+                    if let Some(a) = &f.arguments {
+                        call.function.arguments.push_str(a);
+                    }
+                }
+            }
+            if c.finish_reason.is_some() {
+                *finish = c.finish_reason.clone();
+            }
+        }
+    }
+
+    pub fn finish(self) -> ChatResponse {
+        ChatResponse {
+            id: self.id,
+            object: "chat.completion".into(),
+            created: self.created,
+            model: self.model,
+            choices: self
+                .choices
+                .into_iter()
+                .enumerate()
+                .map(|(i, (message, finish_reason))| Choice {
+                    index: i as u32,
+                    message,
+                    finish_reason,
+                    logprobs: None,
+                })
+                .collect(),
+            usage: self.usage,
+            system_fingerprint: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// Turns a complete response into the chunks a stream of it would have had: role, content in
+/// pieces of about `piece` characters, tool calls, finish reason, then usage if asked for.
+pub fn response_to_chunks(resp: &ChatResponse, include_usage: bool, piece: usize) -> Vec<ChatChunk> {
+    let piece = piece.max(1);
+    let mk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| ChatChunk {
+        id: resp.id.clone(),
+        object: "chat.completion.chunk".into(),
+        created: resp.created,
+        model: resp.model.clone(),
+        choices,
+        usage,
+    };
+    let mut out = Vec::new();
+    for c in &resp.choices {
+        out.push(mk(
+            vec![ChunkChoice {
+                index: c.index,
+                delta: Delta { role: Some("assistant".into()), ..Delta::default() },
+                finish_reason: None,
+            }],
+            None,
+        ));
+        if let Some(text) = &c.message.content {
+            let mut start = 0;
+            let chars: Vec<(usize, char)> = text.char_indices().collect();
+            while start < chars.len() {
+                let end = (start + piece).min(chars.len());
+                let from = chars[start].0;
+                let to = if end == chars.len() { text.len() } else { chars[end].0 };
+                out.push(mk(
+                    vec![ChunkChoice {
+                        index: c.index,
+                        delta: Delta { content: Some(text[from..to].to_string()), ..Delta::default() },
+                        finish_reason: None,
+                    }],
+                    None,
+                ));
+                start = end;
+            }
+        }
+        for (k, call) in c.message.tool_calls.iter().flatten().enumerate() {
+            out.push(mk(
+                vec![ChunkChoice {
+                    index: c.index,
+                    delta: Delta {
+                        tool_calls: Some(vec![ToolCallDelta {
+                            index: k as u32,
+                            id: Some(call.id.clone()),
+                            kind: Some("function".into()),
+                            function: Some(FunctionCallDelta {
+                                name: Some(call.function.name.clone()),
+                                arguments: Some(call.function.arguments.clone()),
+                            }),
+                        }]),
+                        ..Delta::default()
+                    },
+                    finish_reason: None,
+                }],
+                None,
+            ));
+        }
+        out.push(mk(
+            vec![ChunkChoice {
+                index: c.index,
+                delta: Delta::default(),
+                finish_reason: c.finish_reason.clone(),
+            }],
+            None,
+        ));
+    }
+    if include_usage {
+        out.push(mk(Vec::new(), Some(resp.usage.unwrap_or_default())));
+    }
+    out
+}
+
+/// `GET /v1/models` entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelList {
+    pub object: String,
+    pub data: Vec<ModelInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub owned_by: String,
+}
+
+/// `POST /v1/embeddings` request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmbeddingsRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub input: EmbeddingInput,
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+    #[serde(default)]
+    pub dimensions: Option<u32>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddingsResponse {
+    pub object: &'static str,
+    pub data: Vec<EmbeddingData>,
+    pub model: String,
+    pub usage: EmbeddingUsage,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddingData {
+    pub object: &'static str,
+    pub index: usize,
+    pub embedding: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddingUsage {
+    pub prompt_tokens: u64,
+    pub total_tokens: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(text: &str) -> ChatResponse {
+        ChatResponse {
+            id: "chatcmpl-1".into(),
+            object: "chat.completion".into(),
+            created: 1,
+            model: "m".into(),
+            choices: vec![Choice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant".into(),
+                    content: Some(text.into()),
+                    tool_calls: Some(vec![ToolCall {
+                        id: "call_1".into(),
+                        kind: "function".into(),
+                        function: FunctionCall { name: "f".into(), arguments: "{\"a\":1}".into() },
+                    }]),
+                    refusal: None,
+                },
+                finish_reason: Some("stop".into()),
+                logprobs: None,
+            }],
+            usage: Some(Usage::new(3, 4)),
+            system_fingerprint: None,
+            extra: Map::new(),
+        }
+    }
+
+    #[test]
+    fn chunks_round_trip_through_the_accumulator() {
+        let resp = response("héllo wörld, a longer answer");
+        let chunks = response_to_chunks(&resp, true, 5);
+        assert!(chunks.len() > 4);
+        let mut acc = ChunkAccumulator::default();
+        for c in &chunks {
+            acc.push(c);
+        }
+        assert_eq!(acc.finish(), resp);
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_and_unknown_roles_rejected() {
+        let req: ChatRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"logit_bias":{"1":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.extra["logit_bias"]["1"], 2);
+        let back = serde_json::to_value(&req).unwrap();
+        assert_eq!(back["logit_bias"]["1"], 2);
+        let bad = serde_json::from_str::<ChatRequest>(
+            r#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#,
+        );
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn validation_names_the_param() {
+        let req: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[]}"#).unwrap();
+        assert_eq!(req.validate().unwrap_err().1, "messages");
+    }
+}

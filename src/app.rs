@@ -1,0 +1,318 @@
+//! Builds everything from a [`Config`] and runs it; the only place concrete types are chosen.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::cache::{CacheSettings, HnswParams, SemanticCache};
+use crate::classify::{LengthBaseline, Router};
+use crate::config::{Config, Deployment, Price, ProviderConfig, ProviderKind, SecretSpec, TierSpec, DeploymentSpec, Dur};
+use crate::embed::{BertEmbedder, EmbedHandle, EmbedWorker, Embedder};
+use crate::http::{self, AppState};
+use crate::pipeline::{Gateway, Tier};
+use crate::providers::{Dispatcher, Provider};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("embedding model: {0}")]
+    Embed(#[from] crate::embed::EmbedError),
+    #[error("{0}")]
+    Provider(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Finds a path given relative to the working directory, else relative to the source tree (so
+/// `cargo run` and tests work from anywhere).
+pub fn locate(path: &Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        return path.to_path_buf();
+    }
+    let from_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if from_manifest.exists() {
+        from_manifest
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Loads the embedding model named by the config.
+pub fn load_embedder(config: &Config) -> Result<Arc<dyn Embedder>, AppError> {
+    let dir = locate(&config.embed.model_dir);
+    let started = Instant::now();
+    let e = BertEmbedder::load(&dir, config.embed.max_tokens)?;
+    tracing::info!(dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded");
+    Ok(Arc::new(e))
+}
+
+/// A running gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests, writes the snapshot, and returns when done.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until the server stops (on SIGTERM/SIGINT when started with `signals`).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Builds the gateway from `config` with an already-loaded embedder (tests share one).
+pub fn build_gateway(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<(Arc<Gateway>, Option<EmbedWorker>), AppError> {
+    let (worker, handle): (Option<EmbedWorker>, Option<EmbedHandle>) = match embedder {
+        Some(e) => {
+            let (w, h) = EmbedWorker::start(e, config.embed.queue, config.embed.max_batch)?;
+            (Some(w), Some(h))
+        }
+        None => (None, None),
+    };
+    let cache = if config.cache.enabled {
+        let dim = handle.as_ref().map_or(384, EmbedHandle::dim);
+        let settings = CacheSettings {
+            threshold: config.cache.threshold,
+            ttl: config.cache.ttl.0,
+            max_entries: config.cache.max_entries,
+            hnsw_from: config.cache.hnsw_from,
+            hnsw: HnswParams::default(),
+            guard: config.cache.guard,
+        };
+        let cache = Arc::new(SemanticCache::new(settings, dim));
+        if let Some(path) = &config.cache.snapshot {
+            match cache.load_snapshot(path) {
+                Ok(n) => tracing::info!(entries = n, path = %path.display(), "cache snapshot restored"),
+                Err(e) => tracing::warn!(error = %e, "cache snapshot not restored; starting empty"),
+            }
+        }
+        Some(cache)
+    } else {
+        None
+    };
+
+    let mut providers = HashMap::new();
+    for (name, pc) in &config.providers {
+        providers.insert(name.clone(), Arc::new(Provider::new(name, pc).map_err(AppError::Provider)?));
+    }
+    let dispatch = Dispatcher::new(providers, config.dispatch.clone());
+
+    let mut tiers = HashMap::new();
+    for (name, spec) in &config.tiers {
+        let mut targets = config.tier_deployments(name);
+        let mut seen = vec![name.clone()];
+        let mut fb = spec.fallback_tier().map(str::to_string);
+        while let Some(f) = fb.filter(|f| !seen.contains(f)) {
+            targets.extend(config.tier_deployments(&f));
+            fb = config.tiers.get(&f).and_then(|t| t.fallback_tier()).map(str::to_string);
+            seen.push(f);
+        }
+        tiers.insert(name.clone(), Tier { name: name.clone(), targets });
+    }
+
+    let router = Router::with_operating_point(Box::new(LengthBaseline::default()), config.router.threshold, config.router.premium_share);
+    tracing::info!(router = router.name(), threshold = router.threshold(), "router ready");
+
+    let gateway = Gateway::new(
+        handle,
+        cache,
+        router,
+        config.router.alias.clone(),
+        config.router.cheap.clone(),
+        config.router.premium.clone(),
+        config.router.affinity,
+        dispatch,
+        tiers,
+        config.prices.clone(),
+    );
+    Ok((Arc::new(gateway), worker))
+}
+
+fn gateway_keys(config: &Config) -> Result<HashMap<String, String>, AppError> {
+    let mut keys = HashMap::new();
+    if let Some(spec) = &config.server.gateway_keys {
+        let secret = spec.resolve("server.gateway_keys")?;
+        for k in secret.expose().split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            keys.insert(k.to_string(), http::tenant_of(k));
+        }
+    }
+    Ok(keys)
+}
+
+/// Binds, serves, and returns a handle. With `signals`, SIGTERM/SIGINT also shut it down.
+pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals: bool) -> Result<Running, AppError> {
+    let keys = gateway_keys(&config)?;
+    let (gateway, worker) = build_gateway(&config, embedder)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| AppError::Listen { addr: config.server.listen, source })?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        gateway: gateway.clone(),
+        keys: Arc::new(keys),
+        max_body: config.server.max_body_bytes,
+        request_timeout: config.server.request_timeout.0,
+        started: Instant::now(),
+        slots: Arc::new(Semaphore::new(config.server.max_concurrency)),
+    };
+    let app = http::router(state);
+    let (tx, rx) = oneshot::channel::<()>();
+    let grace = config.server.shutdown_grace.0;
+    let snapshot = config.cache.snapshot.clone();
+    let gw = gateway.clone();
+
+    // expired entries should not hold memory until they are next looked at
+    if let Some(cache) = gateway.cache.clone() {
+        let weak = Arc::downgrade(&cache);
+        drop(cache);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(c) = weak.upgrade() else { break };
+                c.purge_expired();
+            }
+        });
+    }
+
+    let task = tokio::spawn(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut stop_rx2 = stop_rx.clone();
+        let trigger = async move {
+            tokio::select! {
+                _ = rx => {},
+                _ = shutdown_signal(signals) => {},
+            }
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = stop_tx.send(true);
+        };
+        tokio::spawn(trigger);
+        let mut serve_rx = stop_rx.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = serve_rx.wait_for(|s| *s).await;
+        });
+        let drained = async {
+            let _ = stop_rx2.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            r = server => { if let Err(e) = r { tracing::error!(error = %e, "server error"); } }
+            _ = drained => { tracing::warn!("shutdown grace period over; closing remaining connections"); }
+        }
+        if let (Some(path), Some(cache)) = (snapshot, gw.cache.as_ref()) {
+            let cache = cache.clone();
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || cache.save_snapshot(&p)).await {
+                Ok(Ok(n)) => tracing::info!(entries = n, path = %path.display(), "cache snapshot written"),
+                Ok(Err(e)) => tracing::error!(error = %e, "cache snapshot failed"),
+                Err(e) => tracing::error!(error = %e, "cache snapshot task failed"),
+            }
+        }
+        drop(worker);
+    });
+    Ok(Running { addr, gateway, shutdown: Some(tx), task })
+}
+
+async fn shutdown_signal(enabled: bool) {
+    if !enabled {
+        std::future::pending::<()>().await;
+    }
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// The demo setup: two simulated OpenAI-format upstreams (cheap and premium) on loopback.
+pub async fn demo_config(mut config: Config, latency: Duration) -> Result<Config, AppError> {
+    let cheap = crate::demo::spawn(latency).await?;
+    let premium = crate::demo::spawn(latency).await?;
+    config.providers.clear();
+    config.tiers.clear();
+    for (name, up) in [("demo-cheap", &cheap), ("demo-premium", &premium)] {
+        config.providers.insert(name.into(), provider(ProviderKind::Openai, &up.base_url(), None));
+    }
+    config.tiers.insert("cheap".into(), TierSpec::List(vec![DeploymentSpec::Short("demo-cheap:demo-mini".into())]));
+    config.tiers.insert("premium".into(), TierSpec::List(vec![DeploymentSpec::Short("demo-premium:demo-large".into())]));
+    config.prices.insert("demo-mini".into(), Price { input: 0.15, output: 0.60 });
+    config.prices.insert("demo-large".into(), Price { input: 2.50, output: 10.00 });
+    config.validate()?;
+    Ok(config)
+}
+
+fn provider(kind: ProviderKind, base_url: &str, key: Option<SecretSpec>) -> ProviderConfig {
+    ProviderConfig {
+        kind,
+        base_url: base_url.into(),
+        api_key: key,
+        api_version: None,
+        connect_timeout: Dur(Duration::from_secs(5)),
+        first_byte_timeout: Dur(Duration::from_secs(60)),
+        total_timeout: Dur(Duration::from_secs(600)),
+        default_max_tokens: 4096,
+    }
+}
+
+/// With no config file: tiers built from the provider keys found in the environment.
+/// Returns the config and a human sentence saying what was found.
+pub fn config_from_env() -> Result<(Config, String), AppError> {
+    let mut config = Config::default();
+    let set = |n: &str| std::env::var(n).map(|v| !v.trim().is_empty()).unwrap_or(false);
+    let mut cheap: Vec<Deployment> = Vec::new();
+    let mut premium: Vec<Deployment> = Vec::new();
+    let mut found = Vec::new();
+    let d = |p: &str, m: &str| Deployment { provider: p.into(), model: m.into(), vision: true };
+    if set("OPENAI_API_KEY") {
+        config.providers.insert("openai".into(), provider(ProviderKind::Openai, "https://api.openai.com/v1", Some(SecretSpec::env("OPENAI_API_KEY"))));
+        cheap.push(d("openai", "gpt-4o-mini"));
+        premium.push(d("openai", "gpt-4o"));
+        config.prices.insert("gpt-4o-mini".into(), Price { input: 0.15, output: 0.60 });
+        config.prices.insert("gpt-4o".into(), Price { input: 2.50, output: 10.00 });
+        found.push("OPENAI_API_KEY (openai: gpt-4o-mini / gpt-4o)");
+    }
+    if set("ANTHROPIC_API_KEY") {
+        found.push("ANTHROPIC_API_KEY (not used: the Anthropic adapter is not in this build)");
+    }
+    if set("GEMINI_API_KEY") {
+        found.push("GEMINI_API_KEY (not used: the Gemini adapter is not in this build)");
+    }
+    if cheap.is_empty() {
+        return Err(AppError::Provider(
+            "no config file and no usable provider key in the environment (set OPENAI_API_KEY, pass --config FILE, or try --demo)".into(),
+        ));
+    }
+    let spec = |ds: &[Deployment]| {
+        TierSpec::List(ds.iter().map(|d| DeploymentSpec::Short(format!("{}:{}", d.provider, d.model))).collect())
+    };
+    config.tiers.insert("cheap".into(), spec(&cheap));
+    config.tiers.insert("premium".into(), spec(&premium));
+    config.validate()?;
+    Ok((config, format!("no config file; found {}", found.join(", "))))
+}

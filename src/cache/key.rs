@@ -1,0 +1,144 @@
+//! What a cached answer is keyed by.
+//!
+//! The **namespace** is everything that must be identical for an answer to be reusable: the tenant,
+//! the model or tier asked for, the system prompt(s), every message other than the last user
+//! message (earlier turns before it; tool calls and results after it), and the parameters that
+//! shape the output (tools, tool_choice, response_format, n, a temperature bucket, stop, max tokens,
+//! seed, and any pass-through field). Only the last user message is compared by meaning, and only
+//! within one namespace. The **exact key** adds the normalised text of that message.
+
+use sha2::{Digest, Sha256};
+
+use crate::api::{ChatRequest, Content, ContentPart, Role};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Namespace(pub [u8; 16]);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ExactKey(pub [u8; 32]);
+
+#[derive(Debug, Clone)]
+pub struct CacheKey {
+    pub namespace: Namespace,
+    pub exact: ExactKey,
+    /// The text compared by meaning: the last user message, whitespace-normalised.
+    pub query: String,
+    /// The thread: tenant plus every message up to and including the first user message. All
+    /// turns of one conversation share it (routing affinity uses it).
+    pub thread: Namespace,
+}
+
+/// Temperatures close together give answers of the same character; 0 stays apart from the rest.
+fn temperature_bucket(t: Option<f64>) -> String {
+    match t {
+        None => "default".into(),
+        Some(t) if t == 0.0 => "0".into(),
+        Some(t) => format!("{:.2}", (t * 4.0).ceil() / 4.0),
+    }
+}
+
+fn normalise(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl CacheKey {
+    /// `None` when the request has no user message to compare (then it is not cached).
+    pub fn new(req: &ChatRequest, tenant: &str, target: &str) -> Option<CacheKey> {
+        let last_user = req.messages.iter().rposition(|m| m.role == Role::User)?;
+        let query_msg = &req.messages[last_user];
+        // Non-text parts (images, audio, files) of the compared message must match exactly.
+        let non_text: Vec<&ContentPart> = match &query_msg.content {
+            Some(Content::Parts(p)) => p.iter().filter(|p| !matches!(p, ContentPart::Text { .. })).collect(),
+            _ => Vec::new(),
+        };
+        let query = normalise(&query_msg.text_content());
+
+        let first_user = req.messages.iter().position(|m| m.role == Role::User).unwrap_or(last_user);
+        let mut th = Sha256::new();
+        field(&mut th, "tenant", tenant.as_bytes());
+        for m in &req.messages[..=first_user] {
+            field(&mut th, "m", &serde_json::to_vec(m).unwrap_or_default());
+        }
+        let thread = Namespace(truncate16(th.finalize().into()));
+
+        let mut conv = Sha256::new();
+        field(&mut conv, "tenant", tenant.as_bytes());
+        for (i, m) in req.messages.iter().enumerate() {
+            if i == last_user {
+                field(&mut conv, "query-slot", b"");
+                continue;
+            }
+            let json = serde_json::to_vec(m).unwrap_or_default();
+            field(&mut conv, if i < last_user { "before" } else { "after" }, &json);
+        }
+        let mut ns = conv;
+        field(&mut ns, "target", target.as_bytes());
+        field(&mut ns, "non-text", &serde_json::to_vec(&non_text).unwrap_or_default());
+        field(&mut ns, "tools", &serde_json::to_vec(&req.tools).unwrap_or_default());
+        field(&mut ns, "tool_choice", &serde_json::to_vec(&req.tool_choice).unwrap_or_default());
+        field(&mut ns, "response_format", &serde_json::to_vec(&req.response_format).unwrap_or_default());
+        field(&mut ns, "n", req.n.unwrap_or(1).to_string().as_bytes());
+        field(&mut ns, "temperature", temperature_bucket(req.temperature).as_bytes());
+        field(&mut ns, "stop", &serde_json::to_vec(&req.stop).unwrap_or_default());
+        field(&mut ns, "max_tokens", format!("{:?}", req.max_output_tokens()).as_bytes());
+        field(&mut ns, "seed", format!("{:?}", req.seed).as_bytes());
+        // pass-through fields (logprobs, presence_penalty, …); serde_json's map is sorted
+        field(&mut ns, "extra", &serde_json::to_vec(&req.extra).unwrap_or_default());
+        let namespace = Namespace(truncate16(ns.finalize().into()));
+
+        let mut ex = Sha256::new();
+        field(&mut ex, "ns", &namespace.0);
+        field(&mut ex, "query", query.as_bytes());
+        let exact = ExactKey(ex.finalize().into());
+        Some(CacheKey { namespace, exact, query, thread })
+    }
+}
+
+/// Length-prefixed so that no two different field sequences hash the same.
+fn field(h: &mut Sha256, name: &str, value: &[u8]) {
+    h.update((name.len() as u64).to_le_bytes());
+    h.update(name.as_bytes());
+    h.update((value.len() as u64).to_le_bytes());
+    h.update(value);
+}
+
+fn truncate16(full: [u8; 32]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: &str) -> ChatRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn namespace_separates_what_must_not_share_answers() {
+        let base = r#"{"model":"auto","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"How do I reset my password?"}]}"#;
+        let k = CacheKey::new(&req(base), "t1", "auto").unwrap();
+        assert_eq!(k.query, "How do I reset my password?");
+        let same = CacheKey::new(&req(&base.replace("my password?", "my  password? ")), "t1", "auto").unwrap();
+        assert_eq!(k.exact, same.exact);
+        let other_tenant = CacheKey::new(&req(base), "t2", "auto").unwrap();
+        assert_ne!(k.namespace, other_tenant.namespace);
+        let other_system = CacheKey::new(&req(&base.replace("Be brief.", "Be verbose.")), "t1", "auto").unwrap();
+        assert_ne!(k.namespace, other_system.namespace);
+        let hot = CacheKey::new(&req(&base.replace("\"auto\",", "\"auto\",\"temperature\":1.5,")), "t1", "auto").unwrap();
+        assert_ne!(k.namespace, hot.namespace);
+        let other_model = CacheKey::new(&req(base), "t1", "premium").unwrap();
+        assert_ne!(k.namespace, other_model.namespace);
+        // the compared message itself does not enter the namespace
+        let para = CacheKey::new(&req(&base.replace("How do I", "How can I")), "t1", "auto").unwrap();
+        assert_eq!(k.namespace, para.namespace);
+        assert_ne!(k.exact, para.exact);
+    }
+
+    #[test]
+    fn no_user_message_means_no_key() {
+        assert!(CacheKey::new(&req(r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#), "t", "m").is_none());
+    }
+}

@@ -1,0 +1,79 @@
+//! Picking a tier for `model: "auto"`.
+//!
+//! A [`Classifier`] maps a prompt (and its cache embedding, so routing costs no second model call)
+//! to a score in 0..1: how likely the premium tier is worth its price. The [`Router`] turns the score
+//! into a tier with a threshold.
+
+mod baseline;
+
+pub use baseline::LengthBaseline;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierChoice {
+    Cheap,
+    Premium,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub tier: TierChoice,
+    pub score: f32,
+}
+
+/// A named contribution to a score, for `switchyard route` explanations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feature {
+    pub name: String,
+    pub contribution: f32,
+}
+
+pub trait Classifier: Send + Sync {
+    fn name(&self) -> &str;
+    /// Score in 0..1; higher means the premium tier is more likely to be needed.
+    fn score(&self, prompt: &str, vector: Option<&[f32]>) -> f32;
+    /// The largest contributions behind a score, most important first.
+    fn explain(&self, prompt: &str, vector: Option<&[f32]>) -> Vec<Feature>;
+    /// The threshold that sends about `share` of the training traffic to premium.
+    fn threshold_for_share(&self, share: f32) -> Option<f32>;
+}
+
+pub struct Router {
+    classifier: Box<dyn Classifier>,
+    threshold: f32,
+}
+
+impl Router {
+    pub fn new(classifier: Box<dyn Classifier>, threshold: f32) -> Self {
+        Router { classifier, threshold }
+    }
+
+    /// Builds the threshold from either an explicit value or a premium share (via calibration).
+    pub fn with_operating_point(
+        classifier: Box<dyn Classifier>,
+        threshold: Option<f32>,
+        premium_share: Option<f32>,
+    ) -> Self {
+        let t = threshold
+            .or_else(|| premium_share.and_then(|s| classifier.threshold_for_share(s)))
+            .unwrap_or(0.5);
+        Router::new(classifier, t)
+    }
+
+    pub fn name(&self) -> &str {
+        self.classifier.name()
+    }
+
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    pub fn decide(&self, prompt: &str, vector: Option<&[f32]>) -> Decision {
+        let score = self.classifier.score(prompt, vector);
+        let tier = if score >= self.threshold { TierChoice::Premium } else { TierChoice::Cheap };
+        Decision { tier, score }
+    }
+
+    pub fn explain(&self, prompt: &str, vector: Option<&[f32]>) -> Vec<Feature> {
+        self.classifier.explain(prompt, vector)
+    }
+}

@@ -1,0 +1,587 @@
+//! The TOML configuration: typed, defaulted, validated with errors that name the offending key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// A secret (provider or gateway key). Printing it, in logs or debug output, shows `*****`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+/// How a secret is written in the file: `env:NAME` (read from the environment at load) or the
+/// literal value (discouraged, but handy for local tests).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretSpec(String);
+
+impl fmt::Debug for SecretSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.strip_prefix("env:") {
+            Some(name) => write!(f, "env:{name}"),
+            None => f.write_str("*****"),
+        }
+    }
+}
+
+impl SecretSpec {
+    pub fn env(name: &str) -> Self {
+        SecretSpec(format!("env:{name}"))
+    }
+    pub fn literal(value: &str) -> Self {
+        SecretSpec(value.to_string())
+    }
+    pub fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
+        match self.0.strip_prefix("env:") {
+            Some(name) => match std::env::var(name) {
+                Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_string())),
+                _ => Err(invalid(key, format!("environment variable {name} is not set"))),
+            },
+            None => Ok(Secret(self.0.clone())),
+        }
+    }
+}
+
+/// A duration written as `250ms`, `30s`, `5m`, `24h` or `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 5m, 24h)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub embed: EmbedConfig,
+    pub cache: CacheConfig,
+    pub router: RouterConfig,
+    pub dispatch: DispatchConfig,
+    pub tiers: BTreeMap<String, TierSpec>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// USD per million tokens, by upstream model name.
+    pub prices: BTreeMap<String, Price>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            embed: EmbedConfig::default(),
+            cache: CacheConfig::default(),
+            router: RouterConfig::default(),
+            dispatch: DispatchConfig::default(),
+            tiers: BTreeMap::new(),
+            providers: BTreeMap::new(),
+            prices: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Comma-separated gateway keys; each key is a tenant. None: no authentication, one tenant.
+    pub gateway_keys: Option<SecretSpec>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Dur,
+    pub shutdown_grace: Dur,
+    /// Requests handled at once; more wait, and past `max_queued` get 503.
+    pub max_concurrency: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            gateway_keys: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout: Dur(Duration::from_secs(300)),
+            shutdown_grace: Dur(Duration::from_secs(30)),
+            max_concurrency: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedConfig {
+    pub model_dir: PathBuf,
+    /// Prompts are embedded from their first `max_tokens` word pieces (MiniLM was trained on 256).
+    pub max_tokens: usize,
+    pub max_batch: usize,
+    /// Pending embedding requests before new ones are refused (the request then degrades to a miss).
+    pub queue: usize,
+    /// Inference threads used by one forward pass.
+    pub threads: usize,
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        EmbedConfig {
+            model_dir: PathBuf::from("models/all-MiniLM-L6-v2"),
+            max_tokens: 256,
+            max_batch: 32,
+            queue: 1024,
+            threads: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Cosine similarity at or above which a cached answer may be served.
+    pub threshold: f32,
+    pub ttl: Dur,
+    pub max_entries: usize,
+    /// Memory-backend persistence: written on shutdown (atomic replace), restored at start.
+    pub snapshot: Option<PathBuf>,
+    /// Entries in one namespace at which its exact flat scan is replaced by an HNSW graph.
+    pub hnsw_from: usize,
+    /// The near-miss guard (number/negation/entity conflicts veto a semantic hit).
+    pub guard: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            threshold: 0.965,
+            ttl: Dur(Duration::from_secs(24 * 3600)),
+            max_entries: 1_000_000,
+            snapshot: None,
+            hnsw_from: 4096,
+            guard: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// The model name that asks the router to choose.
+    pub alias: String,
+    pub cheap: String,
+    pub premium: String,
+    /// Premium when the score is at or above this.
+    pub threshold: Option<f32>,
+    /// Or: the share of traffic to send premium, turned into a threshold by calibration.
+    pub premium_share: Option<f32>,
+    /// Trained router directory; when absent or missing, the prompt-length baseline is used.
+    pub model_dir: Option<PathBuf>,
+    /// Within one conversation, never move down a tier.
+    pub affinity: bool,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            alias: "auto".into(),
+            cheap: "cheap".into(),
+            premium: "premium".into(),
+            threshold: None,
+            premium_share: None,
+            model_dir: None,
+            affinity: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Attempts on one deployment (first try included) before failing over.
+    pub attempts_per_deployment: u32,
+    pub backoff_base: Dur,
+    pub backoff_max: Dur,
+    /// The longest `Retry-After` we will wait for before failing over instead.
+    pub retry_after_cap: Dur,
+    /// The whole request, across every retry and failover.
+    pub deadline: Dur,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Dur,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            attempts_per_deployment: 2,
+            backoff_base: Dur(Duration::from_millis(100)),
+            backoff_max: Dur(Duration::from_secs(2)),
+            retry_after_cap: Dur(Duration::from_secs(10)),
+            deadline: Dur(Duration::from_secs(300)),
+            breaker_failures: 5,
+            breaker_cooldown: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// A tier: an ordered list of deployments, written `["provider:model", …]` or as a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TierSpec {
+    List(Vec<DeploymentSpec>),
+    Table(TierTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierTable {
+    pub deployments: Vec<DeploymentSpec>,
+    #[serde(default)]
+    pub fallback_tier: Option<String>,
+}
+
+impl TierSpec {
+    pub fn deployments(&self) -> &[DeploymentSpec] {
+        match self {
+            TierSpec::List(d) => d,
+            TierSpec::Table(t) => &t.deployments,
+        }
+    }
+    pub fn fallback_tier(&self) -> Option<&str> {
+        match self {
+            TierSpec::List(_) => None,
+            TierSpec::Table(t) => t.fallback_tier.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DeploymentSpec {
+    Short(String),
+    Full(DeploymentTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentTable {
+    pub provider: String,
+    pub model: String,
+    #[serde(default)]
+    pub vision: bool,
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+/// A deployment after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub provider: String,
+    pub model: String,
+    pub vision: bool,
+}
+
+impl DeploymentSpec {
+    fn resolve(&self, key: &str) -> Result<Deployment, ConfigError> {
+        match self {
+            DeploymentSpec::Short(s) => {
+                let (p, m) = s
+                    .split_once(':')
+                    .filter(|(p, m)| !p.is_empty() && !m.is_empty())
+                    .ok_or_else(|| invalid(key, format!("{s:?} must be \"provider:model\"")))?;
+                Ok(Deployment { provider: p.into(), model: m.into(), vision: false })
+            }
+            DeploymentSpec::Full(t) => Ok(Deployment {
+                provider: t.provider.clone(),
+                model: t.model.clone(),
+                vision: t.vision,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI and every server that speaks its API (vLLM, Ollama, Groq, Together, …).
+    Openai,
+    /// Azure OpenAI: deployment in the path, `api-version` query, `api-key` header.
+    Azure,
+    Anthropic,
+    Gemini,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: Option<SecretSpec>,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout: Dur,
+    #[serde(default = "default_total_timeout")]
+    pub total_timeout: Dur,
+    /// Anthropic requires `max_tokens`; used when the client gave none.
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u32,
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_first_byte_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_total_timeout() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+fn default_max_tokens() -> u32 {
+    4096
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// USD per million prompt tokens.
+    pub input: f64,
+    /// USD per million completion tokens.
+    pub output: f64,
+}
+
+impl Price {
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
+        (prompt_tokens as f64 * self.input + completion_tokens as f64 * self.output) / 1e6
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => {
+                ConfigError::Parse { path: path.to_path_buf(), message }
+            }
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every cross-reference and range. Secrets are checked for presence here too, so a
+    /// missing `env:` variable is reported at start, not on the first request.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(k) = &self.server.gateway_keys {
+            k.resolve("server.gateway_keys")?;
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.server.max_concurrency == 0 {
+            return Err(invalid("server.max_concurrency", "must be at least 1"));
+        }
+        if self.embed.max_tokens == 0 || self.embed.max_tokens > 512 {
+            return Err(invalid("embed.max_tokens", "must be between 1 and 512"));
+        }
+        if self.embed.max_batch == 0 || self.embed.queue == 0 || self.embed.threads == 0 {
+            return Err(invalid("embed", "max_batch, queue and threads must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.cache.threshold) {
+            return Err(invalid("cache.threshold", "must be a cosine similarity between 0 and 1"));
+        }
+        if self.cache.max_entries == 0 {
+            return Err(invalid("cache.max_entries", "must be at least 1"));
+        }
+        if let Some(t) = self.router.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(invalid("router.threshold", "must be between 0 and 1"));
+            }
+        }
+        if let Some(s) = self.router.premium_share {
+            if !(0.0..=1.0).contains(&s) {
+                return Err(invalid("router.premium_share", "must be between 0 and 1"));
+            }
+        }
+        if self.router.threshold.is_some() && self.router.premium_share.is_some() {
+            return Err(invalid("router", "give either threshold or premium_share, not both"));
+        }
+        if self.dispatch.attempts_per_deployment == 0 {
+            return Err(invalid("dispatch.attempts_per_deployment", "must be at least 1"));
+        }
+        for (name, p) in &self.providers {
+            let key = format!("providers.{name}");
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return Err(invalid(format!("{key}.base_url"), "must start with http:// or https://"));
+            }
+            if let Some(k) = &p.api_key {
+                k.resolve(&format!("{key}.api_key"))?;
+            }
+            if p.kind == ProviderKind::Azure && p.api_version.is_none() {
+                return Err(invalid(format!("{key}.api_version"), "is required for kind = \"azure\""));
+            }
+        }
+        if self.tiers.is_empty() {
+            return Err(invalid("tiers", "at least one tier is needed"));
+        }
+        for (name, tier) in &self.tiers {
+            let key = format!("tiers.{name}");
+            if tier.deployments().is_empty() {
+                return Err(invalid(&key, "needs at least one deployment"));
+            }
+            for (i, d) in tier.deployments().iter().enumerate() {
+                let dk = format!("{key}[{i}]");
+                let d = d.resolve(&dk)?;
+                if !self.providers.contains_key(&d.provider) {
+                    return Err(invalid(dk, format!("unknown provider {:?}", d.provider)));
+                }
+            }
+            if let Some(fb) = tier.fallback_tier() {
+                if !self.tiers.contains_key(fb) || fb == name {
+                    return Err(invalid(format!("{key}.fallback_tier"), format!("unknown tier {fb:?}")));
+                }
+            }
+        }
+        for tier in [&self.router.cheap, &self.router.premium] {
+            if !self.tiers.contains_key(tier) {
+                return Err(invalid(
+                    "router",
+                    format!("tier {tier:?} is not defined under [tiers]"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deployments of a tier, resolved. Only valid after [`Config::validate`].
+    pub fn tier_deployments(&self, tier: &str) -> Vec<Deployment> {
+        self.tiers
+            .get(tier)
+            .map(|t| t.deployments().iter().filter_map(|d| d.resolve("").ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [cache]
+        threshold = 0.97
+        ttl = "1h"
+        [tiers]
+        cheap = ["openai:gpt-4o-mini"]
+        premium = { deployments = [{ provider = "openai", model = "gpt-4o", vision = true }], fallback_tier = "cheap" }
+        [providers.openai]
+        kind = "openai"
+        base_url = "https://api.openai.com/v1"
+        api_key = "sk-literal"
+        [prices]
+        "gpt-4o" = { input = 2.5, output = 10.0 }
+    "#;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.cache.ttl.0, Duration::from_secs(3600));
+        assert_eq!(c.tier_deployments("premium")[0].model, "gpt-4o");
+        assert!(c.tier_deployments("premium")[0].vision);
+        assert_eq!(c.tiers["premium"].fallback_tier(), Some("cheap"));
+        assert!((c.prices["gpt-4o"].cost(1_000_000, 0) - 2.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = GOOD.replace("threshold = 0.97", "threshold = 1.5");
+        assert!(Config::parse(&bad).unwrap_err().to_string().starts_with("cache.threshold"));
+        let bad = GOOD.replace("openai:gpt-4o-mini", "nope:gpt-4o-mini");
+        assert!(Config::parse(&bad).unwrap_err().to_string().contains("tiers.cheap[0]"));
+        let bad = GOOD.replace("ttl = \"1h\"", "ttl = \"1h\"\nbogus = 1");
+        assert!(Config::parse(&bad).unwrap_err().to_string().contains("bogus"));
+        let bad = GOOD.replace("sk-literal", "env:SWITCHYARD_SURELY_UNSET_VAR");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("providers.openai.api_key") && e.contains("SWITCHYARD_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("sk-very-secret");
+        assert_eq!(format!("{s} {s:?}"), "***** *****");
+        assert_eq!(format!("{:?}", SecretSpec::literal("sk-x")), "*****");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,267 @@
+use std::time::Duration;
+
+use axum::body::{Body as HttpBody, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use super::{authenticate, error_response, request_id, AppState};
+use crate::api::{
+    ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
+    GatewayError, ModelInfo, ModelList,
+};
+use crate::pipeline::{Body, RequestCtx, Served, StreamItem};
+
+/// Reads the body, mapping axum's rejections (notably 413) to our error JSON.
+fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, GatewayError> {
+    body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            GatewayError::PayloadTooLarge { limit }
+        } else {
+            GatewayError::invalid(format!("could not read the request body: {rej}"), None)
+        }
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+    if bytes.is_empty() {
+        return Err(GatewayError::invalid("the request body is empty; send a JSON object", None));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let msg = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!("the request body is not valid JSON: {e}"),
+            _ => format!("invalid request: {e}"),
+        };
+        GatewayError::invalid(msg, None)
+    })
+}
+
+fn cache_control(headers: &HeaderMap, ctx: &mut RequestCtx) {
+    for v in headers.get_all(header::CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()) {
+        for directive in v.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+            match directive.as_str() {
+                "no-cache" => ctx.no_cache = true,
+                "no-store" => ctx.no_store = true,
+                d => {
+                    if let Some(age) = d.strip_prefix("max-age=").and_then(|s| s.trim_matches('"').parse::<u64>().ok()) {
+                        ctx.max_age = Some(Duration::from_secs(age));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn request_ctx(headers: &HeaderMap, tenant: String) -> Result<RequestCtx, GatewayError> {
+    let mut ctx = RequestCtx { tenant, ..RequestCtx::default() };
+    cache_control(headers, &mut ctx);
+    if let Some(v) = headers.get("x-switchyard-cache-threshold") {
+        let t = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<f32>().ok())
+            .filter(|t| (0.0..=1.0).contains(t))
+            .ok_or_else(|| GatewayError::invalid("x-switchyard-cache-threshold must be a number between 0 and 1", Some("x-switchyard-cache-threshold")))?;
+        ctx.threshold = Some(t);
+    }
+    Ok(ctx)
+}
+
+pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let rid = request_id(&headers);
+    match chat_inner(&state, &headers, body).await {
+        Ok(served) => render(served, &rid),
+        Err(e) => error_response(&e, &rid),
+    }
+}
+
+async fn chat_inner(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Served, GatewayError> {
+    let tenant = authenticate(state, headers)?;
+    let _slot = state
+        .slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| GatewayError::Overloaded("the gateway is at its concurrency limit; retry shortly".into()))?;
+    let bytes = body_or_error(body, state.max_body)?;
+    let req: ChatRequest = parse_json(&bytes)?;
+    let ctx = request_ctx(headers, tenant)?;
+    let fut = state.gateway.chat(req, ctx);
+    tokio::time::timeout(state.request_timeout, fut)
+        .await
+        .map_err(|_| GatewayError::Timeout(format!("the request took longer than {:?}", state.request_timeout)))?
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
+    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+        headers.insert(name, v);
+    }
+}
+
+fn render(served: Served, rid: &str) -> Response {
+    let m = &served.meta;
+    let mut resp = match served.body {
+        Body::Json(r) => axum::Json(r).into_response(),
+        Body::Stream(stream) => {
+            let events = stream
+                .map(|item| {
+                    let line = match item {
+                        StreamItem::Chunk(c) => serde_json::to_string(&c).unwrap_or_default(),
+                        StreamItem::Error(e) => serde_json::to_string(&e.body()).unwrap_or_default(),
+                    };
+                    Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {line}\n\n")))
+                })
+                .chain(futures_util::stream::once(async { Ok(Bytes::from_static(b"data: [DONE]\n\n")) }));
+            let mut r = Response::new(HttpBody::from_stream(events));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+    };
+    let h = resp.headers_mut();
+    set(h, "x-request-id", rid);
+    set(h, "x-switchyard-cache", m.cache.as_str());
+    if let Some(s) = m.similarity {
+        set(h, "x-switchyard-similarity", format!("{s:.4}"));
+    }
+    if !m.tier.is_empty() {
+        set(h, "x-switchyard-tier", &m.tier);
+    }
+    set(h, "x-switchyard-model", &m.model);
+    set(h, "x-switchyard-provider", &m.provider);
+    set(h, "x-switchyard-attempts", m.attempts);
+    if let Some(c) = m.cost {
+        set(h, "x-switchyard-cost", format!("{c:.8}"));
+    }
+    if let Some(c) = m.cost_saved {
+        set(h, "x-switchyard-cost-saved", format!("{c:.8}"));
+    }
+    if let Some(s) = m.route_score {
+        set(h, "x-switchyard-route-score", format!("{s:.4}"));
+    }
+    resp
+}
+
+pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let rid = request_id(&headers);
+    if let Err(e) = authenticate(&state, &headers) {
+        return error_response(&e, &rid);
+    }
+    let created = crate::cache::unix_now();
+    let data = state
+        .gateway
+        .model_ids()
+        .into_iter()
+        .map(|(id, owned_by)| ModelInfo { id, object: "model".into(), created, owned_by })
+        .collect();
+    axum::Json(ModelList { object: "list".into(), data }).into_response()
+}
+
+/// Most inputs one embeddings call may carry (OpenAI's own limit).
+const MAX_EMBED_INPUTS: usize = 2048;
+
+pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let rid = request_id(&headers);
+    match embeddings_inner(&state, &headers, body).await {
+        Ok(r) => {
+            let mut resp = axum::Json(r).into_response();
+            set(resp.headers_mut(), "x-request-id", &rid);
+            resp
+        }
+        Err(e) => error_response(&e, &rid),
+    }
+}
+
+async fn embeddings_inner(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<EmbeddingsResponse, GatewayError> {
+    authenticate(state, headers)?;
+    let bytes = body_or_error(body, state.max_body)?;
+    let req: EmbeddingsRequest = parse_json(&bytes)?;
+    let inputs = match req.input {
+        EmbeddingInput::One(s) => vec![s],
+        EmbeddingInput::Many(v) => v,
+    };
+    if inputs.is_empty() || inputs.len() > MAX_EMBED_INPUTS {
+        return Err(GatewayError::invalid(format!("`input` must hold 1 to {MAX_EMBED_INPUTS} strings"), Some("input")));
+    }
+    if inputs.iter().any(|s| s.is_empty()) {
+        return Err(GatewayError::invalid("`input` strings must not be empty", Some("input")));
+    }
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => return Err(GatewayError::invalid(format!("unsupported encoding_format {other:?}"), Some("encoding_format"))),
+    };
+    let embed = state.gateway.embed.as_ref().ok_or_else(|| GatewayError::Overloaded("the embedding model is not loaded".into()))?;
+    if let Some(d) = req.dimensions {
+        if d as usize != embed.dim() {
+            return Err(GatewayError::invalid(format!("this model has {} dimensions", embed.dim()), Some("dimensions")));
+        }
+    }
+    let tokens: u64 = inputs.iter().map(|s| embed.embedder().count_tokens(s) as u64).sum();
+    let vectors = embed.embed_many(inputs).await.map_err(|e| match e {
+        crate::embed::EmbedError::Overloaded => GatewayError::Overloaded("the embedding queue is full; retry shortly".into()),
+        other => GatewayError::Internal(other.to_string()),
+    })?;
+    let data = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                serde_json::Value::String(base64_encode(&bytes))
+            } else {
+                serde_json::json!(v)
+            };
+            EmbeddingData { object: "embedding", index, embedding }
+        })
+        .collect();
+    Ok(EmbeddingsResponse {
+        object: "list",
+        data,
+        model: req.model.unwrap_or_else(|| "all-MiniLM-L6-v2".into()),
+        usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
+    })
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+    }
+    out
+}
+
+pub async fn health(State(state): State<AppState>) -> Response {
+    let g = &state.gateway;
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "embedder": g.embed.is_some(),
+        "cache_entries": g.cache.as_ref().map(|c| c.stats().entries),
+        "router": g.router.name(),
+    }))
+    .into_response()
+}
+
+pub async fn not_found(headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let rid = request_id(&headers);
+    error_response(&GatewayError::NotFound(format!("no route for {}", uri.path())), &rid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64_encode;
+
+    #[test]
+    fn base64_matches_the_rfc_examples() {
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_encode(b"fooba"), "Zm9vYmE=");
+        assert_eq!(base64_encode(b"foob"), "Zm9vYg==");
+    }
+}

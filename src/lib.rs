@@ -1,0 +1,15 @@
+//! Switchyard: an OpenAI-compatible LLM gateway with an in-process semantic cache and a
+//! cost-saving router. See `DESIGN.md`-style overview in README.md; the request path reads top
+//! to bottom in [`pipeline`].
+
+pub mod api;
+pub mod app;
+pub mod cache;
+pub mod classify;
+pub mod config;
+pub mod demo;
+pub mod embed;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod providers;

@@ -1,0 +1,559 @@
+//! The request path, top to bottom: validate → exact cache → embed → semantic cache → coalesce →
+//! route → dispatch → store. A failure of the embedder or the cache only turns a request into a
+//! miss; it never becomes the client's error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::api::{
+    response_to_chunks, ChatChunk, ChatRequest, ChatResponse, ChunkAccumulator, GatewayError, Usage,
+};
+use crate::cache::{unix_now, CacheKey, ExactKey, Hit, HitKind, Lookup, Namespace, SemanticCache, StoredAnswer};
+use crate::classify::{Router, TierChoice};
+use crate::config::{Deployment, Price};
+use crate::embed::EmbedHandle;
+use crate::metrics::Metrics;
+use crate::providers::Dispatcher;
+
+/// How long a request waits for an embedding before it goes on without one (as a miss).
+const EMBED_WAIT: Duration = Duration::from_secs(2);
+/// Characters per replayed SSE chunk when a cached answer is streamed.
+const REPLAY_PIECE: usize = 24;
+/// Threads remembered for routing affinity before the table is cleared.
+const AFFINITY_CAP: usize = 100_000;
+
+/// Request-level options from headers.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCtx {
+    pub tenant: String,
+    /// `Cache-Control: no-cache`: do not look up (but store).
+    pub no_cache: bool,
+    /// `Cache-Control: no-store`: do not store (nor look up).
+    pub no_store: bool,
+    /// `Cache-Control: max-age=N`: only serve entries at most this old.
+    pub max_age: Option<Duration>,
+    /// `x-switchyard-cache-threshold`: may only raise the configured threshold.
+    pub threshold: Option<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
+}
+
+/// What the response headers report.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub cache: CacheStatus,
+    pub similarity: Option<f32>,
+    pub tier: String,
+    pub model: String,
+    pub provider: String,
+    /// USD this request cost upstream; unknown for a stream until it ends.
+    pub cost: Option<f64>,
+    pub cost_saved: Option<f64>,
+    pub attempts: u32,
+    pub route_score: Option<f32>,
+}
+
+pub enum StreamItem {
+    Chunk(ChatChunk),
+    /// The upstream failed after the first byte: the stream ends with this error event.
+    Error(GatewayError),
+}
+
+pub type ReplyStream = Pin<Box<dyn Stream<Item = StreamItem> + Send>>;
+
+pub enum Body {
+    Json(ChatResponse),
+    Stream(ReplyStream),
+}
+
+pub struct Served {
+    pub meta: Meta,
+    pub body: Body,
+}
+
+/// Where a request's `model` sends it.
+enum Route {
+    /// The router alias: the classifier picks the tier.
+    Auto,
+    Tier(String),
+    /// A concrete model name, served by these deployments.
+    Model(Vec<Deployment>),
+}
+
+#[derive(Clone)]
+enum Flight {
+    Pending,
+    Done(Arc<StoredAnswer>),
+    Failed,
+}
+
+/// Removes a coalescing slot when the leader finishes or is dropped (client gone, error).
+struct FlightGuard {
+    gateway: Arc<Gateway>,
+    key: ExactKey,
+    tx: watch::Sender<Flight>,
+    published: bool,
+}
+
+impl FlightGuard {
+    fn publish(&mut self, answer: Arc<StoredAnswer>) {
+        self.published = true;
+        let _ = self.tx.send(Flight::Done(answer));
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = self.tx.send(Flight::Failed);
+        }
+        self.gateway.inflight.lock().remove(&self.key);
+    }
+}
+
+pub struct Tier {
+    pub name: String,
+    /// The tier's deployments, then its fallback tier's.
+    pub targets: Vec<Deployment>,
+}
+
+pub struct Gateway {
+    pub embed: Option<EmbedHandle>,
+    pub cache: Option<Arc<SemanticCache>>,
+    pub router: Router,
+    pub router_alias: String,
+    pub cheap_tier: String,
+    pub premium_tier: String,
+    pub affinity: bool,
+    pub dispatch: Dispatcher,
+    pub tiers: HashMap<String, Tier>,
+    pub prices: BTreeMap<String, Price>,
+    pub metrics: Metrics,
+    inflight: Mutex<HashMap<ExactKey, watch::Receiver<Flight>>>,
+    threads: Mutex<HashMap<Namespace, TierChoice>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+impl Gateway {
+    pub fn new(
+        embed: Option<EmbedHandle>,
+        cache: Option<Arc<SemanticCache>>,
+        router: Router,
+        router_alias: String,
+        cheap_tier: String,
+        premium_tier: String,
+        affinity: bool,
+        dispatch: Dispatcher,
+        tiers: HashMap<String, Tier>,
+        prices: BTreeMap<String, Price>,
+    ) -> Self {
+        Gateway {
+            embed,
+            cache,
+            router,
+            router_alias,
+            cheap_tier,
+            premium_tier,
+            affinity,
+            dispatch,
+            tiers,
+            prices,
+            metrics: Metrics::default(),
+            inflight: Mutex::default(),
+            threads: Mutex::default(),
+        }
+    }
+}
+
+impl Gateway {
+    pub async fn chat(self: &Arc<Self>, req: ChatRequest, ctx: RequestCtx) -> Result<Served, GatewayError> {
+        let started = Instant::now();
+        let result = self.chat_inner(req, ctx).await;
+        self.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            self.metrics.errors.add(&e.status().to_string(), 1.0);
+        }
+        result
+    }
+
+    async fn chat_inner(self: &Arc<Self>, req: ChatRequest, ctx: RequestCtx) -> Result<Served, GatewayError> {
+        // 1. validate and resolve where it may go, before spending anything
+        req.validate().map_err(|(m, p)| GatewayError::invalid(m, Some(p)))?;
+        let route = self.resolve(&req.model)?;
+
+        // 2. the cache key; no key (no user message) or no-store ⇒ the cache is bypassed
+        let cache = self.cache.clone().filter(|_| !ctx.no_store);
+        let key = cache.as_ref().and_then(|_| CacheKey::new(&req, &ctx.tenant, &req.model));
+        let lookup = Lookup { threshold: ctx.threshold, max_age: ctx.max_age };
+        let may_look = key.is_some() && !ctx.no_cache;
+
+        // 3. exact fast path, before any model work
+        if let (Some(cache), Some(key), true) = (&cache, &key, may_look) {
+            if let Some(hit) = cache.exact(key, &lookup) {
+                self.metrics.requests.add("hit_exact", 1.0);
+                return Ok(self.serve_hit(&req, hit));
+            }
+        }
+
+        // 4. one embedding, shared by the semantic lookup and the router
+        let needs_vector = key.is_some() || matches!(route, Route::Auto);
+        let query_text = key.as_ref().map(|k| k.query.clone()).unwrap_or_else(|| last_user_text(&req));
+        let vector = if needs_vector { self.embed_text(&query_text).await } else { None };
+
+        // 5. semantic lookup within the namespace
+        if let (Some(cache), Some(key), true) = (&cache, &key, may_look) {
+            match vector.as_deref() {
+                Some(v) => {
+                    if let Some(hit) = cache.nearest(key, v, &lookup) {
+                        self.metrics.requests.add("hit_semantic", 1.0);
+                        return Ok(self.serve_hit(&req, hit));
+                    }
+                }
+                None => cache.record_miss(),
+            }
+        }
+
+        // 6. coalesce identical concurrent misses: one upstream call, the others wait for it
+        let mut guard = None;
+        if let (Some(key), true) = (&key, may_look) {
+            match self.join_or_lead(key.exact) {
+                Ok(g) => guard = Some(g),
+                Err(mut rx) => {
+                    let waited = tokio::time::timeout(Duration::from_secs(300), rx.wait_for(|f| !matches!(f, Flight::Pending))).await;
+                    if let Ok(Ok(flight)) = waited {
+                        if let Flight::Done(answer) = flight.clone() {
+                            self.metrics.requests.add("hit_coalesced", 1.0);
+                            return Ok(self.serve_answer(&req, answer, CacheStatus::Hit, Some(1.0)));
+                        }
+                    }
+                    // the leader failed: try on our own
+                }
+            }
+        }
+
+        // 7. route
+        let (tier, targets, route_score) = self.route(&route, &req, &query_text, vector.as_deref(), key.as_ref());
+        self.metrics.routed.add(&tier, 1.0);
+        let status = if key.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass };
+        self.metrics.requests.add(status.as_str(), 1.0);
+        let store = cache.zip(key).map(|(c, k)| (c, k, vector));
+
+        // 8. dispatch, 9. store
+        if req.is_stream() {
+            let out = self.dispatch.send_stream(&targets, &req).await?;
+            let meta = Meta {
+                cache: status,
+                similarity: None,
+                tier: tier.clone(),
+                model: out.model.clone(),
+                provider: out.provider.clone(),
+                cost: None,
+                cost_saved: None,
+                attempts: out.attempts,
+                route_score,
+            };
+            let stream = self.clone().relay(out.value, req.include_usage(), tier, out.provider, store, guard);
+            return Ok(Served { meta, body: Body::Stream(stream) });
+        }
+
+        let out = self.dispatch.send(&targets, &req).await?;
+        let response = out.value;
+        let cost = self.price(&out.model, response.usage);
+        let saved = self.routing_saving(&route, &tier, response.usage, cost);
+        self.metrics.cost.add(&out.model, cost);
+        self.metrics.cost_saved.add("routing", saved);
+        let answer = Arc::new(StoredAnswer { response: response.clone(), tier: tier.clone(), provider: out.provider.clone(), cost });
+        if let Some((cache, key, vector)) = &store {
+            if response.is_complete() {
+                cache.store(key, vector.as_deref(), answer.as_ref().clone());
+            }
+        }
+        if let Some(g) = guard.as_mut() {
+            if response.is_complete() {
+                g.publish(answer);
+            }
+        }
+        Ok(Served {
+            meta: Meta {
+                cache: status,
+                similarity: None,
+                tier,
+                model: out.model,
+                provider: out.provider,
+                cost: Some(cost),
+                cost_saved: Some(saved),
+                attempts: out.attempts,
+                route_score,
+            },
+            body: Body::Json(response),
+        })
+    }
+
+    fn resolve(&self, model: &str) -> Result<Route, GatewayError> {
+        if model == self.router_alias {
+            return Ok(Route::Auto);
+        }
+        if self.tiers.contains_key(model) {
+            return Ok(Route::Tier(model.to_string()));
+        }
+        let mut found: Vec<Deployment> = Vec::new();
+        for t in self.tiers.values() {
+            for d in &t.targets {
+                if d.model == model && !found.contains(d) {
+                    found.push(d.clone());
+                }
+            }
+        }
+        if found.is_empty() {
+            return Err(GatewayError::NotFound(format!(
+                "the model `{model}` does not exist on this gateway; use `{}`, a tier name, or a configured model (see GET /v1/models)",
+                self.router_alias
+            )));
+        }
+        Ok(Route::Model(found))
+    }
+
+    fn route(
+        &self,
+        route: &Route,
+        req: &ChatRequest,
+        prompt: &str,
+        vector: Option<&[f32]>,
+        key: Option<&CacheKey>,
+    ) -> (String, Vec<Deployment>, Option<f32>) {
+        let (tier, score) = match route {
+            Route::Model(ds) => {
+                let tier = self.tiers.iter().find(|(_, t)| t.targets.contains(&ds[0])).map(|(n, _)| n.clone()).unwrap_or_default();
+                return (tier, ds.clone(), None);
+            }
+            Route::Tier(t) => (t.clone(), None),
+            Route::Auto => {
+                let mut d = self.router.decide(prompt, vector);
+                if self.affinity {
+                    if let Some(k) = key {
+                        let mut threads = self.threads.lock();
+                        if threads.get(&k.thread) == Some(&TierChoice::Premium) {
+                            d.tier = TierChoice::Premium; // never move a thread down a tier
+                        }
+                        if threads.len() >= AFFINITY_CAP {
+                            threads.clear();
+                        }
+                        threads.insert(k.thread, d.tier);
+                    }
+                }
+                let name = match d.tier {
+                    TierChoice::Cheap => self.cheap_tier.clone(),
+                    TierChoice::Premium => self.premium_tier.clone(),
+                };
+                (name, Some(d.score))
+            }
+        };
+        let mut targets = self.tiers.get(&tier).map(|t| t.targets.clone()).unwrap_or_default();
+        if req.has_images() && targets.iter().any(|d| d.vision) {
+            targets.retain(|d| d.vision);
+        }
+        (tier, targets, score)
+    }
+
+    async fn embed_text(&self, text: &str) -> Option<Vec<f32>> {
+        let embed = self.embed.as_ref()?;
+        let started = Instant::now();
+        let result = tokio::time::timeout(EMBED_WAIT, embed.embed(text.to_string())).await;
+        self.metrics.embed_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.metrics.embed_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, "embedding failed; serving as a cache miss");
+                None
+            }
+            Err(_) => {
+                self.metrics.embed_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("embedding timed out; serving as a cache miss");
+                None
+            }
+        }
+    }
+
+    fn join_or_lead(self: &Arc<Self>, key: ExactKey) -> Result<FlightGuard, watch::Receiver<Flight>> {
+        let mut inflight = self.inflight.lock();
+        if let Some(rx) = inflight.get(&key) {
+            return Err(rx.clone());
+        }
+        let (tx, rx) = watch::channel(Flight::Pending);
+        inflight.insert(key, rx);
+        Ok(FlightGuard { gateway: self.clone(), key, tx, published: false })
+    }
+
+    fn price(&self, model: &str, usage: Option<Usage>) -> f64 {
+        match (self.prices.get(model), usage) {
+            (Some(p), Some(u)) => p.cost(u.prompt_tokens, u.completion_tokens),
+            _ => 0.0,
+        }
+    }
+
+    /// What routing saved against sending this request to the premium tier's first deployment.
+    fn routing_saving(&self, route: &Route, tier: &str, usage: Option<Usage>, cost: f64) -> f64 {
+        if !matches!(route, Route::Auto) || tier == self.premium_tier {
+            return 0.0;
+        }
+        let premium_model = self.tiers.get(&self.premium_tier).and_then(|t| t.targets.first()).map(|d| d.model.clone());
+        premium_model.map_or(0.0, |m| (self.price(&m, usage) - cost).max(0.0))
+    }
+
+    fn serve_hit(&self, req: &ChatRequest, hit: Hit) -> Served {
+        let sim = match hit.kind {
+            HitKind::Exact => 1.0,
+            HitKind::Semantic => hit.similarity,
+        };
+        self.serve_answer(req, hit.entry.answer.clone(), CacheStatus::Hit, Some(sim))
+    }
+
+    /// Replays a stored answer as a fresh response (new id and created), as JSON or as SSE to
+    /// match the request, whichever way it was stored.
+    fn serve_answer(&self, req: &ChatRequest, answer: Arc<StoredAnswer>, cache: CacheStatus, similarity: Option<f32>) -> Served {
+        self.metrics.cost_saved.add("cache", answer.cost);
+        let mut response = answer.response.clone();
+        response.id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+        response.created = unix_now();
+        let meta = Meta {
+            cache,
+            similarity,
+            tier: answer.tier.clone(),
+            model: response.model.clone(),
+            provider: answer.provider.clone(),
+            cost: Some(0.0),
+            cost_saved: Some(answer.cost),
+            attempts: 0,
+            route_score: None,
+        };
+        let body = if req.is_stream() {
+            let chunks = response_to_chunks(&response, req.include_usage(), REPLAY_PIECE);
+            Body::Stream(Box::pin(futures_util::stream::iter(chunks.into_iter().map(StreamItem::Chunk))))
+        } else {
+            Body::Json(response)
+        };
+        Served { meta, body }
+    }
+
+    /// Passes upstream chunks to the client while folding them into the complete answer; at the
+    /// end stores it (if it finished naturally) and hands it to coalesced waiters. A failure, or an
+    /// upstream that stops without a finish reason, ends the stream with an error event.
+    fn relay(
+        self: Arc<Self>,
+        upstream: crate::providers::ChunkStream,
+        include_usage: bool,
+        tier: String,
+        provider: String,
+        store: Option<(Arc<SemanticCache>, CacheKey, Option<Vec<f32>>)>,
+        guard: Option<FlightGuard>,
+    ) -> ReplyStream {
+        struct St {
+            up: crate::providers::ChunkStream,
+            acc: ChunkAccumulator,
+            done: bool,
+            gw: Arc<Gateway>,
+            include_usage: bool,
+            tier: String,
+            provider: String,
+            store: Option<(Arc<SemanticCache>, CacheKey, Option<Vec<f32>>)>,
+            guard: Option<FlightGuard>,
+        }
+        let st = St { up: upstream, acc: ChunkAccumulator::default(), done: false, gw: self, include_usage, tier, provider, store, guard };
+        Box::pin(futures_util::stream::unfold(st, |mut st| async move {
+            loop {
+                if st.done {
+                    return None;
+                }
+                match st.up.next().await {
+                    Some(Ok(chunk)) => {
+                        st.acc.push(&chunk);
+                        if chunk.choices.is_empty() && !st.include_usage {
+                            continue; // the usage chunk we asked for on our own account
+                        }
+                        let mut chunk = chunk;
+                        if !st.include_usage {
+                            chunk.usage = None;
+                        }
+                        return Some((StreamItem::Chunk(chunk), st));
+                    }
+                    Some(Err(e)) => {
+                        st.done = true;
+                        st.gw.metrics.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let err = GatewayError::Upstream { status: 502, provider: st.provider.clone(), message: format!("upstream stream failed: {e}") };
+                        return Some((StreamItem::Error(err), st));
+                    }
+                    None => {
+                        st.done = true;
+                        let response = std::mem::take(&mut st.acc).finish();
+                        if response.choices.iter().any(|c| c.finish_reason.is_none()) || response.choices.is_empty() {
+                            st.gw.metrics.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let err = GatewayError::Upstream { status: 502, provider: st.provider.clone(), message: "upstream stream ended before the answer was complete".into() };
+                            return Some((StreamItem::Error(err), st));
+                        }
+                        let cost = st.gw.price(&response.model, response.usage);
+                        st.gw.metrics.cost.add(&response.model, cost);
+                        let answer = Arc::new(StoredAnswer { response: response.clone(), tier: st.tier.clone(), provider: st.provider.clone(), cost });
+                        if response.is_complete() {
+                            if let Some((cache, key, vector)) = &st.store {
+                                cache.store(key, vector.as_deref(), answer.as_ref().clone());
+                            }
+                            if let Some(g) = st.guard.as_mut() {
+                                g.publish(answer);
+                            }
+                        }
+                        return None;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Model ids for `GET /v1/models`: the alias, the tiers, and every configured model.
+    pub fn model_ids(&self) -> Vec<(String, String)> {
+        let mut out = vec![(self.router_alias.clone(), "switchyard".to_string())];
+        let mut tiers: Vec<&String> = self.tiers.keys().collect();
+        tiers.sort();
+        for t in &tiers {
+            out.push(((*t).clone(), "switchyard".into()));
+        }
+        for t in tiers {
+            for d in &self.tiers[t].targets {
+                if !out.iter().any(|(id, _)| id == &d.model) {
+                    out.push((d.model.clone(), d.provider.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn last_user_text(req: &ChatRequest) -> String {
+    req.messages
+        .iter()
+        .rev()
+        .find(|m| m.role == crate::api::Role::User)
+        .map(|m| m.text_content())
+        .unwrap_or_default()
+}

@@ -1,0 +1,217 @@
+//! Upstream providers. Each adapter translates our OpenAI-shaped request to its provider's wire
+//! format and back, streaming included; [`dispatch`] adds retries, circuit breakers and failover.
+
+pub mod dispatch;
+pub mod openai;
+pub mod sse;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+
+use crate::api::{ChatChunk, ChatRequest, ChatResponse};
+use crate::config::{ProviderConfig, ProviderKind, Secret};
+
+pub use dispatch::{Dispatcher, Outcome};
+
+/// A stream of OpenAI-shaped chunks from an upstream.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>> + Send>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    Connect,
+    FirstByte,
+    Total,
+}
+
+/// What went wrong talking to one deployment. Messages never contain the provider key.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ProviderError {
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("timed out ({0:?})")]
+    Timeout(TimeoutPhase),
+    #[error("HTTP {status}: {message}")]
+    Status { status: u16, message: String, retry_after: Option<Duration> },
+    #[error("unreadable response: {0}")]
+    Decode(String),
+    #[error("stream broke: {0}")]
+    Stream(String),
+}
+
+impl ProviderError {
+    /// Transient: worth another try on the same or another deployment.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ProviderError::Connect(_) | ProviderError::Timeout(_) | ProviderError::Stream(_) => true,
+            ProviderError::Status { status, .. } => {
+                matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529)
+            }
+            ProviderError::Decode(_) => false,
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error, phase: TimeoutPhase) -> Self {
+        if e.is_timeout() {
+            ProviderError::Timeout(phase)
+        } else if e.is_connect() {
+            ProviderError::Connect(root_cause(&e))
+        } else if e.is_decode() || e.is_body() {
+            ProviderError::Stream(root_cause(&e))
+        } else {
+            ProviderError::Connect(root_cause(&e))
+        }
+    }
+}
+
+/// The innermost error message, without the URL reqwest prepends (URLs may carry keys in query
+/// strings for some providers; we never put keys there, but we do not print them either way).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Parses `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// The settings every adapter shares: one pooled client per provider, its timeouts, its key.
+#[derive(Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub base_url: String,
+    pub key: Option<Secret>,
+    pub http: reqwest::Client,
+    pub first_byte_timeout: Duration,
+    pub total_timeout: Duration,
+    pub config: ProviderConfig,
+}
+
+impl Upstream {
+    pub fn new(name: &str, config: &ProviderConfig, key: Option<Secret>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout.0)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Upstream {
+            name: name.to_string(),
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+            key,
+            http,
+            first_byte_timeout: config.first_byte_timeout.0,
+            total_timeout: config.total_timeout.0,
+            config: config.clone(),
+        })
+    }
+
+    /// Removes the provider key from any text that is about to leave the adapter.
+    pub fn scrub(&self, text: &str) -> String {
+        match &self.key {
+            Some(k) if !k.expose().is_empty() => text.replace(k.expose(), "*****"),
+            _ => text.to_string(),
+        }
+    }
+
+    /// Reads an error response into a [`ProviderError::Status`], keeping the provider's message.
+    pub async fn error_from(&self, resp: reqwest::Response) -> ProviderError {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/error/message")
+                    .or_else(|| v.pointer("/message"))
+                    .and_then(|m| m.as_str().map(str::to_string))
+            })
+            .unwrap_or_else(|| body.chars().take(300).collect());
+        ProviderError::Status { status, message: self.scrub(&message), retry_after }
+    }
+}
+
+/// The provider kinds. An enum, not a trait object: the set is closed and known at build time.
+pub enum Provider {
+    OpenAi(openai::OpenAi),
+}
+
+impl Provider {
+    pub fn new(name: &str, config: &ProviderConfig) -> Result<Provider, String> {
+        let key = match &config.api_key {
+            Some(spec) => Some(spec.resolve(&format!("providers.{name}.api_key")).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let up = Upstream::new(name, config, key).map_err(|e| format!("providers.{name}: {e}"))?;
+        Ok(match config.kind {
+            ProviderKind::Openai => Provider::OpenAi(openai::OpenAi::new(up, false)),
+            ProviderKind::Azure => Provider::OpenAi(openai::OpenAi::new(up, true)),
+            ProviderKind::Anthropic | ProviderKind::Gemini => {
+                return Err(format!("providers.{name}: kind {:?} is not supported yet", config.kind))
+            }
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Provider::OpenAi(p) => &p.up.name,
+        }
+    }
+
+    pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, ProviderError> {
+        match self {
+            Provider::OpenAi(p) => p.chat(req, model).await,
+        }
+    }
+
+    pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream, ProviderError> {
+        match self {
+            Provider::OpenAi(p) => p.chat_stream(req, model).await,
+        }
+    }
+
+    pub fn first_byte_timeout(&self) -> Duration {
+        match self {
+            Provider::OpenAi(p) => p.up.first_byte_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let d = parse_retry_after(&later).unwrap();
+        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn what_is_retryable() {
+        let s = |status| ProviderError::Status { status, message: String::new(), retry_after: None };
+        for st in [408, 409, 429, 500, 502, 503, 504, 529] {
+            assert!(s(st).retryable(), "{st}");
+        }
+        for st in [400, 401, 403, 404, 422] {
+            assert!(!s(st).retryable(), "{st}");
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The OpenAI-compatible adapter: OpenAI itself and everything that speaks its API by `base_url`
+//! (DeepSeek, Mistral, Groq, Together, OpenRouter, vLLM, Ollama, llama.cpp server), and Azure
+//! OpenAI as a variant (deployment in the path, `api-version` query, `api-key` header).
+//!
+//! The request goes out as the client sent it, unknown fields included, with only `model` (and,
+//! for streams, `stream_options.include_usage`, so we can price the call) changed.
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::sse::SseDecoder;
+use super::{ChunkStream, ProviderError, TimeoutPhase, Upstream};
+use crate::api::{ChatChunk, ChatRequest, ChatResponse};
+
+pub struct OpenAi {
+    pub up: Upstream,
+    azure: bool,
+}
+
+impl OpenAi {
+    pub fn new(up: Upstream, azure: bool) -> Self {
+        OpenAi { up, azure }
+    }
+
+    fn request(&self, body: &Value, model: &str) -> reqwest::RequestBuilder {
+        let (url, mut rb);
+        if self.azure {
+            let version = self.up.config.api_version.clone().unwrap_or_default();
+            url = format!("{}/openai/deployments/{model}/chat/completions", self.up.base_url);
+            rb = self.up.http.post(url).query(&[("api-version", version)]);
+            if let Some(k) = &self.up.key {
+                rb = rb.header("api-key", k.expose());
+            }
+        } else {
+            url = format!("{}/chat/completions", self.up.base_url);
+            rb = self.up.http.post(url);
+            if let Some(k) = &self.up.key {
+                rb = rb.bearer_auth(k.expose());
+            }
+        }
+        rb.json(body)
+    }
+
+    /// The request body to send: the client's, with our model and stream settings.
+    pub fn to_openai(req: &ChatRequest, model: &str, stream: bool) -> Value {
+        let mut out = req.clone();
+        out.model = model.to_string();
+        if stream {
+            out.stream = Some(true);
+            out.stream_options = Some(crate::api::StreamOptions { include_usage: true });
+        } else {
+            out.stream = None;
+            out.stream_options = None;
+        }
+        serde_json::to_value(out).unwrap_or(Value::Null)
+    }
+
+    pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, ProviderError> {
+        let body = Self::to_openai(req, model, false);
+        let send = self.request(&body, model).timeout(self.up.total_timeout).send();
+        let resp = tokio::time::timeout(self.up.first_byte_timeout, send)
+            .await
+            .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
+            .map_err(|e| ProviderError::from_reqwest(e, TimeoutPhase::Total))?;
+        if !resp.status().is_success() {
+            return Err(self.up.error_from(resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(|e| ProviderError::from_reqwest(e, TimeoutPhase::Total))?;
+        serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))
+    }
+
+    pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream, ProviderError> {
+        let body = Self::to_openai(req, model, true);
+        let send = self.request(&body, model).send();
+        let resp = tokio::time::timeout(self.up.first_byte_timeout, send)
+            .await
+            .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
+            .map_err(|e| ProviderError::from_reqwest(e, TimeoutPhase::Connect))?;
+        if !resp.status().is_success() {
+            return Err(self.up.error_from(resp).await);
+        }
+        let deadline = tokio::time::Instant::now() + self.up.total_timeout;
+        Ok(decode_stream(resp, deadline, |data| {
+            if data.trim() == "[DONE]" {
+                return Ok(None);
+            }
+            let v: Value = serde_json::from_str(data).map_err(|e| ProviderError::Decode(e.to_string()))?;
+            if let Some(err) = v.get("error") {
+                let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream error");
+                return Err(ProviderError::Stream(message.to_string()));
+            }
+            serde_json::from_value::<ChatChunk>(v).map(Some).map_err(|e| ProviderError::Decode(e.to_string()))
+        }))
+    }
+}
+
+/// Turns an SSE response into chunks with `parse` (which returns `Ok(None)` at the end marker).
+/// The stream ends with an error if the body breaks or the deadline passes before the end.
+pub fn decode_stream<F>(resp: reqwest::Response, deadline: tokio::time::Instant, mut parse: F) -> ChunkStream
+where
+    F: FnMut(&str) -> Result<Option<ChatChunk>, ProviderError> + Send + 'static,
+{
+    let body = resp.bytes_stream();
+    let s = async_stream(body, deadline, move |ev| parse(&ev.data));
+    Box::pin(s)
+}
+
+/// Shared by the adapters: SSE events in, parsed items out, with the overall deadline applied.
+pub fn async_stream<S, F, T>(
+    body: S,
+    deadline: tokio::time::Instant,
+    on_event: F,
+) -> impl futures_util::Stream<Item = Result<T, ProviderError>> + Send
+where
+    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Unpin + 'static,
+    F: FnMut(super::sse::SseEvent) -> Result<Option<T>, ProviderError> + Send + 'static,
+    T: Send + 'static,
+{
+    struct State<S, F> {
+        body: S,
+        decoder: SseDecoder,
+        pending: std::collections::VecDeque<super::sse::SseEvent>,
+        on_event: F,
+        done: bool,
+    }
+    let state = State { body, decoder: SseDecoder::default(), pending: Default::default(), on_event, done: false };
+    futures_util::stream::unfold(state, move |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            while let Some(ev) = st.pending.pop_front() {
+                match (st.on_event)(ev) {
+                    Ok(Some(item)) => return Some((Ok(item), st)),
+                    Ok(None) => {
+                        if st.pending.is_empty() {
+                            // an end marker: drain nothing more
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, st.body.next()).await {
+                Err(_) => {
+                    st.done = true;
+                    return Some((Err(ProviderError::Timeout(TimeoutPhase::Total)), st));
+                }
+                Ok(None) => {
+                    st.done = true;
+                    if let Some(ev) = st.decoder.finish() {
+                        if let Ok(Some(item)) = (st.on_event)(ev) {
+                            return Some((Ok(item), st));
+                        }
+                    }
+                    return None;
+                }
+                Ok(Some(Err(e))) => {
+                    st.done = true;
+                    return Some((Err(ProviderError::Stream(super::root_cause(&e))), st));
+                }
+                Ok(Some(Ok(bytes))) => match st.decoder.push(&bytes) {
+                    Ok(evs) => st.pending.extend(evs),
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(ProviderError::Stream(e)), st));
+                    }
+                },
+            }
+        }
+    })
+}

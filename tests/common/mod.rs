@@ -1,0 +1,251 @@
+//! Shared test plumbing: one loaded model per test binary, mock upstreams that are real HTTP
+//! servers speaking the OpenAI wire format and counting their calls, and a gateway on port 0.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{json, Value};
+use switchyard::app::{self, Running};
+use switchyard::config::Config;
+use switchyard::embed::Embedder;
+
+pub fn embedder() -> Arc<dyn Embedder> {
+    static E: OnceLock<Arc<dyn Embedder>> = OnceLock::new();
+    E.get_or_init(|| app::load_embedder(&Config::default()).expect("model loads")).clone()
+}
+
+/// What the mock does on one call.
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    Ok,
+    Status(u16, Option<&'static str>),
+    /// Accepts and never answers.
+    Hang,
+    /// Stream: headers, then the connection drops before any event.
+    BreakBeforeFirst,
+    /// Stream: two content chunks, then the connection drops.
+    BreakAfterFirst,
+    /// Answer cut short by the token limit (must not be cached).
+    Truncated,
+}
+
+#[derive(Clone)]
+struct MockState {
+    name: String,
+    calls: Arc<AtomicUsize>,
+    script: Arc<Mutex<VecDeque<Behavior>>>,
+    latency: Duration,
+    last_body: Arc<Mutex<Option<Value>>>,
+    last_headers: Arc<Mutex<Option<HeaderMap>>>,
+}
+
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    calls: Arc<AtomicUsize>,
+    script: Arc<Mutex<VecDeque<Behavior>>>,
+    last_body: Arc<Mutex<Option<Value>>>,
+    last_headers: Arc<Mutex<Option<HeaderMap>>>,
+}
+
+impl MockUpstream {
+    pub async fn start(name: &str) -> MockUpstream {
+        Self::start_with(name, Duration::ZERO).await
+    }
+
+    pub async fn start_with(name: &str, latency: Duration) -> MockUpstream {
+        let state = MockState {
+            name: name.into(),
+            calls: Arc::default(),
+            script: Arc::default(),
+            latency,
+            last_body: Arc::default(),
+            last_headers: Arc::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/v1/chat/completions", post(chat)).with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        MockUpstream {
+            addr,
+            name: name.into(),
+            calls: state.calls,
+            script: state.script,
+            last_body: state.last_body,
+            last_headers: state.last_headers,
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn then(&self, b: Behavior) -> &Self {
+        self.script.lock().unwrap().push_back(b);
+        self
+    }
+
+    pub fn last_body(&self) -> Value {
+        self.last_body.lock().unwrap().clone().unwrap_or(Value::Null)
+    }
+
+    pub fn last_headers(&self) -> HeaderMap {
+        self.last_headers.lock().unwrap().clone().unwrap_or_default()
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+fn last_user(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+    let n = s.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    *s.last_body.lock().unwrap() = Some(body.clone());
+    *s.last_headers.lock().unwrap() = Some(headers);
+    let behavior = s.script.lock().unwrap().pop_front().unwrap_or(Behavior::Ok);
+    if !s.latency.is_zero() {
+        tokio::time::sleep(s.latency).await;
+    }
+    let model = body["model"].as_str().unwrap_or("?").to_string();
+    let text = format!("{} answer #{n} to: {}", s.name, last_user(&body));
+    let stream = body["stream"] == true;
+    let usage = json!({"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30});
+    let chunk = |delta: Value, finish: Value| {
+        format!("data: {}\n\n", json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+    };
+    match behavior {
+        Behavior::Status(code, retry_after) => {
+            let mut r = (
+                StatusCode::from_u16(code).unwrap(),
+                axum::Json(json!({"error": {"message": format!("mock error {code}"), "type": "server_error", "param": null, "code": null}})),
+            )
+                .into_response();
+            if let Some(ra) = retry_after {
+                r.headers_mut().insert("retry-after", ra.parse().unwrap());
+            }
+            r
+        }
+        Behavior::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::OK.into_response()
+        }
+        Behavior::BreakBeforeFirst | Behavior::BreakAfterFirst => {
+            let mut parts: Vec<Result<Bytes, std::io::Error>> = Vec::new();
+            if matches!(behavior, Behavior::BreakAfterFirst) {
+                parts.push(Ok(Bytes::from(chunk(json!({"role": "assistant", "content": ""}), Value::Null))));
+                parts.push(Ok(Bytes::from(chunk(json!({"content": "partial "}), Value::Null))));
+            }
+            parts.push(Err(std::io::Error::other("connection reset by mock")));
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(futures_util::stream::iter(parts)))
+                .unwrap()
+        }
+        Behavior::Ok | Behavior::Truncated => {
+            let finish = if matches!(behavior, Behavior::Truncated) { "length" } else { "stop" };
+            if stream {
+                let mut out = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+                for w in text.split_inclusive(' ') {
+                    out.push_str(&chunk(json!({"content": w}), Value::Null));
+                }
+                out.push_str(&chunk(json!({}), json!(finish)));
+                if body["stream_options"]["include_usage"] == true {
+                    out.push_str(&format!("data: {}\n\n", json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": model, "choices": [], "usage": usage})));
+                }
+                out.push_str("data: [DONE]\n\n");
+                Response::builder().header("content-type", "text/event-stream").body(Body::from(out)).unwrap()
+            } else {
+                axum::Json(json!({
+                    "id": "chatcmpl-mock", "object": "chat.completion", "created": 1700000000, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": null}],
+                    "usage": usage, "system_fingerprint": "fp_mock"
+                }))
+                .into_response()
+            }
+        }
+    }
+}
+
+/// A config with a cheap and a premium tier on two mocks, prices set, cache on.
+pub fn config_for(cheap: &MockUpstream, premium: &MockUpstream, extra: &str) -> Config {
+    let text = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        {extra}
+        [dispatch]
+        backoff_base = "10ms"
+        backoff_max = "50ms"
+        breaker_cooldown = "1s"
+        [tiers]
+        cheap = ["{c}:mini"]
+        premium = ["{p}:large"]
+        [providers.{c}]
+        kind = "openai"
+        base_url = "{cu}"
+        api_key = "sk-cheap-secret-key"
+        first_byte_timeout = "2s"
+        [providers.{p}]
+        kind = "openai"
+        base_url = "{pu}"
+        api_key = "sk-premium-secret-key"
+        first_byte_timeout = "2s"
+        [prices]
+        mini = {{ input = 1.0, output = 2.0 }}
+        large = {{ input = 10.0, output = 20.0 }}
+        "#,
+        c = cheap.name,
+        p = premium.name,
+        cu = cheap.base_url(),
+        pu = premium.base_url(),
+    );
+    Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+}
+
+pub async fn gateway(config: Config) -> Running {
+    app::start(config, Some(embedder()), false).await.expect("gateway starts")
+}
+
+pub fn url(g: &Running, path: &str) -> String {
+    format!("http://{}{}", g.addr, path)
+}
+
+pub fn user(q: &str) -> Value {
+    json!({"model": "cheap", "messages": [{"role": "user", "content": q}]})
+}
+
+/// POST a chat request; returns (status, headers, JSON body).
+pub async fn post_chat(g: &Running, body: &Value, headers: &[(&str, &str)]) -> (u16, HeaderMap, Value) {
+    let mut rb = reqwest::Client::new().post(url(g, "/v1/chat/completions")).json(body);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+pub fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}

@@ -1,0 +1,388 @@
+//! The gateway end to end: real model, real index, real HTTP on loopback, mock upstreams that
+//! count their calls.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn content(body: &Value) -> String {
+    body["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn exact_semantic_and_namespace_rules() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+
+    let q = user("How do I reset my password?");
+    let (s, h, first) = post_chat(&g, &q, &[]).await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    assert_eq!(header(&h, "x-switchyard-tier"), "cheap");
+    assert_eq!(header(&h, "x-switchyard-model"), "mini");
+    assert_eq!(header(&h, "x-switchyard-provider"), "cheap");
+    assert!(header(&h, "x-request-id").starts_with("req_"));
+    // 10 prompt tokens at $1/M + 20 completion tokens at $2/M
+    assert_eq!(header(&h, "x-switchyard-cost").parse::<f64>().unwrap(), 0.00005);
+    assert_eq!(cheap.calls(), 1);
+
+    // identical: exact path, no upstream call, fresh id
+    let (s, h, again) = post_chat(&g, &q, &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert_eq!(header(&h, "x-switchyard-similarity"), "1.0000");
+    assert_eq!(header(&h, "x-switchyard-cost").parse::<f64>().unwrap(), 0.0);
+    assert_eq!(header(&h, "x-switchyard-cost-saved").parse::<f64>().unwrap(), 0.00005);
+    assert_eq!(content(&again), content(&first));
+    assert_ne!(again["id"], first["id"]);
+    assert_eq!(cheap.calls(), 1);
+
+    // paraphrase: semantic hit
+    let (_, h, para) = post_chat(&g, &user("How can I reset my password?"), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit", "paraphrase should hit");
+    let sim: f32 = header(&h, "x-switchyard-similarity").parse().unwrap();
+    assert!(sim > 0.965 && sim < 1.0, "similarity {sim}");
+    assert_eq!(content(&para), content(&first));
+    assert_eq!(cheap.calls(), 1);
+
+    // unrelated: miss
+    let (_, h, _) = post_chat(&g, &user("What is the boiling point of water at sea level?"), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    assert_eq!(cheap.calls(), 2);
+
+    // same question, different system prompt: miss
+    let with_system = json!({"model": "cheap", "messages": [
+        {"role": "system", "content": "Answer like a pirate."},
+        {"role": "user", "content": "How do I reset my password?"}]});
+    let (_, h, _) = post_chat(&g, &with_system, &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    assert_eq!(cheap.calls(), 3);
+
+    // same question after an earlier turn: miss
+    let later_turn = json!({"model": "cheap", "messages": [
+        {"role": "user", "content": "I use the mobile app."},
+        {"role": "assistant", "content": "Got it."},
+        {"role": "user", "content": "How do I reset my password?"}]});
+    let (_, h, _) = post_chat(&g, &later_turn, &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    assert_eq!(cheap.calls(), 4);
+
+    // different output-shaping parameters: miss
+    let mut hot = q.clone();
+    hot["temperature"] = json!(1.8);
+    let (_, h, _) = post_chat(&g, &hot, &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    assert_eq!(cheap.calls(), 5);
+
+    // a near miss that differs in a number is not served, however close it embeds
+    let (_, _, _) = post_chat(&g, &user("Is the iPhone 13 waterproof?"), &[]).await;
+    let (_, h, _) = post_chat(&g, &user("Is the iPhone 14 waterproof?"), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    assert_eq!(cheap.calls(), 7);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn tenants_never_share_answers_and_keys_are_enforced() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    std::env::set_var("SWITCHYARD_TEST_KEYS_A", "key-alpha,key-beta");
+    let g = gateway(config_for(&cheap, &premium, r#"gateway_keys = "env:SWITCHYARD_TEST_KEYS_A""#)).await;
+    let q = user("How do I reset my password?");
+    let (s, _, body) = post_chat(&g, &q, &[]).await;
+    assert_eq!(s, 401);
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    let (s, _, _) = post_chat(&g, &q, &[("authorization", "Bearer wrong")]).await;
+    assert_eq!(s, 401);
+    assert_eq!(cheap.calls(), 0);
+
+    let (s, h, _) = post_chat(&g, &q, &[("authorization", "Bearer key-alpha")]).await;
+    assert_eq!((s, header(&h, "x-switchyard-cache")), (200, "miss"));
+    let (_, h, _) = post_chat(&g, &q, &[("authorization", "Bearer key-alpha")]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    let (_, h, _) = post_chat(&g, &q, &[("authorization", "Bearer key-beta")]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss", "another tenant must not see tenant A's answer");
+    assert_eq!(cheap.calls(), 2);
+    // the gateway key is not the provider key: upstream saw the provider's
+    assert_eq!(header(&cheap.last_headers(), "authorization"), "Bearer sk-cheap-secret-key");
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn cache_control_and_threshold_header() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    let q = user("How do I reset my password?");
+    // no-store: neither looked up nor stored
+    let (_, h, _) = post_chat(&g, &q, &[("cache-control", "no-store")]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "bypass");
+    let (_, h, _) = post_chat(&g, &q, &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    // no-cache: skips the lookup, still stores
+    let (_, h, _) = post_chat(&g, &q, &[("cache-control", "no-cache")]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    assert_eq!(cheap.calls(), 3);
+    // max-age=0 excludes everything older than now… an entry stored this second is still 0 s old
+    let (_, h, _) = post_chat(&g, &q, &[("cache-control", "max-age=3600")]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    // a per-request threshold may raise the bar…
+    let para = user("How can I reset my password?");
+    let (_, h, _) = post_chat(&g, &para, &[("x-switchyard-cache-threshold", "0.9999")]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    // …but never lower it below the configured one
+    let loose = user("How do I change my email address?");
+    let (_, h, _) = post_chat(&g, &loose, &[("x-switchyard-cache-threshold", "0.1")]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    let (s, _, body) = post_chat(&g, &q, &[("x-switchyard-cache-threshold", "lots")]).await;
+    assert_eq!(s, 400);
+    assert_eq!(body["error"]["param"], "x-switchyard-cache-threshold");
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn truncated_answers_are_not_cached() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    cheap.then(Behavior::Truncated);
+    let q = user("Write a long essay about rivers.");
+    let (_, _, b) = post_chat(&g, &q, &[]).await;
+    assert_eq!(b["choices"][0]["finish_reason"], "length");
+    let (_, h, _) = post_chat(&g, &q, &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    assert_eq!(cheap.calls(), 2);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_identical_misses_make_one_upstream_call() {
+    let cheap = MockUpstream::start_with("cheap", Duration::from_millis(400)).await;
+    let premium = MockUpstream::start("premium").await;
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    let q = user("What is the tallest mountain in Africa?");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let body = q.clone();
+        let u = url(&g, "/v1/chat/completions");
+        tasks.push(tokio::spawn(async move {
+            let r = reqwest::Client::new().post(u).json(&body).send().await.unwrap();
+            let cache = r.headers()["x-switchyard-cache"].to_str().unwrap().to_string();
+            let v: Value = r.json().await.unwrap();
+            (cache, v["choices"][0]["message"]["content"].as_str().unwrap().to_string())
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert_eq!(cheap.calls(), 1, "identical concurrent misses must be coalesced");
+    assert_eq!(results.iter().filter(|(c, _)| c == "miss").count(), 1);
+    assert!(results.iter().all(|(_, text)| text == &results[0].1));
+    g.shutdown().await;
+}
+
+/// Reads an SSE response with a real SSE client (eventsource-stream).
+async fn sse(resp: reqwest::Response) -> (Vec<Value>, bool) {
+    use eventsource_stream::Eventsource;
+    let mut events = resp.bytes_stream().eventsource();
+    let mut out = Vec::new();
+    let mut done = false;
+    while let Some(ev) = events.next().await {
+        let ev = ev.unwrap();
+        if ev.data == "[DONE]" {
+            done = true;
+            break;
+        }
+        out.push(serde_json::from_str(&ev.data).unwrap());
+    }
+    (out, done)
+}
+
+fn joined(chunks: &[Value]) -> String {
+    chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
+}
+
+#[tokio::test]
+async fn streaming_from_upstream_and_from_cache() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    let client = reqwest::Client::new();
+    let body = json!({"model": "cheap", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Name three rivers in Europe."}]});
+
+    let r = client.post(url(&g, "/v1/chat/completions")).json(&body).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(r.headers()["x-switchyard-cache"], "miss");
+    let (chunks, done) = sse(r).await;
+    assert!(done);
+    let text = joined(&chunks);
+    assert_eq!(text, "cheap answer #1 to: Name three rivers in Europe.");
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 30, "include_usage honoured");
+    // the upstream was asked for usage whatever the client asked
+    assert_eq!(cheap.last_body()["stream_options"]["include_usage"], true);
+
+    // the streamed answer was stored; replayed as a stream…
+    let r = client.post(url(&g, "/v1/chat/completions")).json(&body).send().await.unwrap();
+    assert_eq!(r.headers()["x-switchyard-cache"], "hit");
+    let (replayed, done) = sse(r).await;
+    assert!(done);
+    assert_eq!(joined(&replayed), text);
+    assert!(replayed.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    // …and as JSON to a non-streaming request for the same question
+    let mut plain = body.clone();
+    plain.as_object_mut().unwrap().remove("stream");
+    plain.as_object_mut().unwrap().remove("stream_options");
+    let (_, h, json_body) = post_chat(&g, &plain, &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert_eq!(content(&json_body), text);
+
+    // a JSON-stored answer replays as a stream; usage only when asked
+    let (_, _, _) = post_chat(&g, &user("Name three rivers in Asia."), &[]).await;
+    let r = client
+        .post(url(&g, "/v1/chat/completions"))
+        .json(&json!({"model": "cheap", "stream": true, "messages": [{"role": "user", "content": "Name three rivers in Asia."}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-switchyard-cache"], "hit");
+    let (chunks, _) = sse(r).await;
+    assert_eq!(joined(&chunks), "cheap answer #2 to: Name three rivers in Asia.");
+    assert!(chunks.iter().all(|c| c.get("usage").is_none()));
+    assert_eq!(cheap.calls(), 2);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn snapshot_survives_a_restart() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("cache.snap");
+    let extra = format!("[cache]\nsnapshot = {:?}", snap.display().to_string());
+    let cfg = config_for(&cheap, &premium, "");
+    let mut cfg_text = cfg.clone();
+    cfg_text.cache.snapshot = Some(snap.clone());
+    let _ = extra;
+    let g = gateway(cfg_text.clone()).await;
+    post_chat(&g, &user("How do I reset my password?"), &[]).await;
+    post_chat(&g, &user("What is the capital of Australia?"), &[]).await;
+    g.shutdown().await; // drains and writes the snapshot
+    assert!(snap.exists());
+    assert_eq!(cheap.calls(), 2);
+
+    let g = gateway(cfg_text).await;
+    let (_, h, body) = post_chat(&g, &user("How can I reset my password?"), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert_eq!(content(&body), "cheap answer #1 to: How do I reset my password?");
+    let (_, h, _) = post_chat(&g, &user("What is the capital of Australia?"), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert_eq!(cheap.calls(), 2);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_openai_errors_and_the_server_keeps_serving() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    let client = reqwest::Client::new();
+    let u = url(&g, "/v1/chat/completions");
+    let raw = |body: Vec<u8>| client.post(&u).header("content-type", "application/json").body(body).send();
+
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"{not json".to_vec(), 400, "not valid JSON"),
+        (b"".to_vec(), 400, "empty"),
+        (br#"{"model": 5, "messages": []}"#.to_vec(), 400, "invalid type"),
+        (br#"{"model": "cheap", "messages": "hi"}"#.to_vec(), 400, "invalid type"),
+        (br#"{"model": "cheap", "messages": []}"#.to_vec(), 400, "at least one message"),
+        (br#"{"model": "cheap", "messages": [{"role": "wizard", "content": "hi"}]}"#.to_vec(), 400, "unknown variant"),
+        (br#"{"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "temperature": 7}"#.to_vec(), 400, "temperature"),
+        (br#"{"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}"#.to_vec(), 404, "does not exist"),
+    ];
+    for (body, status, needle) in cases {
+        let r = raw(body.clone()).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{}", String::from_utf8_lossy(&body));
+        let v: Value = r.json().await.unwrap();
+        let err = &v["error"];
+        assert!(err["message"].as_str().unwrap().contains(needle), "{v}");
+        assert!(err["type"].is_string() && err.get("param").is_some() && err.get("code").is_some(), "{v}");
+    }
+    // 10 MB body
+    let mut big = br#"{"model": "cheap", "messages": [{"role": "user", "content": ""#.to_vec();
+    big.extend(std::iter::repeat_n(b'a', 10 * 1024 * 1024));
+    big.extend(br#""}]}"#);
+    let r = raw(big).await.unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "request_too_large");
+    // unknown route
+    let r = client.get(url(&g, "/v1/nope")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
+
+    assert_eq!(cheap.calls(), 0, "nothing bad reached the upstream");
+    let (s, _, _) = post_chat(&g, &user("still there?"), &[]).await;
+    assert_eq!(s, 200);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn models_embeddings_health_metrics_and_passthrough() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    let client = reqwest::Client::new();
+
+    let models: Value = client.get(url(&g, "/v1/models")).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    for want in ["auto", "cheap", "premium", "mini", "large"] {
+        assert!(ids.contains(&want), "{ids:?}");
+    }
+
+    let emb: Value = client
+        .post(url(&g, "/v1/embeddings"))
+        .json(&json!({"input": ["How do I reset my password?", "How can I reset my password?"], "model": "all-MiniLM-L6-v2"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a: Vec<f32> = serde_json::from_value(emb["data"][0]["embedding"].clone()).unwrap();
+    let b: Vec<f32> = serde_json::from_value(emb["data"][1]["embedding"].clone()).unwrap();
+    assert_eq!(a.len(), 384);
+    let cos: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    assert!(cos > 0.95, "{cos}");
+    assert!(emb["usage"]["prompt_tokens"].as_u64().unwrap() >= 16);
+
+    // unknown fields pass through to an OpenAI-compatible upstream; concrete model names route
+    let body = json!({"model": "large", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {"50256": -100}, "presence_penalty": 0.5});
+    let (s, h, _) = post_chat(&g, &body, &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(header(&h, "x-switchyard-tier"), "premium");
+    assert_eq!(premium.last_body()["logit_bias"]["50256"], -100);
+    assert_eq!(premium.last_body()["presence_penalty"], 0.5);
+    assert_eq!(premium.last_body()["model"], "large");
+
+    let health: Value = client.get(url(&g, "/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let metrics = client.get(url(&g, "/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_requests_total{cache=\"miss\"} 1"), "{metrics}");
+    assert!(metrics.contains("switchyard_cache_entries 1"));
+    assert!(metrics.contains("switchyard_breaker_state{deployment=\"premium:large\"} 0"));
+    assert!(!metrics.contains("sk-premium-secret-key") && !metrics.contains("sk-cheap-secret-key"));
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn auto_routes_through_the_baseline_router() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "[router]\nthreshold = 0.5")).await;
+    let (_, h, _) = post_chat(&g, &json!({"model": "auto", "messages": [{"role": "user", "content": "hi there"}]}), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "cheap");
+    assert!(header(&h, "x-switchyard-route-score").parse::<f32>().unwrap() < 0.5);
+    let long = "Explain, step by step and with proofs, ".repeat(30);
+    let (_, h, _) = post_chat(&g, &json!({"model": "auto", "messages": [{"role": "user", "content": long}]}), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "premium");
+    assert_eq!((cheap.calls(), premium.calls()), (1, 1));
+    g.shutdown().await;
+}

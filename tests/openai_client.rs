@@ -1,0 +1,45 @@
+//! Client compatibility: the official `openai` Python package against the running gateway.
+//! Needs a Python with `openai` installed: `.ci/run` makes `.venv`; SWITCHYARD_PYTHON points at it.
+
+mod common;
+
+use common::*;
+
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("SWITCHYARD_PYTHON") {
+        return p;
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    if std::path::Path::new(venv).exists() {
+        venv.to_string()
+    } else {
+        "python3".to_string()
+    }
+}
+
+pub async fn run_python_client(base_url: &str, envs: &[(&str, &str)]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/test_openai_client.py");
+    let py = python();
+    let mut cmd = tokio::process::Command::new(&py);
+    cmd.arg(script).env("SWITCHYARD_BASE_URL", base_url);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.unwrap_or_else(|e| panic!("cannot run {py}: {e}; run .ci/run (it creates .venv with the openai package)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "python openai client failed ({py})\nstdout:\n{stdout}\nstderr:\n{stderr}\n(if `openai` is missing: run .ci/run, which installs it into .venv)"
+    );
+}
+
+#[tokio::test]
+async fn official_openai_python_client_works_against_the_gateway() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    run_python_client(&format!("http://{}/v1", g.addr), &[]).await;
+    // one call for the question, one for the streamed question; the rest came from the cache
+    assert_eq!(cheap.calls(), 2);
+    g.shutdown().await;
+}
