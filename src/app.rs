@@ -10,7 +10,9 @@ use tokio::sync::{oneshot, Semaphore};
 
 use crate::cache::{CacheSettings, HnswParams, SemanticCache};
 use crate::classify::{LengthBaseline, Router};
-use crate::config::{Config, Deployment, Price, ProviderConfig, ProviderKind, SecretSpec, TierSpec, DeploymentSpec, Dur};
+use crate::config::{
+    Config, Deployment, DeploymentSpec, Dur, Price, ProviderConfig, ProviderKind, SecretSpec, TierSpec,
+};
 use crate::embed::{BertEmbedder, EmbedHandle, EmbedWorker, Embedder};
 use crate::http::{self, AppState};
 use crate::pipeline::{Gateway, Tier};
@@ -77,7 +79,10 @@ impl Running {
 }
 
 /// Builds the gateway from `config` with an already-loaded embedder (tests share one).
-pub fn build_gateway(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Result<(Arc<Gateway>, Option<EmbedWorker>), AppError> {
+pub fn build_gateway(
+    config: &Config,
+    embedder: Option<Arc<dyn Embedder>>,
+) -> Result<(Arc<Gateway>, Option<EmbedWorker>), AppError> {
     let (worker, handle): (Option<EmbedWorker>, Option<EmbedHandle>) = match embedder {
         Some(e) => {
             let (w, h) = EmbedWorker::start(e, config.embed.queue, config.embed.max_batch)?;
@@ -126,7 +131,11 @@ pub fn build_gateway(config: &Config, embedder: Option<Arc<dyn Embedder>>) -> Re
         tiers.insert(name.clone(), Tier { name: name.clone(), targets });
     }
 
-    let router = Router::with_operating_point(Box::new(LengthBaseline::default()), config.router.threshold, config.router.premium_share);
+    let router = Router::with_operating_point(
+        Box::new(LengthBaseline::default()),
+        config.router.threshold,
+        config.router.premium_share,
+    );
     tracing::info!(router = router.name(), threshold = router.threshold(), "router ready");
 
     let gateway = Gateway::new(
@@ -260,7 +269,9 @@ pub async fn demo_config(mut config: Config, latency: Duration) -> Result<Config
         config.providers.insert(name.into(), provider(ProviderKind::Openai, &up.base_url(), None));
     }
     config.tiers.insert("cheap".into(), TierSpec::List(vec![DeploymentSpec::Short("demo-cheap:demo-mini".into())]));
-    config.tiers.insert("premium".into(), TierSpec::List(vec![DeploymentSpec::Short("demo-premium:demo-large".into())]));
+    config
+        .tiers
+        .insert("premium".into(), TierSpec::List(vec![DeploymentSpec::Short("demo-premium:demo-large".into())]));
     config.prices.insert("demo-mini".into(), Price { input: 0.15, output: 0.60 });
     config.prices.insert("demo-large".into(), Price { input: 2.50, output: 10.00 });
     config.validate()?;
@@ -290,7 +301,10 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
     let mut found = Vec::new();
     let d = |p: &str, m: &str| Deployment { provider: p.into(), model: m.into(), vision: true };
     if set("OPENAI_API_KEY") {
-        config.providers.insert("openai".into(), provider(ProviderKind::Openai, "https://api.openai.com/v1", Some(SecretSpec::env("OPENAI_API_KEY"))));
+        config.providers.insert(
+            "openai".into(),
+            provider(ProviderKind::Openai, "https://api.openai.com/v1", Some(SecretSpec::env("OPENAI_API_KEY"))),
+        );
         cheap.push(d("openai", "gpt-4o-mini"));
         premium.push(d("openai", "gpt-4o"));
         config.prices.insert("gpt-4o-mini".into(), Price { input: 0.15, output: 0.60 });

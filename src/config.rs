@@ -110,7 +110,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -122,21 +122,6 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// USD per million tokens, by upstream model name.
     pub prices: BTreeMap<String, Price>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            embed: EmbedConfig::default(),
-            cache: CacheConfig::default(),
-            router: RouterConfig::default(),
-            dispatch: DispatchConfig::default(),
-            tiers: BTreeMap::new(),
-            providers: BTreeMap::new(),
-            prices: BTreeMap::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -347,11 +332,9 @@ impl DeploymentSpec {
                     .ok_or_else(|| invalid(key, format!("{s:?} must be \"provider:model\"")))?;
                 Ok(Deployment { provider: p.into(), model: m.into(), vision: false })
             }
-            DeploymentSpec::Full(t) => Ok(Deployment {
-                provider: t.provider.clone(),
-                model: t.model.clone(),
-                vision: t.vision,
-            }),
+            DeploymentSpec::Full(t) => {
+                Ok(Deployment { provider: t.provider.clone(), model: t.model.clone(), vision: t.vision })
+            }
         }
     }
 }
@@ -417,21 +400,17 @@ impl Price {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => {
-                ConfigError::Parse { path: path.to_path_buf(), message }
-            }
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_path_buf(), message },
             other => other,
         })
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<config>"),
-            message: e.to_string(),
-        })?;
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<config>"), message: e.to_string() })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -511,10 +490,7 @@ impl Config {
         }
         for tier in [&self.router.cheap, &self.router.premium] {
             if !self.tiers.contains_key(tier) {
-                return Err(invalid(
-                    "router",
-                    format!("tier {tier:?} is not defined under [tiers]"),
-                ));
+                return Err(invalid("router", format!("tier {tier:?} is not defined under [tiers]")));
             }
         }
         Ok(())

@@ -58,7 +58,13 @@ pub fn answer_for(model: &str, prompt: &str) -> String {
 async fn chat(State(demo): State<Demo>, body: Bytes) -> Response {
     demo.calls.fetch_add(1, Ordering::Relaxed);
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return (axum::http::StatusCode::BAD_REQUEST, axum::Json(json!({"error": {"message": "bad json", "type": "invalid_request_error", "param": null, "code": null}}))).into_response();
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(
+                json!({"error": {"message": "bad json", "type": "invalid_request_error", "param": null, "code": null}}),
+            ),
+        )
+            .into_response();
     };
     if !demo.latency.is_zero() {
         tokio::time::sleep(demo.latency).await;
@@ -73,20 +79,29 @@ async fn chat(State(demo): State<Demo>, body: Bytes) -> Response {
         })
         .unwrap_or_default();
     let text = answer_for(&model, &prompt);
-    let prompt_tokens = req["messages"].as_array().map_or(0, |ms| ms.iter().map(|m| words(&m["content"].to_string()) + 4).sum());
+    let prompt_tokens =
+        req["messages"].as_array().map_or(0, |ms| ms.iter().map(|m| words(&m["content"].to_string()) + 4).sum());
     let completion_tokens = words(&text);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
     let id = format!("chatcmpl-demo{}", demo.calls.load(Ordering::Relaxed));
     if req["stream"] == true {
         let mut out = String::new();
         let mut push = |v: Value| out.push_str(&format!("data: {v}\n\n"));
-        push(json!({"id": id, "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}));
+        push(
+            json!({"id": id, "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
+        );
         for w in text.split_inclusive(' ') {
-            push(json!({"id": id, "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]}));
+            push(
+                json!({"id": id, "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]}),
+            );
         }
-        push(json!({"id": id, "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
+        push(
+            json!({"id": id, "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        );
         if req["stream_options"]["include_usage"] == true {
-            push(json!({"id": id, "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage}));
+            push(
+                json!({"id": id, "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage}),
+            );
         }
         out.push_str("data: [DONE]\n\n");
         let mut r = out.into_response();

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use switchyard::{app, classify, config::Config, embed::cosine};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "An OpenAI-compatible LLM gateway with a semantic cache and a cost-saving router")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An OpenAI-compatible LLM gateway with a semantic cache and a cost-saving router"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,9 +35,17 @@ enum Command {
         demo_latency_ms: u64,
     },
     /// Embed a text and print a summary of its vector.
-    Embed { text: String, #[arg(long)] config: Option<PathBuf> },
+    Embed {
+        text: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the router's decision for a prompt.
-    Route { prompt: String, #[arg(long)] config: Option<PathBuf> },
+    Route {
+        prompt: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -76,20 +88,35 @@ async fn main() -> anyhow::Result<()> {
             let v = e.embed_batch(&[&text]).context("embedding failed")?.remove(0);
             let took = started.elapsed();
             let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:+.4}")).collect();
-            println!("dim {}  norm {:.4}  tokens {}  took {:.1} ms", v.len(), cosine(&v, &v).sqrt(), e.count_tokens(&text), took.as_secs_f64() * 1e3);
+            println!(
+                "dim {}  norm {:.4}  tokens {}  took {:.1} ms",
+                v.len(),
+                cosine(&v, &v).sqrt(),
+                e.count_tokens(&text),
+                took.as_secs_f64() * 1e3
+            );
             println!("[{}, …]", head.join(", "));
         }
         Command::Route { prompt, config } => {
             let cfg = load_config(config.as_ref())?;
             let e = app::load_embedder(&cfg)?;
             let v = e.embed_batch(&[&prompt])?.remove(0);
-            let router = classify::Router::with_operating_point(Box::new(classify::LengthBaseline::default()), cfg.router.threshold, cfg.router.premium_share);
+            let router = classify::Router::with_operating_point(
+                Box::new(classify::LengthBaseline::default()),
+                cfg.router.threshold,
+                cfg.router.premium_share,
+            );
             let d = router.decide(&prompt, Some(&v));
             let tier = match d.tier {
                 classify::TierChoice::Cheap => &cfg.router.cheap,
                 classify::TierChoice::Premium => &cfg.router.premium,
             };
-            println!("router {}  score {:.4}  threshold {:.4}  tier {tier}", router.name(), d.score, router.threshold());
+            println!(
+                "router {}  score {:.4}  threshold {:.4}  tier {tier}",
+                router.name(),
+                d.score,
+                router.threshold()
+            );
             for f in router.explain(&prompt, Some(&v)) {
                 println!("  {:<40} {:+.4}", f.name, f.contribution);
             }

@@ -11,9 +11,7 @@ use futures_util::{Stream, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::api::{
-    response_to_chunks, ChatChunk, ChatRequest, ChatResponse, ChunkAccumulator, GatewayError, Usage,
-};
+use crate::api::{response_to_chunks, ChatChunk, ChatRequest, ChatResponse, ChunkAccumulator, GatewayError, Usage};
 use crate::cache::{unix_now, CacheKey, ExactKey, Hit, HitKind, Lookup, Namespace, SemanticCache, StoredAnswer};
 use crate::classify::{Router, TierChoice};
 use crate::config::{Deployment, Price};
@@ -240,7 +238,9 @@ impl Gateway {
             match self.join_or_lead(key.exact) {
                 Ok(g) => guard = Some(g),
                 Err(mut rx) => {
-                    let waited = tokio::time::timeout(Duration::from_secs(300), rx.wait_for(|f| !matches!(f, Flight::Pending))).await;
+                    let waited =
+                        tokio::time::timeout(Duration::from_secs(300), rx.wait_for(|f| !matches!(f, Flight::Pending)))
+                            .await;
                     if let Ok(Ok(flight)) = waited {
                         if let Flight::Done(answer) = flight.clone() {
                             self.metrics.requests.add("hit_coalesced", 1.0);
@@ -283,7 +283,12 @@ impl Gateway {
         let saved = self.routing_saving(&route, &tier, response.usage, cost);
         self.metrics.cost.add(&out.model, cost);
         self.metrics.cost_saved.add("routing", saved);
-        let answer = Arc::new(StoredAnswer { response: response.clone(), tier: tier.clone(), provider: out.provider.clone(), cost });
+        let answer = Arc::new(StoredAnswer {
+            response: response.clone(),
+            tier: tier.clone(),
+            provider: out.provider.clone(),
+            cost,
+        });
         if let Some((cache, key, vector)) = &store {
             if response.is_complete() {
                 cache.store(key, vector.as_deref(), answer.as_ref().clone());
@@ -344,7 +349,12 @@ impl Gateway {
     ) -> (String, Vec<Deployment>, Option<f32>) {
         let (tier, score) = match route {
             Route::Model(ds) => {
-                let tier = self.tiers.iter().find(|(_, t)| t.targets.contains(&ds[0])).map(|(n, _)| n.clone()).unwrap_or_default();
+                let tier = self
+                    .tiers
+                    .iter()
+                    .find(|(_, t)| t.targets.contains(&ds[0]))
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default();
                 return (tier, ds.clone(), None);
             }
             Route::Tier(t) => (t.clone(), None),
@@ -432,7 +442,13 @@ impl Gateway {
 
     /// Replays a stored answer as a fresh response (new id and created), as JSON or as SSE to
     /// match the request, whichever way it was stored.
-    fn serve_answer(&self, req: &ChatRequest, answer: Arc<StoredAnswer>, cache: CacheStatus, similarity: Option<f32>) -> Served {
+    fn serve_answer(
+        &self,
+        req: &ChatRequest,
+        answer: Arc<StoredAnswer>,
+        cache: CacheStatus,
+        similarity: Option<f32>,
+    ) -> Served {
         self.metrics.cost_saved.add("cache", answer.cost);
         let mut response = answer.response.clone();
         response.id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
@@ -480,7 +496,17 @@ impl Gateway {
             store: Option<(Arc<SemanticCache>, CacheKey, Option<Vec<f32>>)>,
             guard: Option<FlightGuard>,
         }
-        let st = St { up: upstream, acc: ChunkAccumulator::default(), done: false, gw: self, include_usage, tier, provider, store, guard };
+        let st = St {
+            up: upstream,
+            acc: ChunkAccumulator::default(),
+            done: false,
+            gw: self,
+            include_usage,
+            tier,
+            provider,
+            store,
+            guard,
+        };
         Box::pin(futures_util::stream::unfold(st, |mut st| async move {
             loop {
                 if st.done {
@@ -501,7 +527,11 @@ impl Gateway {
                     Some(Err(e)) => {
                         st.done = true;
                         st.gw.metrics.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let err = GatewayError::Upstream { status: 502, provider: st.provider.clone(), message: format!("upstream stream failed: {e}") };
+                        let err = GatewayError::Upstream {
+                            status: 502,
+                            provider: st.provider.clone(),
+                            message: format!("upstream stream failed: {e}"),
+                        };
                         return Some((StreamItem::Error(err), st));
                     }
                     None => {
@@ -509,12 +539,21 @@ impl Gateway {
                         let response = std::mem::take(&mut st.acc).finish();
                         if response.choices.iter().any(|c| c.finish_reason.is_none()) || response.choices.is_empty() {
                             st.gw.metrics.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let err = GatewayError::Upstream { status: 502, provider: st.provider.clone(), message: "upstream stream ended before the answer was complete".into() };
+                            let err = GatewayError::Upstream {
+                                status: 502,
+                                provider: st.provider.clone(),
+                                message: "upstream stream ended before the answer was complete".into(),
+                            };
                             return Some((StreamItem::Error(err), st));
                         }
                         let cost = st.gw.price(&response.model, response.usage);
                         st.gw.metrics.cost.add(&response.model, cost);
-                        let answer = Arc::new(StoredAnswer { response: response.clone(), tier: st.tier.clone(), provider: st.provider.clone(), cost });
+                        let answer = Arc::new(StoredAnswer {
+                            response: response.clone(),
+                            tier: st.tier.clone(),
+                            provider: st.provider.clone(),
+                            cost,
+                        });
                         if response.is_complete() {
                             if let Some((cache, key, vector)) = &st.store {
                                 cache.store(key, vector.as_deref(), answer.as_ref().clone());
@@ -550,10 +589,5 @@ impl Gateway {
 }
 
 fn last_user_text(req: &ChatRequest) -> String {
-    req.messages
-        .iter()
-        .rev()
-        .find(|m| m.role == crate::api::Role::User)
-        .map(|m| m.text_content())
-        .unwrap_or_default()
+    req.messages.iter().rev().find(|m| m.role == crate::api::Role::User).map(|m| m.text_content()).unwrap_or_default()
 }

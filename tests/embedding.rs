@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Our candle embedder against sentence-transformers' vectors for the same model.
 
 mod common;

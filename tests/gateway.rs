@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The gateway end to end: real model, real index, real HTTP on loopback, mock upstreams that
 //! count their calls.
 
@@ -296,8 +297,16 @@ async fn bad_input_gets_openai_errors_and_the_server_keeps_serving() {
         (br#"{"model": "cheap", "messages": "hi"}"#.to_vec(), 400, "invalid type"),
         (br#"{"model": "cheap", "messages": []}"#.to_vec(), 400, "at least one message"),
         (br#"{"model": "cheap", "messages": [{"role": "wizard", "content": "hi"}]}"#.to_vec(), 400, "unknown variant"),
-        (br#"{"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "temperature": 7}"#.to_vec(), 400, "temperature"),
-        (br#"{"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}"#.to_vec(), 404, "does not exist"),
+        (
+            br#"{"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "temperature": 7}"#.to_vec(),
+            400,
+            "temperature",
+        ),
+        (
+            br#"{"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}"#.to_vec(),
+            404,
+            "does not exist",
+        ),
     ];
     for (body, status, needle) in cases {
         let r = raw(body.clone()).await.unwrap();
@@ -377,11 +386,13 @@ async fn models_embeddings_health_metrics_and_passthrough() {
 async fn auto_routes_through_the_baseline_router() {
     let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
     let g = gateway(config_for(&cheap, &premium, "[router]\nthreshold = 0.5")).await;
-    let (_, h, _) = post_chat(&g, &json!({"model": "auto", "messages": [{"role": "user", "content": "hi there"}]}), &[]).await;
+    let (_, h, _) =
+        post_chat(&g, &json!({"model": "auto", "messages": [{"role": "user", "content": "hi there"}]}), &[]).await;
     assert_eq!(header(&h, "x-switchyard-tier"), "cheap");
     assert!(header(&h, "x-switchyard-route-score").parse::<f32>().unwrap() < 0.5);
     let long = "Explain, step by step and with proofs, ".repeat(30);
-    let (_, h, _) = post_chat(&g, &json!({"model": "auto", "messages": [{"role": "user", "content": long}]}), &[]).await;
+    let (_, h, _) =
+        post_chat(&g, &json!({"model": "auto", "messages": [{"role": "user", "content": long}]}), &[]).await;
     assert_eq!(header(&h, "x-switchyard-tier"), "premium");
     assert_eq!((cheap.calls(), premium.calls()), (1, 1));
     g.shutdown().await;

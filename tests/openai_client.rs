@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Client compatibility: the official `openai` Python package against the running gateway.
 //! Needs a Python with `openai` installed: `.ci/run` makes `.venv`; SWITCHYARD_PYTHON points at it.
 
@@ -25,7 +26,10 @@ pub async fn run_python_client(base_url: &str, envs: &[(&str, &str)]) {
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let out = cmd.output().await.unwrap_or_else(|e| panic!("cannot run {py}: {e}; run .ci/run (it creates .venv with the openai package)"));
+    let out = cmd
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {py}: {e}; run .ci/run (it creates .venv with the openai package)"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

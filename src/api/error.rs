@@ -51,14 +51,10 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } => ("invalid_request_error", None),
             GatewayError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             GatewayError::NotFound(_) => ("invalid_request_error", Some("model_not_found")),
-            GatewayError::PayloadTooLarge { .. } => {
-                ("invalid_request_error", Some("request_too_large"))
-            }
+            GatewayError::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             GatewayError::RateLimited(_) => ("rate_limit_error", Some("rate_limit_exceeded")),
             GatewayError::Overloaded(_) => ("server_error", Some("overloaded")),
-            GatewayError::Upstream { status, .. } if *status < 500 => {
-                ("invalid_request_error", Some("upstream_error"))
-            }
+            GatewayError::Upstream { status, .. } if *status < 500 => ("invalid_request_error", Some("upstream_error")),
             GatewayError::Upstream { .. } => ("upstream_error", Some("upstream_error")),
             GatewayError::Timeout(_) => ("timeout_error", Some("timeout")),
             GatewayError::Internal(_) => ("server_error", None),

@@ -76,10 +76,7 @@ impl ChatRequest {
         }
         for m in &self.messages {
             if m.role == Role::Tool && m.tool_call_id.is_none() {
-                return Err((
-                    "messages with role `tool` must have a `tool_call_id`".into(),
-                    "messages",
-                ));
+                return Err(("messages with role `tool` must have a `tool_call_id`".into(), "messages"));
             }
             if m.content.is_none() && m.tool_calls.is_none() && m.role != Role::Assistant {
                 return Err(("every non-assistant message needs `content`".into(), "messages"));
@@ -87,8 +84,7 @@ impl ChatRequest {
             if let Some(Content::Parts(parts)) = &m.content {
                 if parts.iter().any(|p| matches!(p, ContentPart::Unknown)) {
                     return Err((
-                        "content parts must have type `text`, `image_url`, `input_audio` or `file`"
-                            .into(),
+                        "content parts must have type `text`, `image_url`, `input_audio` or `file`".into(),
                         "messages",
                     ));
                 }
@@ -100,9 +96,7 @@ impl ChatRequest {
     /// True when any message carries an image part.
     pub fn has_images(&self) -> bool {
         self.messages.iter().any(|m| match &m.content {
-            Some(Content::Parts(parts)) => {
-                parts.iter().any(|p| matches!(p, ContentPart::ImageUrl { .. }))
-            }
+            Some(Content::Parts(parts)) => parts.iter().any(|p| matches!(p, ContentPart::ImageUrl { .. })),
             _ => false,
         })
     }
@@ -280,10 +274,7 @@ impl ChatResponse {
     /// True when every choice ended naturally (not truncated, not filtered): only such answers are cached.
     pub fn is_complete(&self) -> bool {
         !self.choices.is_empty()
-            && self
-                .choices
-                .iter()
-                .all(|c| matches!(c.finish_reason.as_deref(), Some("stop") | Some("tool_calls")))
+            && self.choices.iter().all(|c| matches!(c.finish_reason.as_deref(), Some("stop") | Some("tool_calls")))
     }
 }
 
@@ -408,12 +399,7 @@ impl ChunkAccumulator {
             let i = c.index as usize;
             while self.choices.len() <= i {
                 self.choices.push((
-                    AssistantMessage {
-                        role: "assistant".into(),
-                        content: None,
-                        tool_calls: None,
-                        refusal: None,
-                    },
+                    AssistantMessage { role: "assistant".into(), content: None, tool_calls: None, refusal: None },
                     None,
                 ));
             }
@@ -463,12 +449,7 @@ impl ChunkAccumulator {
                 .choices
                 .into_iter()
                 .enumerate()
-                .map(|(i, (message, finish_reason))| Choice {
-                    index: i as u32,
-                    message,
-                    finish_reason,
-                    logprobs: None,
-                })
+                .map(|(i, (message, finish_reason))| Choice { index: i as u32, message, finish_reason, logprobs: None })
                 .collect(),
             usage: self.usage,
             system_fingerprint: None,
@@ -539,11 +520,7 @@ pub fn response_to_chunks(resp: &ChatResponse, include_usage: bool, piece: usize
             ));
         }
         out.push(mk(
-            vec![ChunkChoice {
-                index: c.index,
-                delta: Delta::default(),
-                finish_reason: c.finish_reason.clone(),
-            }],
+            vec![ChunkChoice { index: c.index, delta: Delta::default(), finish_reason: c.finish_reason.clone() }],
             None,
         ));
     }
@@ -655,16 +632,13 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_kept_and_unknown_roles_rejected() {
-        let req: ChatRequest = serde_json::from_str(
-            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"logit_bias":{"1":2}}"#,
-        )
-        .unwrap();
+        let req: ChatRequest =
+            serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"logit_bias":{"1":2}}"#)
+                .unwrap();
         assert_eq!(req.extra["logit_bias"]["1"], 2);
         let back = serde_json::to_value(&req).unwrap();
         assert_eq!(back["logit_bias"]["1"], 2);
-        let bad = serde_json::from_str::<ChatRequest>(
-            r#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#,
-        );
+        let bad = serde_json::from_str::<ChatRequest>(r#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#);
         assert!(bad.is_err());
     }
 

@@ -12,22 +12,52 @@ fn tokens(s: &str) -> Vec<String> {
 }
 
 fn numbers(toks: &[String]) -> Vec<String> {
-    let mut v: Vec<String> = toks
-        .iter()
-        .filter(|t| t.chars().any(|c| c.is_ascii_digit()))
-        .cloned()
-        .collect();
+    let mut v: Vec<String> = toks.iter().filter(|t| t.chars().any(|c| c.is_ascii_digit())).cloned().collect();
     v.sort();
     v.dedup();
     v
 }
 
 const NEGATIONS: &[&str] = &[
-    "not", "no", "never", "without", "nothing", "none", "nobody", "neither", "nor", "cannot",
-    "can't", "cant", "don't", "dont", "doesn't", "doesnt", "didn't", "didnt", "isn't", "isnt",
-    "aren't", "arent", "wasn't", "wasnt", "weren't", "werent", "won't", "wont", "wouldn't",
-    "wouldnt", "shouldn't", "shouldnt", "couldn't", "couldnt", "haven't", "havent", "hasn't",
-    "hasnt", "n't",
+    "not",
+    "no",
+    "never",
+    "without",
+    "nothing",
+    "none",
+    "nobody",
+    "neither",
+    "nor",
+    "cannot",
+    "can't",
+    "cant",
+    "don't",
+    "dont",
+    "doesn't",
+    "doesnt",
+    "didn't",
+    "didnt",
+    "isn't",
+    "isnt",
+    "aren't",
+    "arent",
+    "wasn't",
+    "wasnt",
+    "weren't",
+    "werent",
+    "won't",
+    "wont",
+    "wouldn't",
+    "wouldnt",
+    "shouldn't",
+    "shouldnt",
+    "couldn't",
+    "couldnt",
+    "haven't",
+    "havent",
+    "hasn't",
+    "hasnt",
+    "n't",
 ];
 
 fn negated(toks: &[String]) -> bool {

@@ -32,7 +32,7 @@ pub struct CacheKey {
 fn temperature_bucket(t: Option<f64>) -> String {
     match t {
         None => "default".into(),
-        Some(t) if t == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(t) => format!("{:.2}", (t * 4.0).ceil() / 4.0),
     }
 }
@@ -127,7 +127,8 @@ mod tests {
         assert_ne!(k.namespace, other_tenant.namespace);
         let other_system = CacheKey::new(&req(&base.replace("Be brief.", "Be verbose.")), "t1", "auto").unwrap();
         assert_ne!(k.namespace, other_system.namespace);
-        let hot = CacheKey::new(&req(&base.replace("\"auto\",", "\"auto\",\"temperature\":1.5,")), "t1", "auto").unwrap();
+        let hot =
+            CacheKey::new(&req(&base.replace("\"auto\",", "\"auto\",\"temperature\":1.5,")), "t1", "auto").unwrap();
         assert_ne!(k.namespace, hot.namespace);
         let other_model = CacheKey::new(&req(base), "t1", "premium").unwrap();
         assert_ne!(k.namespace, other_model.namespace);
@@ -139,6 +140,8 @@ mod tests {
 
     #[test]
     fn no_user_message_means_no_key() {
-        assert!(CacheKey::new(&req(r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#), "t", "m").is_none());
+        assert!(
+            CacheKey::new(&req(r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#), "t", "m").is_none()
+        );
     }
 }

@@ -214,7 +214,15 @@ impl SemanticCache {
     /// can serve it.
     pub fn store(&self, key: &CacheKey, vector: Option<&[f32]>, answer: StoredAnswer) {
         let now = unix_now();
-        self.insert(key.namespace, key.exact, key.query.clone(), vector, Arc::new(answer), now, now + self.settings.ttl.as_secs());
+        self.insert(
+            key.namespace,
+            key.exact,
+            key.query.clone(),
+            vector,
+            Arc::new(answer),
+            now,
+            now + self.settings.ttl.as_secs(),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -259,9 +267,8 @@ impl SemanticCache {
             let (dim, settings) = (self.dim, &self.settings);
             let ix = inner.indexes.entry(namespace).or_insert_with(|| VectorIndex::flat(dim));
             ix.insert(id, v);
-            if ix.is_flat() && ix.len() >= settings.hnsw_from {
-                *ix = VectorIndex::hnsw(&ix.items(), settings.hnsw);
-            } else if ix.needs_rebuild() {
+            // grown past the flat scan's budget, or too many tombstones: (re)build the graph
+            if (ix.is_flat() && ix.len() >= settings.hnsw_from) || ix.needs_rebuild() {
                 *ix = VectorIndex::hnsw(&ix.items(), settings.hnsw);
             }
         }

@@ -68,10 +68,8 @@ impl SemanticCache {
             let file = std::fs::File::create(&tmp).map_err(io)?;
             let mut w = BufWriter::new(file);
             w.write_all(MAGIC).map_err(io)?;
-            bincode::serialize_into(&mut w, &records).map_err(|e| SnapshotError::Format {
-                path: path.display().to_string(),
-                detail: e.to_string(),
-            })?;
+            bincode::serialize_into(&mut w, &records)
+                .map_err(|e| SnapshotError::Format { path: path.display().to_string(), detail: e.to_string() })?;
             let file = w.into_inner().map_err(|e| io(e.into_error()))?;
             file.sync_all().map_err(io)?;
         }
@@ -158,7 +156,9 @@ mod tests {
         let settings = CacheSettings { threshold: 0.99, hnsw_from: 50, ..Default::default() };
         let cache = SemanticCache::new(settings.clone(), 3);
         let mk = |q: &str, t: &str| {
-            let req: ChatRequest = serde_json::from_value(serde_json::json!({"model": "m", "messages": [{"role": "user", "content": q}]})).unwrap();
+            let req: ChatRequest =
+                serde_json::from_value(serde_json::json!({"model": "m", "messages": [{"role": "user", "content": q}]}))
+                    .unwrap();
             CacheKey::new(&req, t, "m").unwrap()
         };
         let answer: StoredAnswer = serde_json::from_value(serde_json::json!({
@@ -175,7 +175,9 @@ mod tests {
 
         let restored = SemanticCache::new(settings, 3);
         assert_eq!(restored.load_snapshot(&path).unwrap(), 121);
-        let hit = restored.nearest(&mk("q7 again", "big"), &[(7f32 / 120.0).cos(), (7f32 / 120.0).sin(), 0.0], &Lookup::default()).unwrap();
+        let hit = restored
+            .nearest(&mk("q7 again", "big"), &[(7f32 / 120.0).cos(), (7f32 / 120.0).sin(), 0.0], &Lookup::default())
+            .unwrap();
         assert_eq!(hit.entry.question, "q7");
         assert_eq!(hit.entry.answer.response.extra["custom"]["a"], 1);
         assert!(restored.exact(&mk("small", "small"), &Lookup::default()).is_some());

@@ -25,7 +25,10 @@ impl Classifier for LengthBaseline {
     }
 
     fn explain(&self, prompt: &str, vector: Option<&[f32]>) -> Vec<Feature> {
-        vec![Feature { name: format!("length ({} chars)", prompt.chars().count()), contribution: self.score(prompt, vector) }]
+        vec![Feature {
+            name: format!("length ({} chars)", prompt.chars().count()),
+            contribution: self.score(prompt, vector),
+        }]
     }
 
     fn threshold_for_share(&self, _share: f32) -> Option<f32> {

@@ -53,9 +53,7 @@ impl Router {
         threshold: Option<f32>,
         premium_share: Option<f32>,
     ) -> Self {
-        let t = threshold
-            .or_else(|| premium_share.and_then(|s| classifier.threshold_for_share(s)))
-            .unwrap_or(0.5);
+        let t = threshold.or_else(|| premium_share.and_then(|s| classifier.threshold_for_share(s))).unwrap_or(0.5);
         Router::new(classifier, t)
     }
 

@@ -34,11 +34,7 @@ impl ModelFiles {
     }
 
     fn corrupt(path: &Path, detail: impl ToString) -> EmbedError {
-        EmbedError::Corrupt {
-            path: path.display().to_string(),
-            detail: detail.to_string(),
-            hint: HINT.into(),
-        }
+        EmbedError::Corrupt { path: path.display().to_string(), detail: detail.to_string(), hint: HINT.into() }
     }
 
     /// Verifies each listed file's sha256. A truncated or altered weight file would otherwise
@@ -79,13 +75,11 @@ impl BertEmbedder {
         let weights_path = files.file("model.safetensors")?;
         files.verify()?;
 
-        let config_text = std::fs::read_to_string(&config_path)
-            .map_err(|e| ModelFiles::corrupt(&config_path, e))?;
-        let config: Config = serde_json::from_str(&config_text)
-            .map_err(|e| ModelFiles::corrupt(&config_path, e))?;
+        let config_text = std::fs::read_to_string(&config_path).map_err(|e| ModelFiles::corrupt(&config_path, e))?;
+        let config: Config = serde_json::from_str(&config_text).map_err(|e| ModelFiles::corrupt(&config_path, e))?;
 
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| ModelFiles::corrupt(&tokenizer_path, e))?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tokenizer_path).map_err(|e| ModelFiles::corrupt(&tokenizer_path, e))?;
         let max_len = max_tokens.min(config.max_position_embeddings);
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
@@ -100,20 +94,15 @@ impl BertEmbedder {
         let bytes = std::fs::read(&weights_path).map_err(|e| ModelFiles::corrupt(&weights_path, e))?;
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device)
             .map_err(|e| ModelFiles::corrupt(&weights_path, e))?;
-        let model =
-            BertModel::load(vb, &config).map_err(|e| ModelFiles::corrupt(&weights_path, e))?;
+        let model = BertModel::load(vb, &config).map_err(|e| ModelFiles::corrupt(&weights_path, e))?;
         Ok(BertEmbedder { model, tokenizer, dim: config.hidden_size, device })
     }
 
     fn forward(&self, texts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let ids: Vec<Tensor> = encodings
-            .iter()
-            .map(|e| Tensor::new(e.get_ids(), &self.device))
-            .collect::<candle_core::Result<_>>()?;
+        let encodings =
+            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let ids: Vec<Tensor> =
+            encodings.iter().map(|e| Tensor::new(e.get_ids(), &self.device)).collect::<candle_core::Result<_>>()?;
         let masks: Vec<Tensor> = encodings
             .iter()
             .map(|e| Tensor::new(e.get_attention_mask(), &self.device))

@@ -9,8 +9,8 @@ use futures_util::StreamExt;
 
 use super::{authenticate, error_response, request_id, AppState};
 use crate::api::{
-    ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
-    GatewayError, ModelInfo, ModelList,
+    ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse, GatewayError,
+    ModelInfo, ModelList,
 };
 use crate::pipeline::{Body, RequestCtx, Served, StreamItem};
 
@@ -31,7 +31,9 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Gateway
     }
     serde_json::from_slice(bytes).map_err(|e| {
         let msg = match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!("the request body is not valid JSON: {e}"),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("the request body is not valid JSON: {e}")
+            }
             _ => format!("invalid request: {e}"),
         };
         GatewayError::invalid(msg, None)
@@ -45,7 +47,8 @@ fn cache_control(headers: &HeaderMap, ctx: &mut RequestCtx) {
                 "no-cache" => ctx.no_cache = true,
                 "no-store" => ctx.no_store = true,
                 d => {
-                    if let Some(age) = d.strip_prefix("max-age=").and_then(|s| s.trim_matches('"').parse::<u64>().ok()) {
+                    if let Some(age) = d.strip_prefix("max-age=").and_then(|s| s.trim_matches('"').parse::<u64>().ok())
+                    {
                         ctx.max_age = Some(Duration::from_secs(age));
                     }
                 }
@@ -58,12 +61,15 @@ fn request_ctx(headers: &HeaderMap, tenant: String) -> Result<RequestCtx, Gatewa
     let mut ctx = RequestCtx { tenant, ..RequestCtx::default() };
     cache_control(headers, &mut ctx);
     if let Some(v) = headers.get("x-switchyard-cache-threshold") {
-        let t = v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<f32>().ok())
-            .filter(|t| (0.0..=1.0).contains(t))
-            .ok_or_else(|| GatewayError::invalid("x-switchyard-cache-threshold must be a number between 0 and 1", Some("x-switchyard-cache-threshold")))?;
+        let t =
+            v.to_str().ok().and_then(|s| s.trim().parse::<f32>().ok()).filter(|t| (0.0..=1.0).contains(t)).ok_or_else(
+                || {
+                    GatewayError::invalid(
+                        "x-switchyard-cache-threshold must be a number between 0 and 1",
+                        Some("x-switchyard-cache-threshold"),
+                    )
+                },
+            )?;
         ctx.threshold = Some(t);
     }
     Ok(ctx)
@@ -77,7 +83,11 @@ pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Resul
     }
 }
 
-async fn chat_inner(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Served, GatewayError> {
+async fn chat_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Served, GatewayError> {
     let tenant = authenticate(state, headers)?;
     let _slot = state
         .slots
@@ -161,7 +171,11 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
 /// Most inputs one embeddings call may carry (OpenAI's own limit).
 const MAX_EMBED_INPUTS: usize = 2048;
 
-pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn embeddings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let rid = request_id(&headers);
     match embeddings_inner(&state, &headers, body).await {
         Ok(r) => {
@@ -173,7 +187,11 @@ pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body:
     }
 }
 
-async fn embeddings_inner(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<EmbeddingsResponse, GatewayError> {
+async fn embeddings_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<EmbeddingsResponse, GatewayError> {
     authenticate(state, headers)?;
     let bytes = body_or_error(body, state.max_body)?;
     let req: EmbeddingsRequest = parse_json(&bytes)?;
@@ -190,17 +208,31 @@ async fn embeddings_inner(state: &AppState, headers: &HeaderMap, body: Result<By
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(other) => return Err(GatewayError::invalid(format!("unsupported encoding_format {other:?}"), Some("encoding_format"))),
+        Some(other) => {
+            return Err(GatewayError::invalid(
+                format!("unsupported encoding_format {other:?}"),
+                Some("encoding_format"),
+            ))
+        }
     };
-    let embed = state.gateway.embed.as_ref().ok_or_else(|| GatewayError::Overloaded("the embedding model is not loaded".into()))?;
+    let embed = state
+        .gateway
+        .embed
+        .as_ref()
+        .ok_or_else(|| GatewayError::Overloaded("the embedding model is not loaded".into()))?;
     if let Some(d) = req.dimensions {
         if d as usize != embed.dim() {
-            return Err(GatewayError::invalid(format!("this model has {} dimensions", embed.dim()), Some("dimensions")));
+            return Err(GatewayError::invalid(
+                format!("this model has {} dimensions", embed.dim()),
+                Some("dimensions"),
+            ));
         }
     }
     let tokens: u64 = inputs.iter().map(|s| embed.embedder().count_tokens(s) as u64).sum();
     let vectors = embed.embed_many(inputs).await.map_err(|e| match e {
-        crate::embed::EmbedError::Overloaded => GatewayError::Overloaded("the embedding queue is full; retry shortly".into()),
+        crate::embed::EmbedError::Overloaded => {
+            GatewayError::Overloaded("the embedding queue is full; retry shortly".into())
+        }
         other => GatewayError::Internal(other.to_string()),
     })?;
     let data = vectors

@@ -43,18 +43,44 @@ pub async fn render(State(state): State<AppState>) -> Response {
     counter(&mut out, "switchyard_errors_total", "Chat requests that failed, by HTTP status.", "status", &m.errors);
     counter(&mut out, "switchyard_routed_total", "Requests sent upstream, by tier.", "tier", &m.routed);
     counter(&mut out, "switchyard_cost_usd_total", "Upstream spend in USD, by model.", "model", &m.cost);
-    counter(&mut out, "switchyard_cost_saved_usd_total", "USD not spent, by cause (cache or routing).", "cause", &m.cost_saved);
-    histogram(&mut out, "switchyard_request_duration_seconds", "Chat request time until the response starts.", &m.request_seconds);
+    counter(
+        &mut out,
+        "switchyard_cost_saved_usd_total",
+        "USD not spent, by cause (cache or routing).",
+        "cause",
+        &m.cost_saved,
+    );
+    histogram(
+        &mut out,
+        "switchyard_request_duration_seconds",
+        "Chat request time until the response starts.",
+        &m.request_seconds,
+    );
     histogram(&mut out, "switchyard_embed_duration_seconds", "Time waiting for a prompt embedding.", &m.embed_seconds);
     let relaxed = std::sync::atomic::Ordering::Relaxed;
-    gauge(&mut out, "switchyard_embed_failures_total", "Embeddings that failed or timed out (served as misses).", m.embed_failures.load(relaxed) as f64);
-    gauge(&mut out, "switchyard_stream_errors_total", "Streams ended by an upstream failure after the first byte.", m.stream_errors.load(relaxed) as f64);
+    gauge(
+        &mut out,
+        "switchyard_embed_failures_total",
+        "Embeddings that failed or timed out (served as misses).",
+        m.embed_failures.load(relaxed) as f64,
+    );
+    gauge(
+        &mut out,
+        "switchyard_stream_errors_total",
+        "Streams ended by an upstream failure after the first byte.",
+        m.stream_errors.load(relaxed) as f64,
+    );
     if let Some(cache) = &g.cache {
         let s = cache.stats();
         gauge(&mut out, "switchyard_cache_entries", "Entries in the semantic cache.", s.entries as f64);
         gauge(&mut out, "switchyard_cache_namespaces", "Namespaces with a vector index.", s.namespaces as f64);
         let _ = writeln!(out, "# HELP switchyard_cache_lookups_total Cache lookups by result.\n# TYPE switchyard_cache_lookups_total counter");
-        for (k, v) in [("exact_hit", s.exact_hits), ("semantic_hit", s.semantic_hits), ("miss", s.misses), ("guard_veto", s.guard_vetoes)] {
+        for (k, v) in [
+            ("exact_hit", s.exact_hits),
+            ("semantic_hit", s.semantic_hits),
+            ("miss", s.misses),
+            ("guard_veto", s.guard_vetoes),
+        ] {
             let _ = writeln!(out, "switchyard_cache_lookups_total{{result=\"{k}\"}} {v}");
         }
         let _ = writeln!(out, "# HELP switchyard_cache_removals_total Entries removed, by reason.\n# TYPE switchyard_cache_removals_total counter");
@@ -65,8 +91,13 @@ pub async fn render(State(state): State<AppState>) -> Response {
     let _ = writeln!(out, "# HELP switchyard_upstream_attempts_total Upstream calls by deployment and result.\n# TYPE switchyard_upstream_attempts_total counter");
     for (d, s) in &stats {
         let d = escape(d);
-        let _ = writeln!(out, "switchyard_upstream_attempts_total{{deployment=\"{d}\",result=\"ok\"}} {}", s.requests - s.failures);
-        let _ = writeln!(out, "switchyard_upstream_attempts_total{{deployment=\"{d}\",result=\"error\"}} {}", s.failures);
+        let _ = writeln!(
+            out,
+            "switchyard_upstream_attempts_total{{deployment=\"{d}\",result=\"ok\"}} {}",
+            s.requests - s.failures
+        );
+        let _ =
+            writeln!(out, "switchyard_upstream_attempts_total{{deployment=\"{d}\",result=\"error\"}} {}", s.failures);
     }
     let _ = writeln!(out, "# HELP switchyard_breaker_state Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.\n# TYPE switchyard_breaker_state gauge");
     for (d, s) in &stats {
@@ -78,6 +109,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
         let _ = writeln!(out, "switchyard_breaker_state{{deployment=\"{}\"}} {v}", escape(d));
     }
     let mut resp = out.into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp
 }

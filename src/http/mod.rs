@@ -88,9 +88,5 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, Gat
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or_else(|| GatewayError::Unauthorized("missing gateway key: send `Authorization: Bearer <key>`".into()))?;
-    state
-        .keys
-        .get(token)
-        .cloned()
-        .ok_or_else(|| GatewayError::Unauthorized("invalid gateway key".into()))
+    state.keys.get(token).cloned().ok_or_else(|| GatewayError::Unauthorized("invalid gateway key".into()))
 }

@@ -12,7 +12,7 @@ use rand::Rng;
 
 use super::{ChunkStream, Provider, ProviderError, TimeoutPhase};
 use crate::api::{ChatRequest, ChatResponse, GatewayError};
-use crate::config::{DispatchConfig, Deployment};
+use crate::config::{Deployment, DispatchConfig};
 
 /// What a successful dispatch returns: the value and who produced it.
 pub struct Outcome<T> {
@@ -96,7 +96,11 @@ impl Dispatcher {
             }
         }
         let mut breakers = self.breakers.lock();
-        let b = breakers.entry(key.to_string()).or_insert(Breaker { consecutive_failures: 0, opened_at: None, probing: false });
+        let b = breakers.entry(key.to_string()).or_insert(Breaker {
+            consecutive_failures: 0,
+            opened_at: None,
+            probing: false,
+        });
         if ok {
             *b = Breaker { consecutive_failures: 0, opened_at: None, probing: false };
         } else {
@@ -141,34 +145,44 @@ impl Dispatcher {
 
     /// Non-streaming: the first successful answer along `targets`.
     pub async fn send(&self, targets: &[Deployment], req: &ChatRequest) -> Result<Outcome<ChatResponse>, GatewayError> {
-        self.run(targets, req, |p: Arc<Provider>, model: String, req: ChatRequest| async move { p.chat(&req, &model).await })
-            .await
-    }
-
-    /// Streaming: the first deployment whose stream yields a first chunk. Failures after that
-    /// are the caller's to report (the client has bytes already).
-    pub async fn send_stream(&self, targets: &[Deployment], req: &ChatRequest) -> Result<Outcome<ChunkStream>, GatewayError> {
         self.run(
             targets,
             req,
-            |p: Arc<Provider>, model: String, req: ChatRequest| async move {
-                let timeout = p.first_byte_timeout();
-                let mut stream = p.chat_stream(&req, &model).await?;
-                match tokio::time::timeout(timeout, stream.next()).await {
-                    Err(_) => Err(ProviderError::Timeout(TimeoutPhase::FirstByte)),
-                    Ok(None) => Err(ProviderError::Stream("stream ended before any chunk".into())),
-                    Ok(Some(Err(e))) => Err(e),
-                    Ok(Some(Ok(first))) => {
-                        let rest: ChunkStream = Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(stream));
-                        Ok(rest)
-                    }
-                }
-            },
+            |p: Arc<Provider>, model: String, req: ChatRequest| async move { p.chat(&req, &model).await },
         )
         .await
     }
 
-    async fn run<T, F, Fut>(&self, targets: &[Deployment], req: &ChatRequest, call: F) -> Result<Outcome<T>, GatewayError>
+    /// Streaming: the first deployment whose stream yields a first chunk. Failures after that
+    /// are the caller's to report (the client has bytes already).
+    pub async fn send_stream(
+        &self,
+        targets: &[Deployment],
+        req: &ChatRequest,
+    ) -> Result<Outcome<ChunkStream>, GatewayError> {
+        self.run(targets, req, |p: Arc<Provider>, model: String, req: ChatRequest| async move {
+            let timeout = p.first_byte_timeout();
+            let mut stream = p.chat_stream(&req, &model).await?;
+            match tokio::time::timeout(timeout, stream.next()).await {
+                Err(_) => Err(ProviderError::Timeout(TimeoutPhase::FirstByte)),
+                Ok(None) => Err(ProviderError::Stream("stream ended before any chunk".into())),
+                Ok(Some(Err(e))) => Err(e),
+                Ok(Some(Ok(first))) => {
+                    let rest: ChunkStream =
+                        Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(stream));
+                    Ok(rest)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn run<T, F, Fut>(
+        &self,
+        targets: &[Deployment],
+        req: &ChatRequest,
+        call: F,
+    ) -> Result<Outcome<T>, GatewayError>
     where
         F: Fn(Arc<Provider>, String, ChatRequest) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
@@ -203,7 +217,10 @@ impl Dispatcher {
                     Err(e) => {
                         tracing::info!(deployment = %key, attempt, error = %e, "upstream attempt failed");
                         let retryable = e.retryable();
-                        let retry_after = match &e { ProviderError::Status { retry_after, .. } => *retry_after, _ => None };
+                        let retry_after = match &e {
+                            ProviderError::Status { retry_after, .. } => *retry_after,
+                            _ => None,
+                        };
                         // only transient failures count against the breaker: a 400 is the client's
                         self.record(&key, !retryable);
                         errors.push((key.clone(), e));
@@ -241,9 +258,21 @@ fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadline: 
     }
     match last {
         ProviderError::Status { status, message, .. } => match status {
-            400 | 404 | 409 | 413 | 422 => GatewayError::Upstream { status: *status, provider, message: format!("provider {key} refused the request: {message}") },
-            401 | 403 => GatewayError::Upstream { status: 502, provider, message: format!("provider {key} rejected the gateway's credentials (HTTP {status})") },
-            429 => GatewayError::Upstream { status: 429, provider, message: format!("every deployment is rate limited ({trail})") },
+            400 | 404 | 409 | 413 | 422 => GatewayError::Upstream {
+                status: *status,
+                provider,
+                message: format!("provider {key} refused the request: {message}"),
+            },
+            401 | 403 => GatewayError::Upstream {
+                status: 502,
+                provider,
+                message: format!("provider {key} rejected the gateway's credentials (HTTP {status})"),
+            },
+            429 => GatewayError::Upstream {
+                status: 429,
+                provider,
+                message: format!("every deployment is rate limited ({trail})"),
+            },
             _ => GatewayError::Upstream { status: 502, provider, message: format!("upstream failed ({trail})") },
         },
         ProviderError::Timeout(_) => GatewayError::Timeout(format!("upstream timed out ({trail})")),

@@ -127,11 +127,7 @@ impl Upstream {
     /// Reads an error response into a [`ProviderError::Status`], keeping the provider's message.
     pub async fn error_from(&self, resp: reqwest::Response) -> ProviderError {
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let body = resp.text().await.unwrap_or_default();
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()

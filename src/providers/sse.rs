@@ -19,8 +19,7 @@ impl SseDecoder {
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, String> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        loop {
-            let Some((end, sep)) = find_boundary(&self.buf) else { break };
+        while let Some((end, sep)) = find_boundary(&self.buf) {
             let raw: Vec<u8> = self.buf.drain(..end + sep).collect();
             if let Some(ev) = parse_event(&String::from_utf8_lossy(&raw[..end])) {
                 out.push(ev);

@@ -130,7 +130,10 @@ async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Re
     let stream = body["stream"] == true;
     let usage = json!({"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30});
     let chunk = |delta: Value, finish: Value| {
-        format!("data: {}\n\n", json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
     };
     match behavior {
         Behavior::Status(code, retry_after) => {
