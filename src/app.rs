@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::cache::{CacheSettings, HnswParams, SemanticCache};
+use crate::cache::{CacheRule, CacheSettings, HnswParams, RuleKind, SemanticCache};
 use crate::classify::{LengthBaseline, Router};
 use crate::config::{
     Config, Deployment, DeploymentSpec, Dur, Price, ProviderConfig, ProviderKind, SecretSpec, TierSpec,
@@ -44,6 +44,28 @@ pub fn locate(path: &Path) -> PathBuf {
     } else {
         path.to_path_buf()
     }
+}
+
+/// The cache decision rule `serve` uses: `models/cache_rule.json` (measured by `eval cache`),
+/// with `cache.threshold` / `cache.guard` from the config overriding it. Without the file, the
+/// guarded rule at 0.965 (≈1% false hits on QQP for plain cosine).
+pub fn shipped_cache_rule(config: &Config) -> CacheRule {
+    let mut rule = match CacheRule::load(&locate(&config.cache.rule)) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "no shipped cache rule; using the guarded rule at 0.965");
+            CacheRule::guarded(0.965)
+        }
+    };
+    if let Some(t) = config.cache.threshold {
+        rule.threshold = t;
+    }
+    match config.cache.guard {
+        Some(true) => rule.rule = RuleKind::GuardedCosine,
+        Some(false) => rule.rule = RuleKind::GlobalCosine,
+        None => {}
+    }
+    rule
 }
 
 /// Loads the embedding model named by the config.
@@ -92,13 +114,15 @@ pub fn build_gateway(
     };
     let cache = if config.cache.enabled {
         let dim = handle.as_ref().map_or(384, EmbedHandle::dim);
+        let rule = shipped_cache_rule(config);
+        tracing::info!(rule = rule.name(), threshold = rule.threshold, "cache decision rule");
         let settings = CacheSettings {
-            threshold: config.cache.threshold,
+            threshold: rule.threshold,
             ttl: config.cache.ttl.0,
             max_entries: config.cache.max_entries,
             hnsw_from: config.cache.hnsw_from,
             hnsw: HnswParams::default(),
-            guard: config.cache.guard,
+            guard: rule.rule == RuleKind::GuardedCosine,
         };
         let cache = Arc::new(SemanticCache::new(settings, dim));
         if let Some(path) = &config.cache.snapshot {

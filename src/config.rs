@@ -179,28 +179,31 @@ impl Default for EmbedConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     pub enabled: bool,
-    /// Cosine similarity at or above which a cached answer may be served.
-    pub threshold: f32,
+    /// The decision rule (threshold + near-miss guard) measured and shipped in `models/`.
+    pub rule: PathBuf,
+    /// Overrides the rule's cosine threshold.
+    pub threshold: Option<f32>,
     pub ttl: Dur,
     pub max_entries: usize,
     /// Memory-backend persistence: written on shutdown (atomic replace), restored at start.
     pub snapshot: Option<PathBuf>,
     /// Entries in one namespace at which its exact flat scan is replaced by an HNSW graph.
     pub hnsw_from: usize,
-    /// The near-miss guard (number/negation/entity conflicts veto a semantic hit).
-    pub guard: bool,
+    /// Overrides the rule's near-miss guard (number/negation/entity/antonym conflicts veto a hit).
+    pub guard: Option<bool>,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             enabled: true,
-            threshold: 0.965,
+            rule: PathBuf::from("models/cache_rule.json"),
+            threshold: None,
             ttl: Dur(Duration::from_secs(24 * 3600)),
             max_entries: 1_000_000,
             snapshot: None,
             hnsw_from: 4096,
-            guard: true,
+            guard: None,
         }
     }
 }
@@ -433,7 +436,7 @@ impl Config {
         if self.embed.max_batch == 0 || self.embed.queue == 0 || self.embed.threads == 0 {
             return Err(invalid("embed", "max_batch, queue and threads must be at least 1"));
         }
-        if !(0.0..=1.0).contains(&self.cache.threshold) {
+        if self.cache.threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
             return Err(invalid("cache.threshold", "must be a cosine similarity between 0 and 1"));
         }
         if self.cache.max_entries == 0 {
@@ -528,6 +531,7 @@ mod tests {
     fn parses_a_full_config() {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.cache.ttl.0, Duration::from_secs(3600));
+        assert_eq!(c.cache.threshold, Some(0.97));
         assert_eq!(c.tier_deployments("premium")[0].model, "gpt-4o");
         assert!(c.tier_deployments("premium")[0].vision);
         assert_eq!(c.tiers["premium"].fallback_tier(), Some("cheap"));

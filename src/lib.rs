@@ -9,6 +9,7 @@ pub mod classify;
 pub mod config;
 pub mod demo;
 pub mod embed;
+pub mod eval;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

@@ -39,10 +39,37 @@ enum Command {
         text: String,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Embed the text this many times and print latency percentiles.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// Offline evaluation.
+    Eval {
+        #[command(subcommand)]
+        what: EvalWhat,
     },
     /// Print the router's decision for a prompt.
     Route {
         prompt: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalWhat {
+    /// Cache decision rules on labelled question pairs: recall vs false hits, CV, shipped rule.
+    Cache {
+        /// JSONL of {"a", "b", "duplicate"}
+        #[arg(long)]
+        pairs: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0.01)]
+        target_false_hit: f64,
+        /// Cross-validation folds for the honest recall (0 or 1: none).
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -81,12 +108,22 @@ async fn main() -> anyhow::Result<()> {
             println!("switchyard listening on http://{}", running.addr);
             running.wait().await;
         }
-        Command::Embed { text, config } => {
+        Command::Embed { text, config, repeat } => {
             let cfg = load_config(config.as_ref())?;
             let e = app::load_embedder(&cfg)?;
-            let started = std::time::Instant::now();
-            let v = e.embed_batch(&[&text]).context("embedding failed")?.remove(0);
-            let took = started.elapsed();
+            let mut times = Vec::with_capacity(repeat.max(1));
+            let mut v = Vec::new();
+            for _ in 0..repeat.max(1) {
+                let started = std::time::Instant::now();
+                v = e.embed_batch(&[&text]).context("embedding failed")?.remove(0);
+                times.push(started.elapsed());
+            }
+            times.sort();
+            let took = times[times.len() / 2];
+            if repeat > 1 {
+                let p = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+                println!("{repeat} runs: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  min {:.2} ms", p(0.5), p(0.9), p(0.99), p(0.0));
+            }
             let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:+.4}")).collect();
             println!(
                 "dim {}  norm {:.4}  tokens {}  took {:.1} ms",
@@ -96,6 +133,22 @@ async fn main() -> anyhow::Result<()> {
                 took.as_secs_f64() * 1e3
             );
             println!("[{}, …]", head.join(", "));
+        }
+        Command::Eval { what: EvalWhat::Cache { pairs, out, target_false_hit, folds, config } } => {
+            let cfg = load_config(config.as_ref())?;
+            let embedder = app::load_embedder(&cfg)?;
+            let opts = switchyard::eval::cache::CacheEvalOptions {
+                pairs,
+                out,
+                target_false_hit,
+                folds,
+                shipped: app::shipped_cache_rule(&cfg),
+                cache_dir: app::locate(std::path::Path::new("eval")).join(".cache/embeddings"),
+                model_dir: app::locate(&cfg.embed.model_dir),
+            };
+            let report = switchyard::eval::cache::evaluate(&embedder, &opts)?;
+            switchyard::eval::cache::write_report(&report, &opts)?;
+            print!("{}", std::fs::read_to_string(opts.out.join("report.md"))?);
         }
         Command::Route { prompt, config } => {
             let cfg = load_config(config.as_ref())?;

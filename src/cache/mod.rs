@@ -6,6 +6,7 @@
 pub mod guard;
 pub mod index;
 mod key;
+pub mod rule;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use parking_lot::RwLock;
 use crate::api::ChatResponse;
 pub use index::{HnswParams, VectorIndex};
 pub use key::{CacheKey, ExactKey, Namespace};
+pub use rule::{CacheRule, RuleKind};
 
 #[derive(Debug, Clone)]
 pub struct CacheSettings {

@@ -1,0 +1,103 @@
+//! Embeddings for offline evaluation and training, cached on disk by content hash so a rerun
+//! embeds only what it has not seen.
+//!
+//! The store is one append-only file per model (`<dir>/<model sha>.bin`): records of
+//! `sha256(text)` (32 bytes) followed by `dim` little-endian f32. A torn last record (a run killed
+//! mid-write) is ignored on load.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::embed::{EmbedError, Embedder};
+
+pub struct EmbeddingStore {
+    path: PathBuf,
+    dim: usize,
+    map: HashMap<[u8; 32], Vec<f32>>,
+}
+
+fn text_key(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+impl EmbeddingStore {
+    /// Opens (or creates) the store for `model_id` under `dir`.
+    pub fn open(dir: &Path, model_id: &str, dim: usize) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{model_id}.bin"));
+        let mut map = HashMap::new();
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            let rec = 32 + dim * 4;
+            for chunk in bytes.chunks_exact(rec) {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&chunk[..32]);
+                let v = chunk[32..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                map.insert(key, v);
+            }
+        }
+        Ok(EmbeddingStore { path, dim, map })
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Vectors for `texts`, in order, embedding (with a progress bar) only the ones not stored.
+    pub fn embed_all(&mut self, embedder: &Arc<dyn Embedder>, texts: &[String], label: &str) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut missing: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for t in texts {
+            let k = text_key(t);
+            if !self.map.contains_key(&k) && seen.insert(k) {
+                missing.push(t);
+            }
+        }
+        if !missing.is_empty() {
+            // similar lengths together: padding is wasted work
+            missing.sort_by_key(|t| t.len());
+            let bar = ProgressBar::new(missing.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} texts ({per_sec}, eta {eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("embedding {label}"));
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| EmbedError::Inference(e.to_string()))?;
+            let mut w = BufWriter::new(file);
+            for batch in missing.chunks(32) {
+                let vectors = embedder.embed_batch(batch)?;
+                for (t, v) in batch.iter().zip(vectors) {
+                    let k = text_key(t);
+                    let _ = w.write_all(&k);
+                    for x in &v {
+                        let _ = w.write_all(&x.to_le_bytes());
+                    }
+                    self.map.insert(k, v);
+                }
+                bar.inc(batch.len() as u64);
+            }
+            let _ = w.flush();
+            bar.finish_and_clear();
+        }
+        Ok(texts.iter().map(|t| self.map.get(&text_key(t)).cloned().unwrap_or_else(|| vec![0.0; self.dim])).collect())
+    }
+}
+
+/// A short identifier of the model's weights (from its SHA256SUMS), so cached vectors never
+/// outlive a model change.
+pub fn model_id(model_dir: &Path) -> String {
+    let sums = std::fs::read_to_string(model_dir.join("SHA256SUMS")).unwrap_or_default();
+    let line = sums.lines().find(|l| l.contains("model.safetensors")).unwrap_or("unknown");
+    format!("minilm-{}", &hex::encode(Sha256::digest(line.as_bytes()))[..16])
+}
