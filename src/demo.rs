@@ -51,7 +51,7 @@ fn words(s: &str) -> u64 {
 
 /// The deterministic answer: names the model, echoes the question.
 pub fn answer_for(model: &str, prompt: &str) -> String {
-    let p: String = prompt.chars().take(200).collect();
+    let p: String = prompt.chars().take(4000).collect();
     format!("[{model}] Here is a simulated answer to: {p}")
 }
 

@@ -43,6 +43,31 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         repeat: usize,
     },
+    /// Cache-hit benchmark: replay a realistic workload against a running gateway.
+    Bench {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        target: String,
+        /// `default`, or key=value pairs: repeat, paraphrase, near_miss, novel (shares), zipf, seed
+        #[arg(long, default_value = "default")]
+        workload: String,
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value = "var/bench")]
+        out: PathBuf,
+        /// Labelled pairs the workload is built from
+        #[arg(long, default_value = "eval/data/qqp_pairs_dev.jsonl")]
+        pairs: PathBuf,
+        #[arg(long, default_value = "auto")]
+        model: String,
+        /// Gateway key, if the gateway requires one
+        #[arg(long)]
+        key: Option<String>,
+        /// Premium model price, USD per million input,output tokens (for the always-premium comparison)
+        #[arg(long, default_value = "2.5,10")]
+        premium_price: String,
+    },
     /// Offline evaluation.
     Eval {
         #[command(subcommand)]
@@ -122,7 +147,13 @@ async fn main() -> anyhow::Result<()> {
             let took = times[times.len() / 2];
             if repeat > 1 {
                 let p = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
-                println!("{repeat} runs: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  min {:.2} ms", p(0.5), p(0.9), p(0.99), p(0.0));
+                println!(
+                    "{repeat} runs: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  min {:.2} ms",
+                    p(0.5),
+                    p(0.9),
+                    p(0.99),
+                    p(0.0)
+                );
             }
             let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:+.4}")).collect();
             println!(
@@ -149,6 +180,26 @@ async fn main() -> anyhow::Result<()> {
             let report = switchyard::eval::cache::evaluate(&embedder, &opts)?;
             switchyard::eval::cache::write_report(&report, &opts)?;
             print!("{}", std::fs::read_to_string(opts.out.join("report.md"))?);
+        }
+        Command::Bench { target, workload, requests, concurrency, out, pairs, model, key, premium_price } => {
+            let spec = switchyard::bench::workload::Spec::parse(&workload).map_err(anyhow::Error::msg)?;
+            let pairs = switchyard::eval::cache::read_pairs(&app::locate(&pairs))?;
+            let (pi, po) = premium_price
+                .split_once(',')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                .context("--premium-price must be INPUT,OUTPUT in USD per million tokens")?;
+            let opts = switchyard::bench::BenchOptions {
+                target,
+                requests,
+                concurrency,
+                spec,
+                out: out.clone(),
+                model,
+                key,
+                premium_price: (pi, po),
+            };
+            switchyard::bench::run(&pairs, opts).await?;
+            print!("{}", std::fs::read_to_string(out.join("report.md"))?);
         }
         Command::Route { prompt, config } => {
             let cfg = load_config(config.as_ref())?;
