@@ -27,9 +27,9 @@ const ENTITY_STOP: &[&str] = &[
     "i", "a", "an", "the", "what", "why", "how", "when", "where", "which", "who", "whom", "whose", "is", "are", "was",
     "were", "do", "does", "did", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "has",
     "have", "had", "be", "been", "am", "if", "and", "or", "but", "so", "not", "no", "yes", "my", "me", "we", "our",
-    "you", "your", "he", "she", "it", "its", "they", "them", "their", "this", "that", "these", "those", "there", "here",
-    "in", "on", "at", "of", "for", "to", "from", "by", "with", "about", "as", "into", "over", "after", "before",
-    "under", "between", "vs", "please", "any", "some", "all", "one", "best", "good", "new",
+    "you", "your", "he", "she", "it", "its", "they", "them", "their", "this", "that", "these", "those", "there",
+    "here", "in", "on", "at", "of", "for", "to", "from", "by", "with", "about", "as", "into", "over", "after",
+    "before", "under", "between", "vs", "please", "any", "some", "all", "one", "best", "good", "new",
 ];
 
 const ANTONYM_PAIRS: &[(&str, &str)] = &[
@@ -129,8 +129,7 @@ pub fn analyse(s: &str) -> Analysis {
         if low.bytes().any(|b| b.is_ascii_digit()) {
             a.numbers.insert(low.clone());
         }
-        if NEGATION_WORDS.contains(&low.as_str()) || (low == "t" && prev.as_deref().is_some_and(|p| p.ends_with('n')))
-        {
+        if NEGATION_WORDS.contains(&low.as_str()) || (low == "t" && prev.as_deref().is_some_and(|p| p.ends_with('n'))) {
             a.negations += 1;
         }
         if !starts_sentence && orig.as_bytes()[0].is_ascii_uppercase() && !ENTITY_STOP.contains(&low.as_str()) {
@@ -165,7 +164,8 @@ pub fn conflict_between(a: &Analysis, b: &Analysis) -> Option<Conflict> {
     }
     for (x, y) in ANTONYM_PAIRS {
         let has = |an: &Analysis, w: &str| an.words.contains(w);
-        if (has(a, x) && !has(b, x) && has(b, y) && !has(a, y)) || (has(a, y) && !has(b, y) && has(b, x) && !has(a, x)) {
+        if (has(a, x) && !has(b, x) && has(b, y) && !has(a, y)) || (has(a, y) && !has(b, y) && has(b, x) && !has(a, x))
+        {
             return Some(Conflict::Antonym);
         }
     }

@@ -37,7 +37,8 @@ pub struct Pair {
 }
 
 pub fn read_pairs(path: &Path) -> Result<Vec<Pair>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Data { path: path.display().to_string(), detail: e.to_string() })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| EvalError::Data { path: path.display().to_string(), detail: e.to_string() })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let p: Pair = serde_json::from_str(line).map_err(|e| EvalError::Data {
@@ -186,7 +187,10 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &CacheEvalOptions) -> Result
     let rules = [CacheRule::global(0.0), CacheRule::guarded(0.0)];
     let scored: Vec<Scored> = rules
         .iter()
-        .map(|r| Scored { name: r.name().to_string(), scores: pairs.iter().zip(&cos).map(|(p, c)| r.score(&p.a, &p.b, *c)).collect() })
+        .map(|r| Scored {
+            name: r.name().to_string(),
+            scores: pairs.iter().zip(&cos).map(|(p, c)| r.score(&p.a, &p.b, *c)).collect(),
+        })
         .collect();
     let all: Vec<usize> = (0..pairs.len()).collect();
     let mut reports = std::collections::BTreeMap::new();
@@ -201,7 +205,8 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &CacheEvalOptions) -> Result
             })
             .collect();
         let has_both = labels.iter().any(|l| *l) && labels.iter().any(|l| !*l);
-        let cv = (opts.folds >= 2 && has_both).then(|| cross_validate(&s.scores, &labels, opts.folds, opts.target_false_hit));
+        let cv = (opts.folds >= 2 && has_both)
+            .then(|| cross_validate(&s.scores, &labels, opts.folds, opts.target_false_hit));
         reports.insert(s.name.clone(), RuleReport { threshold: t, false_hit_rate: fhr, recall: rec, curve, cv });
     }
     let best = reports
@@ -228,7 +233,12 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &CacheEvalOptions) -> Result
                 opts.target_false_hit * 100.0
             ),
         },
-        shipped: Shipped { rule: opts.shipped.name().to_string(), threshold: opts.shipped.threshold, false_hit_rate: sf, recall: sr },
+        shipped: Shipped {
+            rule: opts.shipped.name().to_string(),
+            threshold: opts.shipped.threshold,
+            false_hit_rate: sf,
+            recall: sr,
+        },
     })
 }
 
@@ -246,16 +256,30 @@ pub fn write_report(report: &CacheReport, opts: &CacheEvalOptions) -> Result<(),
     );
     for (name, r) in &report.rules {
         let (cv, cvf) = match &r.cv {
-            Some(c) => (format!("{:.1}% ± {:.1} ({} folds)", c.recall_mean * 100.0, c.recall_sd * 100.0, c.folds), format!("{:.2}%", c.false_hit_rate_mean * 100.0)),
+            Some(c) => (
+                format!("{:.1}% ± {:.1} ({} folds)", c.recall_mean * 100.0, c.recall_sd * 100.0, c.folds),
+                format!("{:.2}%", c.false_hit_rate_mean * 100.0),
+            ),
             None => ("–".into(), "–".into()),
         };
-        md.push_str(&format!("| {name} | {:.4} | {:.2}% | {:.1}% | {cv} | {cvf} |\n", r.threshold, r.false_hit_rate * 100.0, r.recall * 100.0));
+        md.push_str(&format!(
+            "| {name} | {:.4} | {:.2}% | {:.1}% | {cv} | {cvf} |\n",
+            r.threshold,
+            r.false_hit_rate * 100.0,
+            r.recall * 100.0
+        ));
     }
     let s = &report.shipped;
     md.push_str(&format!(
         "\n**Shipped** (as `serve` uses it, nothing refitted): `{}` at {:.4} → {:.2}% false hits, {:.1}% recall.\n\n\
          **Recommended**: `{}` at {:.4} ({}).\n\n",
-        s.rule, s.threshold, s.false_hit_rate * 100.0, s.recall * 100.0, report.recommended.rule, report.recommended.threshold, report.recommended.reason
+        s.rule,
+        s.threshold,
+        s.false_hit_rate * 100.0,
+        s.recall * 100.0,
+        report.recommended.rule,
+        report.recommended.threshold,
+        report.recommended.reason
     ));
     md.push_str("At common gateway thresholds:\n\n| threshold | rule | false hits | recall |\n|---|---|---|---|\n");
     for th in [0.80, 0.85, 0.90, 0.95] {
@@ -269,9 +293,20 @@ pub fn write_report(report: &CacheReport, opts: &CacheEvalOptions) -> Result<(),
     let series: Vec<Series> = report
         .rules
         .iter()
-        .map(|(name, r)| Series { name: name.clone(), points: r.curve.iter().map(|p| (p[1], p[2])).collect(), dashed: name == "global-cosine" })
+        .map(|(name, r)| Series {
+            name: name.clone(),
+            points: r.curve.iter().map(|p| (p[1], p[2])).collect(),
+            dashed: name == "global-cosine",
+        })
         .collect();
-    let svg = line_plot("Recall vs false-hit rate (thresholds 0.70–1.00)", "false-hit rate", "recall (duplicates served)", (0.0, 0.10), (0.0, 0.6), &series);
+    let svg = line_plot(
+        "Recall vs false-hit rate (thresholds 0.70–1.00)",
+        "false-hit rate",
+        "recall (duplicates served)",
+        (0.0, 0.10),
+        (0.0, 0.6),
+        &series,
+    );
     std::fs::write(opts.out.join("roc.svg"), svg)?;
     Ok(())
 }
@@ -294,7 +329,7 @@ mod tests {
         let (fhr, rec) = rates(&scores, &labels, &all, t);
         assert!((fhr - 0.1).abs() < 1e-12);
         assert!((rec - 0.3).abs() < 1e-12, "{rec}"); // 0.85, 0.9, 0.95
-        // 0% false hits: nothing at or below the top negative
+                                                     // 0% false hits: nothing at or below the top negative
         let t0 = threshold_for(&scores, &labels, &all, 0.0);
         assert!(t0 > 0.9);
         let cv = cross_validate(&scores, &labels, 5, 0.10);

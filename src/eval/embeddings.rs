@@ -54,7 +54,12 @@ impl EmbeddingStore {
     }
 
     /// Vectors for `texts`, in order, embedding (with a progress bar) only the ones not stored.
-    pub fn embed_all(&mut self, embedder: &Arc<dyn Embedder>, texts: &[String], label: &str) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub fn embed_all(
+        &mut self,
+        embedder: &Arc<dyn Embedder>,
+        texts: &[String],
+        label: &str,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut missing: Vec<&str> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for t in texts {
@@ -73,7 +78,11 @@ impl EmbeddingStore {
                     .progress_chars("=> "),
             );
             bar.set_prefix(format!("embedding {label}"));
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| EmbedError::Inference(e.to_string()))?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| EmbedError::Inference(e.to_string()))?;
             let mut w = BufWriter::new(file);
             for batch in missing.chunks(32) {
                 let vectors = embedder.embed_batch(batch)?;
