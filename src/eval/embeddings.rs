@@ -45,6 +45,11 @@ impl EmbeddingStore {
         Ok(EmbeddingStore { path, dim, map })
     }
 
+    /// Every stored vector (for benchmarks that want realistic vectors).
+    pub fn vectors(&self) -> impl Iterator<Item = &Vec<f32>> {
+        self.map.values()
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
