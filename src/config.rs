@@ -412,10 +412,23 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<config>"), message: e.to_string() })?;
+        let cfg = Config::parse_partial(text)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Parses without the cross-reference checks, for `--demo`, which supplies its own tiers and
+    /// providers and validates afterwards.
+    pub fn parse_partial(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::from("<config>"), message: e.to_string() })
+    }
+
+    pub fn load_partial(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse_partial(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_path_buf(), message },
+            other => other,
+        })
     }
 
     /// Checks every cross-reference and range. Secrets are checked for presence here too, so a

@@ -116,7 +116,11 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { config, listen, demo, demo_latency_ms } => {
             let mut cfg = if demo {
-                app::demo_config(load_config(config.as_ref())?, Duration::from_millis(demo_latency_ms)).await?
+                let base = match &config {
+                    Some(p) => Config::load_partial(p)?,
+                    None => Config::default(),
+                };
+                app::demo_config(base, Duration::from_millis(demo_latency_ms)).await?
             } else if let Some(p) = &config {
                 Config::load(p)?
             } else {
