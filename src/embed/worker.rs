@@ -110,3 +110,63 @@ impl EmbedHandle {
         &self.embedder
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Records the batch sizes it is called with; slow enough that requests pile up.
+    struct Recording {
+        batches: parking_lot::Mutex<Vec<usize>>,
+        calls: AtomicUsize,
+    }
+
+    impl Embedder for Recording {
+        fn dim(&self) -> usize {
+            1
+        }
+        fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.batches.lock().push(texts.len());
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.len()
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_are_batched_and_answered_in_order() {
+        let rec = Arc::new(Recording { batches: Default::default(), calls: AtomicUsize::new(0) });
+        let (worker, handle) = EmbedWorker::start(rec.clone(), 64, 32).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let h = handle.clone();
+            tasks.push(tokio::spawn(async move { h.embed("x".repeat(i + 1)).await }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap().unwrap(), vec![(i + 1) as f32], "each caller gets its own vector");
+        }
+        let batches = rec.batches.lock().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 20);
+        assert!(batches.iter().any(|b| *b > 1), "requests that queue up share a forward pass: {batches:?}");
+        drop(handle);
+        worker.join();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let rec = Arc::new(Recording { batches: Default::default(), calls: AtomicUsize::new(0) });
+        let (_worker, handle) = EmbedWorker::start(rec, 1, 1).unwrap();
+        let mut results = Vec::new();
+        let futs: Vec<_> = (0..6).map(|_| handle.embed("x".into())).collect();
+        for r in futures_util::future::join_all(futs).await {
+            results.push(r);
+        }
+        assert!(results.iter().any(|r| matches!(r, Err(EmbedError::Overloaded))), "a bounded queue must refuse");
+        assert!(results.iter().any(|r| r.is_ok()));
+    }
+}
