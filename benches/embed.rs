@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Embedding latency and throughput on the real model.
 //!
 //! `single_32_tokens/1_thread`: one 32-token prompt on one core (candle reads RAYON_NUM_THREADS

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Vector index lookups at 10k / 100k / 1M entries in one namespace: exact flat scan vs HNSW,
 //! with HNSW recall@1 against the exact answer, build speed and memory per entry printed.
 //!
@@ -28,7 +29,9 @@ fn gaussian(rng: &mut StdRng) -> f32 {
 fn base_vectors(rng: &mut StdRng) -> Vec<Vec<f32>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = switchyard::eval::embeddings::model_id(&dir.join("models/all-MiniLM-L6-v2"));
-    if let Ok(store) = switchyard::eval::embeddings::EmbeddingStore::open(&dir.join("eval/.cache/embeddings"), &model, DIM) {
+    if let Ok(store) =
+        switchyard::eval::embeddings::EmbeddingStore::open(&dir.join("eval/.cache/embeddings"), &model, DIM)
+    {
         if store.len() >= 10_000 {
             println!("using {} real MiniLM vectors from the eval cache", store.len());
             return store.vectors().cloned().collect();
@@ -84,7 +87,10 @@ fn bench(c: &mut Criterion) {
             flat.insert(*id, v);
         }
         drop(items);
-        let hits = queries.iter().filter(|q| flat.search(q, 1).first().map(|x| x.0) == hnsw.search(q, 1).first().map(|x| x.0)).count();
+        let hits = queries
+            .iter()
+            .filter(|q| flat.search(q, 1).first().map(|x| x.0) == hnsw.search(q, 1).first().map(|x| x.0))
+            .count();
         println!(
             "n={n}: HNSW (M {}, ef_construction {}, ef_search {}) built in {:.1} s ({:.0} inserts/s on 2 threads), \
              recall@1 vs exact {:.3} ({hits}/{}), ≈{:.0} bytes per entry (graph + vector, RSS delta)",
@@ -116,7 +122,10 @@ fn bench(c: &mut Criterion) {
             for q in queries.iter().take(20) {
                 std::hint::black_box(flat.search(q, 4));
             }
-            println!("n={n}: flat scan {:.1} ms per lookup (20 lookups, not a criterion sample)", started.elapsed().as_secs_f64() * 1e3 / 20.0);
+            println!(
+                "n={n}: flat scan {:.1} ms per lookup (20 lookups, not a criterion sample)",
+                started.elapsed().as_secs_f64() * 1e3 / 20.0
+            );
         }
     }
     g.finish();

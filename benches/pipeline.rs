@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The hit path inside the process, through `Gateway::chat` (no HTTP): an exact repeat, and a
 //! semantic hit (which includes embedding the prompt with the real model).
 
@@ -11,7 +12,8 @@ use switchyard::config::Config;
 use switchyard::pipeline::{Gateway, RequestCtx};
 
 fn request(q: &str) -> ChatRequest {
-    serde_json::from_value(serde_json::json!({"model": "cheap", "messages": [{"role": "user", "content": q}]})).expect("request")
+    serde_json::from_value(serde_json::json!({"model": "cheap", "messages": [{"role": "user", "content": q}]}))
+        .expect("request")
 }
 
 fn bench(c: &mut Criterion) {
@@ -31,16 +33,24 @@ fn bench(c: &mut Criterion) {
         g
     });
     let ctx = RequestCtx { tenant: "bench".into(), ..RequestCtx::default() };
-    let served = rt.block_on(gateway.chat(request("How can I reset my password on the mobile app?"), ctx.clone())).expect("call");
+    let served = rt
+        .block_on(gateway.chat(request("How can I reset my password on the mobile app?"), ctx.clone()))
+        .expect("call");
     assert_eq!(served.meta.cache, switchyard::pipeline::CacheStatus::Hit, "the paraphrase must be a semantic hit");
     println!("paraphrase similarity {:?}", served.meta.similarity);
     let mut g = c.benchmark_group("hit_path");
     g.bench_function("exact_repeat", |b| {
-        b.iter(|| rt.block_on(gateway.chat(request("How do I reset my password on the mobile app?"), ctx.clone())).expect("hit"))
+        b.iter(|| {
+            rt.block_on(gateway.chat(request("How do I reset my password on the mobile app?"), ctx.clone()))
+                .expect("hit")
+        })
     });
     std::env::set_var("RAYON_NUM_THREADS", "1");
     g.bench_function("semantic_paraphrase", |b| {
-        b.iter(|| rt.block_on(gateway.chat(request("How can I reset my password on the mobile app?"), ctx.clone())).expect("hit"))
+        b.iter(|| {
+            rt.block_on(gateway.chat(request("How can I reset my password on the mobile app?"), ctx.clone()))
+                .expect("hit")
+        })
     });
     g.finish();
 }

@@ -122,7 +122,7 @@ pub fn build_gateway(
             max_entries: config.cache.max_entries,
             hnsw_from: config.cache.hnsw_from,
             hnsw: HnswParams::default(),
-            guard: rule.rule == RuleKind::GuardedCosine,
+            rule: rule.rule,
         };
         let cache = Arc::new(SemanticCache::new(settings, dim));
         if let Some(path) = &config.cache.snapshot {

@@ -231,7 +231,12 @@ mod tests {
 
     fn pairs() -> Vec<Pair> {
         (0..200)
-            .map(|i| Pair { a: format!("question {i}"), b: format!("question {i} reworded"), duplicate: i % 2 == 0 })
+            .map(|i| Pair {
+                a: format!("question {i}"),
+                b: format!("question {i} reworded"),
+                duplicate: i % 2 == 0,
+                kind: None,
+            })
             .collect()
     }
 

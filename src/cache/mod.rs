@@ -28,7 +28,8 @@ pub struct CacheSettings {
     pub max_entries: usize,
     pub hnsw_from: usize,
     pub hnsw: HnswParams,
-    pub guard: bool,
+    /// Plain cosine, or cosine with the near-miss guard's vetoes and penalties.
+    pub rule: RuleKind,
 }
 
 impl Default for CacheSettings {
@@ -39,7 +40,7 @@ impl Default for CacheSettings {
             max_entries: 1_000_000,
             hnsw_from: 4096,
             hnsw: HnswParams::default(),
-            guard: true,
+            rule: RuleKind::GuardedCosine,
         }
     }
 }
@@ -169,8 +170,8 @@ impl SemanticCache {
         Some(Hit { entry: entry.clone(), similarity: 1.0, kind: HitKind::Exact })
     }
 
-    /// The nearest usable entry in the key's namespace whose similarity clears the threshold and
-    /// that the near-miss guard does not veto. Counts a miss when there is none.
+    /// The nearest usable entry in the key's namespace whose rule score (cosine, less the guard's
+    /// penalties; vetoed pairs never) clears the threshold. Counts a miss when there is none.
     pub fn nearest(&self, key: &CacheKey, vector: &[f32], lookup: &Lookup) -> Option<Hit> {
         let threshold = lookup.threshold.map_or(self.settings.threshold, |t| t.max(self.settings.threshold));
         let now = unix_now();
@@ -186,8 +187,11 @@ impl SemanticCache {
                 if !self.usable(entry, now, lookup) {
                     continue;
                 }
-                if self.settings.guard && guard::conflicts(&entry.question, &key.query) {
-                    self.counters.guard_vetoes.fetch_add(1, Ordering::Relaxed);
+                let score = rule::score(self.settings.rule, &entry.question, &key.query, sim);
+                if score < threshold {
+                    if score < 0.0 {
+                        self.counters.guard_vetoes.fetch_add(1, Ordering::Relaxed);
+                    }
                     continue;
                 }
                 found = Some(Hit { entry: entry.clone(), similarity: sim.min(1.0), kind: HitKind::Semantic });
@@ -370,7 +374,10 @@ mod tests {
 
     #[test]
     fn exact_semantic_threshold_namespace_eviction() {
-        let cache = SemanticCache::new(CacheSettings { threshold: 0.9, max_entries: 3, ..Default::default() }, 2);
+        let cache = SemanticCache::new(
+            CacheSettings { threshold: 0.9, max_entries: 3, rule: RuleKind::GlobalCosine, ..Default::default() },
+            2,
+        );
         let k1 = key("alpha question", "t");
         cache.store(&k1, Some(&v(1.0, 0.0)), answer("A"));
         assert_eq!(cache.exact(&k1, &Lookup::default()).unwrap().kind, HitKind::Exact);

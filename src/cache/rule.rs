@@ -59,12 +59,16 @@ impl CacheRule {
         }
     }
 
-    /// The score the threshold is compared with: the cosine, or −1 when the guard vetoes.
+    /// The score the threshold is compared with: the cosine, less the guard's penalties, or −1
+    /// when the guard vetoes.
     pub fn score(&self, cached: &str, query: &str, cosine: f32) -> f32 {
-        match self.rule {
-            RuleKind::GlobalCosine => cosine,
-            RuleKind::GuardedCosine if guard::conflicts(cached, query) => -1.0,
-            RuleKind::GuardedCosine => cosine,
-        }
+        score(self.rule, cached, query, cosine)
+    }
+}
+
+pub fn score(rule: RuleKind, cached: &str, query: &str, cosine: f32) -> f32 {
+    match rule {
+        RuleKind::GlobalCosine => cosine,
+        RuleKind::GuardedCosine => guard::guarded_score(cached, query, cosine).unwrap_or(-1.0),
     }
 }
