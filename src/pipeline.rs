@@ -253,7 +253,17 @@ impl Gateway {
         }
 
         // 7. route
-        let (tier, targets, route_score) = self.route(&route, &req, &query_text, vector.as_deref(), key.as_ref());
+        let (tier, mut targets, route_score) = self.route(&route, &query_text, vector.as_deref(), key.as_ref());
+        // images go only to deployments that can see them
+        if req.has_images() {
+            targets.retain(|d| d.vision);
+            if targets.is_empty() {
+                return Err(GatewayError::invalid(
+                    format!("the request carries images, but no deployment of tier `{tier}` is marked `vision = true`"),
+                    Some("messages"),
+                ));
+            }
+        }
         self.metrics.routed.add(&tier, 1.0);
         let status = if key.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass };
         self.metrics.requests.add(status.as_str(), 1.0);
@@ -342,7 +352,6 @@ impl Gateway {
     fn route(
         &self,
         route: &Route,
-        req: &ChatRequest,
         prompt: &str,
         vector: Option<&[f32]>,
         key: Option<&CacheKey>,
@@ -379,10 +388,7 @@ impl Gateway {
                 (name, Some(d.score))
             }
         };
-        let mut targets = self.tiers.get(&tier).map(|t| t.targets.clone()).unwrap_or_default();
-        if req.has_images() && targets.iter().any(|d| d.vision) {
-            targets.retain(|d| d.vision);
-        }
+        let targets = self.tiers.get(&tier).map(|t| t.targets.clone()).unwrap_or_default();
         (tier, targets, score)
     }
 

@@ -397,3 +397,38 @@ async fn auto_routes_through_the_baseline_router() {
     assert_eq!((cheap.calls(), premium.calls()), (1, 1));
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn images_go_only_to_vision_deployments() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let mut cfg = config_for(&cheap, &premium, "");
+    cfg.tiers.insert(
+        "premium".into(),
+        switchyard::config::TierSpec::List(vec![switchyard::config::DeploymentSpec::Full(
+            switchyard::config::DeploymentTable {
+                provider: "premium".into(),
+                model: "large".into(),
+                vision: true,
+                weight: None,
+            },
+        )]),
+    );
+    let g = gateway(cfg).await;
+    let image = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]})
+    };
+    let (s, _, body) = post_chat(&g, &image("cheap"), &[]).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("vision"));
+    let (s, h, _) = post_chat(&g, &image("premium"), &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(header(&h, "x-switchyard-provider"), "premium");
+    assert_eq!(
+        premium.last_body()["messages"][0]["content"][1]["image_url"]["url"],
+        "data:image/png;base64,iVBORw0KGgo="
+    );
+    assert_eq!(cheap.calls(), 0);
+    g.shutdown().await;
+}
