@@ -287,6 +287,7 @@ async fn shutdown_signal(enabled: bool) {
 pub async fn demo_config(mut config: Config, latency: Duration) -> Result<Config, AppError> {
     let cheap = crate::demo::spawn(latency).await?;
     let premium = crate::demo::spawn(latency).await?;
+    tracing::info!(cheap = %cheap.base_url(), premium = %premium.base_url(), latency_ms = latency.as_millis() as u64, "demo upstreams (OpenAI wire format) listening");
     config.providers.clear();
     config.tiers.clear();
     for (name, up) in [("demo-cheap", &cheap), ("demo-premium", &premium)] {
