@@ -144,15 +144,15 @@ pub fn build_gateway(
 
     let mut tiers = HashMap::new();
     for (name, spec) in &config.tiers {
-        let mut targets = config.tier_deployments(name);
+        let mut groups = vec![config.tier_deployments(name)];
         let mut seen = vec![name.clone()];
         let mut fb = spec.fallback_tier().map(str::to_string);
         while let Some(f) = fb.filter(|f| !seen.contains(f)) {
-            targets.extend(config.tier_deployments(&f));
+            groups.push(config.tier_deployments(&f));
             fb = config.tiers.get(&f).and_then(|t| t.fallback_tier()).map(str::to_string);
             seen.push(f);
         }
-        tiers.insert(name.clone(), Tier { name: name.clone(), targets });
+        tiers.insert(name.clone(), Tier::new(name, groups));
     }
 
     let router = Router::with_operating_point(
@@ -324,7 +324,7 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
     let mut cheap: Vec<Deployment> = Vec::new();
     let mut premium: Vec<Deployment> = Vec::new();
     let mut found = Vec::new();
-    let d = |p: &str, m: &str| Deployment { provider: p.into(), model: m.into(), vision: true };
+    let d = |p: &str, m: &str| Deployment { provider: p.into(), model: m.into(), vision: true, weight: None };
     if set("OPENAI_API_KEY") {
         config.providers.insert(
             "openai".into(),

@@ -250,7 +250,14 @@ pub struct DispatchConfig {
     pub retry_after_cap: Dur,
     /// The whole request, across every retry and failover.
     pub deadline: Dur,
+    /// Open a deployment's breaker after this many failures in a row …
     pub breaker_failures: u32,
+    /// … or when at least this share of its calls in the last `breaker_window` failed …
+    pub breaker_error_rate: f64,
+    pub breaker_window: Dur,
+    /// … counting only once the window holds this many calls (two failures out of three is noise).
+    pub breaker_min_requests: u32,
+    /// How long an open breaker stays open before one probe is let through (half-open).
     pub breaker_cooldown: Dur,
 }
 
@@ -263,6 +270,9 @@ impl Default for DispatchConfig {
             retry_after_cap: Dur(Duration::from_secs(10)),
             deadline: Dur(Duration::from_secs(300)),
             breaker_failures: 5,
+            breaker_error_rate: 0.5,
+            breaker_window: Dur(Duration::from_secs(60)),
+            breaker_min_requests: 20,
             breaker_cooldown: Dur(Duration::from_secs(30)),
         }
     }
@@ -323,6 +333,9 @@ pub struct Deployment {
     pub provider: String,
     pub model: String,
     pub vision: bool,
+    /// Share of the tier's traffic this deployment takes first (weighted random order). `None` on
+    /// every deployment of a tier: strict config order (primary, then failover).
+    pub weight: Option<u32>,
 }
 
 impl DeploymentSpec {
@@ -333,11 +346,14 @@ impl DeploymentSpec {
                     .split_once(':')
                     .filter(|(p, m)| !p.is_empty() && !m.is_empty())
                     .ok_or_else(|| invalid(key, format!("{s:?} must be \"provider:model\"")))?;
-                Ok(Deployment { provider: p.into(), model: m.into(), vision: false })
+                Ok(Deployment { provider: p.into(), model: m.into(), vision: false, weight: None })
             }
-            DeploymentSpec::Full(t) => {
-                Ok(Deployment { provider: t.provider.clone(), model: t.model.clone(), vision: t.vision })
-            }
+            DeploymentSpec::Full(t) => Ok(Deployment {
+                provider: t.provider.clone(),
+                model: t.model.clone(),
+                vision: t.vision,
+                weight: t.weight,
+            }),
         }
     }
 }
@@ -468,6 +484,13 @@ impl Config {
         }
         if self.router.threshold.is_some() && self.router.premium_share.is_some() {
             return Err(invalid("router", "give either threshold or premium_share, not both"));
+        }
+        let rate = self.dispatch.breaker_error_rate;
+        if !(rate > 0.0 && rate <= 1.0) {
+            return Err(invalid("dispatch.breaker_error_rate", "must be in (0, 1]"));
+        }
+        if self.dispatch.breaker_failures == 0 {
+            return Err(invalid("dispatch.breaker_failures", "must be at least 1"));
         }
         if self.dispatch.attempts_per_deployment == 0 {
             return Err(invalid("dispatch.attempts_per_deployment", "must be at least 1"));

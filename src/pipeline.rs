@@ -134,6 +134,50 @@ pub struct Tier {
     pub name: String,
     /// The tier's deployments, then its fallback tier's.
     pub targets: Vec<Deployment>,
+    /// `targets` split by tier (own, then fallbacks): weights reorder only within a group.
+    groups: Vec<std::ops::Range<usize>>,
+}
+
+impl Tier {
+    /// `groups`: the tier's own deployments, then each fallback tier's, in order.
+    pub fn new(name: &str, groups: Vec<Vec<Deployment>>) -> Tier {
+        let mut targets = Vec::new();
+        let mut ranges = Vec::new();
+        for g in groups {
+            let start = targets.len();
+            targets.extend(g);
+            ranges.push(start..targets.len());
+        }
+        Tier { name: name.to_string(), targets, groups: ranges }
+    }
+
+    /// The order to try deployments in for one request. A group where any deployment has a
+    /// `weight` is ordered by weighted random sampling without replacement (Efraimidis–Spirakis:
+    /// sort by u^(1/w)), so traffic splits by weight and the rest of the group is still the
+    /// failover path; weight 0 means "only when the others fail". Otherwise config order.
+    pub fn order(&self) -> Vec<Deployment> {
+        use rand::Rng;
+        let mut out = Vec::with_capacity(self.targets.len());
+        let mut rng = rand::thread_rng();
+        for r in &self.groups {
+            let group = &self.targets[r.clone()];
+            if group.iter().all(|d| d.weight.is_none()) {
+                out.extend_from_slice(group);
+                continue;
+            }
+            let mut keyed: Vec<(f64, &Deployment)> = group
+                .iter()
+                .map(|d| {
+                    let w = d.weight.unwrap_or(1) as f64;
+                    let key = if w > 0.0 { rng.gen::<f64>().powf(1.0 / w) } else { -1.0 };
+                    (key, d)
+                })
+                .collect();
+            keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+            out.extend(keyed.into_iter().map(|(_, d)| d.clone()));
+        }
+        out
+    }
 }
 
 pub struct Gateway {
@@ -388,7 +432,7 @@ impl Gateway {
                 (name, Some(d.score))
             }
         };
-        let targets = self.tiers.get(&tier).map(|t| t.targets.clone()).unwrap_or_default();
+        let targets = self.tiers.get(&tier).map(Tier::order).unwrap_or_default();
         (tier, targets, score)
     }
 
@@ -596,4 +640,37 @@ impl Gateway {
 
 fn last_user_text(req: &ChatRequest) -> String {
     req.messages.iter().rev().find(|m| m.role == crate::api::Role::User).map(|m| m.text_content()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(p: &str, weight: Option<u32>) -> Deployment {
+        Deployment { provider: p.into(), model: "m".into(), vision: false, weight }
+    }
+
+    #[test]
+    fn unweighted_tiers_keep_config_order() {
+        let t = Tier::new("t", vec![vec![dep("a", None), dep("b", None)], vec![dep("c", None)]]);
+        let order: Vec<String> = t.order().into_iter().map(|d| d.provider).collect();
+        assert_eq!(order, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn weights_split_first_choice_and_keep_the_rest_for_failover() {
+        let t = Tier::new(
+            "t",
+            vec![vec![dep("a", Some(3)), dep("b", Some(1)), dep("backup", Some(0))], vec![dep("fallback", None)]],
+        );
+        let mut first_a = 0;
+        for _ in 0..4000 {
+            let order: Vec<String> = t.order().into_iter().map(|d| d.provider).collect();
+            assert_eq!(order.len(), 4);
+            assert_eq!(&order[2..], ["backup", "fallback"], "weight 0 last in its group; fallback tier after");
+            first_a += usize::from(order[0] == "a");
+        }
+        let share = first_a as f64 / 4000.0;
+        assert!((0.70..0.80).contains(&share), "a should go first ~75% of the time, got {share}");
+    }
 }

@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body as HttpBody, Bytes};
@@ -114,15 +116,27 @@ fn render(served: Served, rid: &str) -> Response {
     let mut resp = match served.body {
         Body::Json(r) => axum::Json(r).into_response(),
         Body::Stream(stream) => {
+            // `[DONE]` only after a complete answer: a stream that ended in an error event must
+            // not look finished to a client that only watches for `[DONE]`
+            let failed = Arc::new(AtomicBool::new(false));
+            let seen = failed.clone();
             let events = stream
-                .map(|item| {
+                .map(move |item| {
                     let line = match item {
                         StreamItem::Chunk(c) => serde_json::to_string(&c).unwrap_or_default(),
-                        StreamItem::Error(e) => serde_json::to_string(&e.body()).unwrap_or_default(),
+                        StreamItem::Error(e) => {
+                            seen.store(true, Ordering::Relaxed);
+                            serde_json::to_string(&e.body()).unwrap_or_default()
+                        }
                     };
                     Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {line}\n\n")))
                 })
-                .chain(futures_util::stream::once(async { Ok(Bytes::from_static(b"data: [DONE]\n\n")) }));
+                .chain(
+                    futures_util::stream::once(async move {
+                        (!failed.load(Ordering::Relaxed)).then(|| Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+                    })
+                    .filter_map(std::future::ready),
+                );
             let mut r = Response::new(HttpBody::from_stream(events));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

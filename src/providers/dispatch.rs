@@ -30,14 +30,31 @@ pub enum BreakerState {
     HalfOpen,
 }
 
-#[derive(Debug)]
+/// Calls remembered per deployment for the error rate; older ones fall out of the window anyway.
+const WINDOW_CAP: usize = 4096;
+
+#[derive(Debug, Default)]
 struct Breaker {
     consecutive_failures: u32,
     opened_at: Option<Instant>,
-    probing: bool,
+    /// A half-open probe is in flight (since then). A probe whose caller went away (client
+    /// disconnect) must not block the deployment forever, so a probe older than the cool-down
+    /// no longer counts.
+    probe_since: Option<Instant>,
+    /// Recent calls (when, succeeded) within the error-rate window.
+    recent: std::collections::VecDeque<(Instant, bool)>,
 }
 
 impl Breaker {
+    /// The failure share over the window, once it holds `min` calls.
+    fn error_rate(&mut self, window: Duration, min: u32) -> Option<f64> {
+        while self.recent.front().is_some_and(|(t, _)| t.elapsed() > window) {
+            self.recent.pop_front();
+        }
+        let n = self.recent.len();
+        (n >= min.max(1) as usize).then(|| self.recent.iter().filter(|(_, ok)| !ok).count() as f64 / n as f64)
+    }
+
     fn state(&self, cooldown: Duration) -> BreakerState {
         match self.opened_at {
             None => BreakerState::Closed,
@@ -78,15 +95,20 @@ impl Dispatcher {
         match b.state(self.cfg.breaker_cooldown.0) {
             BreakerState::Closed => true,
             BreakerState::Open => false,
-            BreakerState::HalfOpen if b.probing => false,
             BreakerState::HalfOpen => {
-                b.probing = true;
+                let cooldown = self.cfg.breaker_cooldown.0;
+                if b.probe_since.is_some_and(|t| t.elapsed() < cooldown) {
+                    return false;
+                }
+                b.probe_since = Some(Instant::now());
                 true
             }
         }
     }
 
-    fn record(&self, key: &str, ok: bool) {
+    /// Counts one call in the stats (any error is a failure there) and, when it says something
+    /// about the deployment's health, in its breaker.
+    fn record_call(&self, key: &str, ok: bool, health_signal: bool) {
         {
             let mut stats = self.stats.lock();
             let s = stats.entry(key.to_string()).or_default();
@@ -95,24 +117,48 @@ impl Dispatcher {
                 s.failures += 1;
             }
         }
-        let mut breakers = self.breakers.lock();
-        let b = breakers.entry(key.to_string()).or_insert(Breaker {
-            consecutive_failures: 0,
-            opened_at: None,
-            probing: false,
-        });
-        if ok {
-            *b = Breaker { consecutive_failures: 0, opened_at: None, probing: false };
-        } else {
-            b.consecutive_failures += 1;
-            if b.probing || b.consecutive_failures >= self.cfg.breaker_failures {
-                if b.opened_at.is_none() || b.probing {
-                    tracing::warn!(deployment = key, "circuit breaker opened");
-                }
-                b.opened_at = Some(Instant::now());
-            }
-            b.probing = false;
+        if health_signal {
+            self.record(key, ok);
         }
+    }
+
+    /// Updates the breaker with one call's outcome.
+    fn record(&self, key: &str, ok: bool) {
+        let mut breakers = self.breakers.lock();
+        let b = breakers.entry(key.to_string()).or_default();
+        if b.recent.len() >= WINDOW_CAP {
+            b.recent.pop_front();
+        }
+        b.recent.push_back((Instant::now(), ok));
+        if ok {
+            if b.opened_at.is_some() {
+                tracing::info!(deployment = key, "circuit breaker closed");
+                // a fresh start: the failures that opened it must not reopen it at once
+                b.recent.clear();
+            }
+            b.consecutive_failures = 0;
+            b.opened_at = None;
+            b.probe_since = None;
+            return;
+        }
+        b.consecutive_failures += 1;
+        let rate = b.error_rate(self.cfg.breaker_window.0, self.cfg.breaker_min_requests);
+        let too_many = b.consecutive_failures >= self.cfg.breaker_failures;
+        let too_often = rate.is_some_and(|r| r >= self.cfg.breaker_error_rate);
+        let probe_failed = b.probe_since.is_some();
+        if probe_failed || too_many || too_often {
+            if b.opened_at.is_none() || probe_failed {
+                tracing::warn!(
+                    deployment = key,
+                    consecutive_failures = b.consecutive_failures,
+                    error_rate = rate.unwrap_or(0.0),
+                    probe_failed,
+                    "circuit breaker opened"
+                );
+            }
+            b.opened_at = Some(Instant::now());
+        }
+        b.probe_since = None;
     }
 
     /// Deployment → (requests, failures, breaker state), for `/metrics`.
@@ -204,14 +250,14 @@ impl Dispatcher {
                 let result = match tokio::time::timeout_at(deadline, fut).await {
                     Ok(r) => r,
                     Err(_) => {
-                        self.record(&key, false);
+                        self.record_call(&key, false, true);
                         errors.push((key.clone(), ProviderError::Timeout(TimeoutPhase::Total)));
                         return Err(summarise(&errors, skipped_open, true));
                     }
                 };
                 match result {
                     Ok(value) => {
-                        self.record(&key, true);
+                        self.record_call(&key, true, true);
                         return Ok(Outcome { value, provider: d.provider.clone(), model: d.model.clone(), attempts });
                     }
                     Err(e) => {
@@ -222,6 +268,8 @@ impl Dispatcher {
                             _ => None,
                         };
                         // only transient failures count against the breaker: a 400 is the client's
+                        // fault, and says the deployment is up
+                        self.record_call(&key, false, false);
                         self.record(&key, !retryable);
                         errors.push((key.clone(), e));
                         if !retryable {
@@ -277,5 +325,84 @@ fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadline: 
         },
         ProviderError::Timeout(_) => GatewayError::Timeout(format!("upstream timed out ({trail})")),
         _ => GatewayError::Upstream { status: 502, provider, message: format!("upstream failed ({trail})") },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatcher(failures: u32, rate: f64, min: u32, cooldown_ms: u64) -> Dispatcher {
+        let cfg = DispatchConfig {
+            breaker_failures: failures,
+            breaker_error_rate: rate,
+            breaker_min_requests: min,
+            breaker_cooldown: crate::config::Dur(Duration::from_millis(cooldown_ms)),
+            ..DispatchConfig::default()
+        };
+        Dispatcher::new(HashMap::new(), cfg)
+    }
+
+    fn state(d: &Dispatcher, key: &str) -> BreakerState {
+        let mut b = d.breakers.lock();
+        b.get_mut(key).map_or(BreakerState::Closed, |b| b.state(d.cfg.breaker_cooldown.0))
+    }
+
+    #[test]
+    fn consecutive_failures_open_then_half_open_probe_closes() {
+        let d = dispatcher(3, 1.0, 1000, 50);
+        for _ in 0..2 {
+            d.record("a", false);
+        }
+        assert!(d.admit("a"), "two failures are below the limit");
+        d.record("a", false);
+        assert_eq!(state(&d, "a"), BreakerState::Open);
+        assert!(!d.admit("a"), "open: skipped");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(state(&d, "a"), BreakerState::HalfOpen);
+        assert!(d.admit("a"), "half-open: one probe");
+        assert!(!d.admit("a"), "only one probe at a time");
+        d.record("a", true);
+        assert_eq!(state(&d, "a"), BreakerState::Closed);
+        assert!(d.admit("a") && d.admit("a"));
+    }
+
+    #[test]
+    fn a_failed_probe_reopens_for_another_cooldown() {
+        let d = dispatcher(1, 1.0, 1000, 50);
+        d.record("a", false);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(d.admit("a"));
+        d.record("a", false);
+        assert_eq!(state(&d, "a"), BreakerState::Open);
+        assert!(!d.admit("a"));
+    }
+
+    #[test]
+    fn an_abandoned_probe_does_not_block_forever() {
+        let d = dispatcher(1, 1.0, 1000, 50);
+        d.record("a", false);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(d.admit("a")); // the probe's caller goes away without recording anything
+        assert!(!d.admit("a"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(d.admit("a"), "a stale probe no longer holds the slot");
+    }
+
+    #[test]
+    fn error_rate_over_the_window_opens_without_a_failure_streak() {
+        // never two failures in a row, but half of all calls fail
+        let d = dispatcher(100, 0.5, 10, 1000);
+        for i in 0..9 {
+            d.record("a", i % 2 == 0);
+        }
+        assert_eq!(state(&d, "a"), BreakerState::Closed, "fewer calls than the minimum");
+        d.record("a", false); // 10 calls, 5 failed
+        assert_eq!(state(&d, "a"), BreakerState::Open);
+        // a healthy deployment with the odd failure stays closed
+        for i in 0..50 {
+            d.record("b", i % 5 != 0);
+        }
+        assert_eq!(state(&d, "b"), BreakerState::Closed);
     }
 }

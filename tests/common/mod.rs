@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use switchyard::app::{self, Running};
 use switchyard::config::Config;
@@ -42,6 +43,7 @@ pub enum Behavior {
 struct MockState {
     name: String,
     calls: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicUsize>,
     script: Arc<Mutex<VecDeque<Behavior>>>,
     latency: Duration,
     last_body: Arc<Mutex<Option<Value>>>,
@@ -52,9 +54,19 @@ pub struct MockUpstream {
     pub addr: SocketAddr,
     pub name: String,
     calls: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicUsize>,
     script: Arc<Mutex<VecDeque<Behavior>>>,
     last_body: Arc<Mutex<Option<Value>>>,
     last_headers: Arc<Mutex<Option<HeaderMap>>>,
+}
+
+/// Counts a hanging call whose connection the gateway dropped (the handler future is dropped).
+struct CancelGuard(Arc<AtomicUsize>);
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl MockUpstream {
@@ -66,6 +78,7 @@ impl MockUpstream {
         let state = MockState {
             name: name.into(),
             calls: Arc::default(),
+            cancelled: Arc::default(),
             script: Arc::default(),
             latency,
             last_body: Arc::default(),
@@ -79,6 +92,7 @@ impl MockUpstream {
             addr,
             name: name.into(),
             calls: state.calls,
+            cancelled: state.cancelled,
             script: state.script,
             last_body: state.last_body,
             last_headers: state.last_headers,
@@ -87,6 +101,11 @@ impl MockUpstream {
 
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Hanging calls abandoned by the gateway (it closed the connection).
+    pub fn cancelled(&self) -> usize {
+        self.cancelled.load(Ordering::SeqCst)
     }
 
     pub fn then(&self, b: Behavior) -> &Self {
@@ -148,7 +167,9 @@ async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Re
             r
         }
         Behavior::Hang => {
+            let guard = CancelGuard(s.cancelled.clone());
             tokio::time::sleep(Duration::from_secs(3600)).await;
+            std::mem::forget(guard);
             StatusCode::OK.into_response()
         }
         Behavior::BreakBeforeFirst | Behavior::BreakAfterFirst => {
@@ -158,10 +179,14 @@ async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Re
                 parts.push(Ok(Bytes::from(chunk(json!({"content": "partial "}), Value::Null))));
             }
             parts.push(Err(std::io::Error::other("connection reset by mock")));
-            Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(Body::from_stream(futures_util::stream::iter(parts)))
-                .unwrap()
+            // a pause before the reset, so the chunks before it are on the wire first
+            let parts = futures_util::stream::iter(parts).then(|p| async move {
+                if p.is_err() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                p
+            });
+            Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(parts)).unwrap()
         }
         Behavior::Ok | Behavior::Truncated => {
             let finish = if matches!(behavior, Behavior::Truncated) { "length" } else { "stop" };
