@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::cache::{CacheRule, CacheSettings, HnswParams, RuleKind, SemanticCache};
-use crate::classify::{LengthBaseline, Router};
+use crate::classify::{LengthBaseline, Router, TrainedRouter};
 use crate::config::{
     Config, Deployment, DeploymentSpec, Dur, Price, ProviderConfig, ProviderKind, SecretSpec, TierSpec,
 };
@@ -66,6 +66,92 @@ pub fn shipped_cache_rule(config: &Config) -> CacheRule {
         None => {}
     }
     rule
+}
+
+/// The router `serve` and `route` use: the trained router in `router.model_dir` (default
+/// `models/router`) at the configured operating point (`threshold`, or `premium_share` turned into a
+/// threshold by its calibration table; default: 30% premium on the training distribution).
+/// Without a trained router, the prompt-length baseline (threshold 0.5), with a warning.
+pub fn build_router(config: &Config) -> Router {
+    let dir = locate(config.router.model_dir.as_deref().unwrap_or(Path::new("models/router")));
+    let router = match TrainedRouter::load(&dir) {
+        Ok(r) => {
+            let share =
+                config.router.premium_share.or(if config.router.threshold.is_none() { Some(0.3) } else { None });
+            Router::with_operating_point(Box::new(r), config.router.threshold, share)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no trained router; routing `auto` with the prompt-length baseline");
+            Router::with_operating_point(
+                Box::new(LengthBaseline::default()),
+                config.router.threshold,
+                config.router.premium_share,
+            )
+        }
+    };
+    tracing::info!(router = router.name(), threshold = router.threshold(), "router ready");
+    router
+}
+
+/// `switchyard train router`: embeds the data (cached on disk), fits, saves the router and a
+/// training report into `out`. Returns the report's Markdown.
+pub fn train_router(
+    config: &Config,
+    embedder: &Arc<dyn Embedder>,
+    data: &[PathBuf],
+    cheap: &str,
+    premium: &str,
+    lambda: f64,
+    out: &Path,
+) -> Result<String, AppError> {
+    use crate::classify::Classifier;
+    use crate::eval::routing::{curve, load_embedded, Grid};
+    let model_dir = locate(&config.embed.model_dir);
+    let mut store = crate::eval::embeddings::EmbeddingStore::open(
+        &locate(Path::new("eval")).join(".cache/embeddings"),
+        &crate::eval::embeddings::model_id(&model_dir),
+        embedder.dim(),
+    )?;
+    let sets = load_embedded(embedder, &mut store, data, cheap, premium, false)
+        .map_err(|e| AppError::Provider(e.to_string()))?;
+    let rows: Vec<_> = sets.iter().flat_map(|s| s.1.clone()).collect();
+    let vecs: Vec<_> = sets.iter().flat_map(|s| s.2.clone()).collect();
+    let started = Instant::now();
+    let files: Vec<String> = data.iter().map(|p| p.display().to_string()).collect();
+    let router = crate::classify::train::fit(&rows, &vecs, lambda, (cheap, premium, files.clone()))
+        .map_err(AppError::Provider)?;
+    let took = started.elapsed();
+    router.save(out)?;
+    let mut md = format!(
+        "# Router training report\n\nLearner: ridge regression (lambda = {lambda}) of the quality gain premium - cheap on the \
+         384-d MiniLM embedding + 12 text features, standardised, closed form.\n\nCheap model `{cheap}`, premium model `{premium}`.\n\n\
+         **Trained on all {} prompts of**: {} (contaminated prompts included). Fit took {:.2} s.\n\n\
+         In-sample numbers (optimistic; the honest cross-validated ones are in eval/reports/routing/):\n\n\
+         | file | n | APGR (in-sample) | CPT(50%) | CPT(80%) |\n|---|---|---|---|---|\n",
+        rows.len(),
+        files.join(", "),
+        took.as_secs_f64()
+    );
+    for (name, rows, vecs) in &sets {
+        let s: Vec<f64> = rows.iter().zip(vecs).map(|(r, v)| router.score(&r.prompt, Some(v)) as f64).collect();
+        let c: Vec<f64> = rows.iter().map(|r| r.cheap).collect();
+        let p: Vec<f64> = rows.iter().map(|r| r.premium).collect();
+        let k = curve(&s, &c, &p, Grid::Qcut10);
+        md.push_str(&format!(
+            "| {name} | {} | {:.3} | {:.1}% | {:.1}% |\n",
+            rows.len(),
+            k.apgr,
+            k.cpt50 * 100.0,
+            k.cpt80 * 100.0
+        ));
+    }
+    let q = &router.file().quantiles;
+    md.push_str(&format!(
+        "\nCalibration (threshold for a premium share on the training distribution): 10% -> {:.4}, 30% -> {:.4}, 50% -> {:.4}, 70% -> {:.4}.\n",
+        q[90], q[70], q[50], q[30]
+    ));
+    std::fs::write(out.join("report.md"), &md)?;
+    Ok(md)
 }
 
 /// Loads the embedding model named by the config.
@@ -155,12 +241,7 @@ pub fn build_gateway(
         tiers.insert(name.clone(), Tier::new(name, groups));
     }
 
-    let router = Router::with_operating_point(
-        Box::new(LengthBaseline::default()),
-        config.router.threshold,
-        config.router.premium_share,
-    );
-    tracing::info!(router = router.name(), threshold = router.threshold(), "router ready");
+    let router = build_router(config);
 
     let gateway = Gateway::new(
         handle,

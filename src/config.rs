@@ -473,8 +473,9 @@ impl Config {
             return Err(invalid("cache.max_entries", "must be at least 1"));
         }
         if let Some(t) = self.router.threshold {
-            if !(0.0..=1.0).contains(&t) {
-                return Err(invalid("router.threshold", "must be between 0 and 1"));
+            // the trained router scores the expected quality gain, premium − cheap, in −1..1
+            if !(-1.0..=1.0).contains(&t) {
+                return Err(invalid("router.threshold", "must be between -1 and 1"));
             }
         }
         if let Some(s) = self.router.premium_share {

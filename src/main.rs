@@ -68,6 +68,11 @@ enum Command {
         #[arg(long, default_value = "2.5,10")]
         premium_price: String,
     },
+    /// Offline training.
+    Train {
+        #[command(subcommand)]
+        what: TrainWhat,
+    },
     /// Offline evaluation.
     Eval {
         #[command(subcommand)]
@@ -82,7 +87,51 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum TrainWhat {
+    /// Train the router (ridge regression of premium − cheap quality on the embedding + text features).
+    Router {
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        #[arg(long, default_value = "mistralai/Mixtral-8x7B-Instruct-v0.1")]
+        cheap: String,
+        #[arg(long, default_value = "gpt-4-1106-preview")]
+        premium: String,
+        #[arg(long, default_value = "models/router")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1.0)]
+        lambda: f64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum EvalWhat {
+    /// Routers' cost/quality curves, APGR and CPT, as RouteLLM measures them.
+    Routing {
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        #[arg(long, default_value = "mistralai/Mixtral-8x7B-Instruct-v0.1")]
+        cheap: String,
+        #[arg(long, default_value = "gpt-4-1106-preview")]
+        premium: String,
+        /// Score this trained router (else: k-fold CV, or --train)
+        #[arg(long)]
+        router: Option<PathBuf>,
+        /// Train on these files and test on --data (cross-distribution)
+        #[arg(long)]
+        train: Vec<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long)]
+        exclude_contaminated: bool,
+        #[arg(long, default_value_t = 1.0)]
+        lambda: f64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Cache decision rules on labelled question pairs: recall vs false hits, CV, shipped rule.
     Cache {
         /// JSONL of {"a", "b", "duplicate"}
@@ -205,15 +254,40 @@ async fn main() -> anyhow::Result<()> {
             switchyard::bench::run(&pairs, opts).await?;
             print!("{}", std::fs::read_to_string(out.join("report.md"))?);
         }
+        Command::Train { what: TrainWhat::Router { data, cheap, premium, out, lambda, config } } => {
+            let cfg = load_config(config.as_ref())?;
+            let embedder = app::load_embedder(&cfg)?;
+            let report = app::train_router(&cfg, &embedder, &data, &cheap, &premium, lambda, &out)?;
+            print!("{report}");
+        }
+        Command::Eval {
+            what:
+                EvalWhat::Routing { data, cheap, premium, router, train, folds, exclude_contaminated, lambda, out, config },
+        } => {
+            let cfg = load_config(config.as_ref())?;
+            let embedder = app::load_embedder(&cfg)?;
+            let opts = switchyard::eval::routing::RoutingEvalOptions {
+                data,
+                cheap,
+                premium,
+                router,
+                train,
+                folds,
+                exclude_contaminated,
+                lambda,
+                out: out.clone(),
+                cache_dir: app::locate(std::path::Path::new("eval")).join(".cache/embeddings"),
+                model_dir: app::locate(&cfg.embed.model_dir),
+            };
+            let report = switchyard::eval::routing::evaluate(&embedder, &opts)?;
+            switchyard::eval::routing::write_report(&report, &out)?;
+            print!("{}", std::fs::read_to_string(out.join("report.md"))?);
+        }
         Command::Route { prompt, config } => {
             let cfg = load_config(config.as_ref())?;
             let e = app::load_embedder(&cfg)?;
             let v = e.embed_batch(&[&prompt])?.remove(0);
-            let router = classify::Router::with_operating_point(
-                Box::new(classify::LengthBaseline::default()),
-                cfg.router.threshold,
-                cfg.router.premium_share,
-            );
+            let router = app::build_router(&cfg);
             let d = router.decide(&prompt, Some(&v));
             let tier = match d.tier {
                 classify::TierChoice::Cheap => &cfg.router.cheap,

@@ -383,9 +383,11 @@ async fn models_embeddings_health_metrics_and_passthrough() {
 }
 
 #[tokio::test]
-async fn auto_routes_through_the_baseline_router() {
+async fn without_a_trained_router_auto_uses_the_length_baseline() {
     let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
-    let g = gateway(config_for(&cheap, &premium, "[router]\nthreshold = 0.5")).await;
+    let no_router = tempfile::tempdir().unwrap();
+    let extra = format!("[router]\nthreshold = 0.5\nmodel_dir = {:?}", no_router.path().display().to_string());
+    let g = gateway(config_for(&cheap, &premium, &extra)).await;
     let (_, h, _) =
         post_chat(&g, &json!({"model": "auto", "messages": [{"role": "user", "content": "hi there"}]}), &[]).await;
     assert_eq!(header(&h, "x-switchyard-tier"), "cheap");

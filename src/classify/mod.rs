@@ -1,12 +1,17 @@
 //! Picking a tier for `model: "auto"`.
 //!
 //! A [`Classifier`] maps a prompt (and its cache embedding, so routing costs no second model call)
-//! to a score in 0..1: how likely the premium tier is worth its price. The [`Router`] turns the score
-//! into a tier with a threshold.
+//! to a score: higher means the premium tier is more likely to be worth its price (the trained
+//! router's score is the expected quality gain; the baseline's is in 0..1). The [`Router`] turns the
+//! score into a tier with a threshold.
 
 mod baseline;
+pub mod features;
+pub mod train;
+pub mod trained;
 
 pub use baseline::LengthBaseline;
+pub use trained::TrainedRouter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TierChoice {
@@ -29,7 +34,7 @@ pub struct Feature {
 
 pub trait Classifier: Send + Sync {
     fn name(&self) -> &str;
-    /// Score in 0..1; higher means the premium tier is more likely to be needed.
+    /// Higher means the premium tier is more likely to be needed; the scale is the classifier's own.
     fn score(&self, prompt: &str, vector: Option<&[f32]>) -> f32;
     /// The largest contributions behind a score, most important first.
     fn explain(&self, prompt: &str, vector: Option<&[f32]>) -> Vec<Feature>;

@@ -3,7 +3,7 @@
 //!
 //! The store is one append-only file per model (`<dir>/<model sha>.bin`): records of
 //! `sha256(text)` (32 bytes) followed by `dim` little-endian f32. A torn last record (a run killed
-//! mid-write) is ignored on load.
+//! mid-write) is cut off on load, before anything is appended.
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
@@ -35,7 +35,14 @@ impl EmbeddingStore {
             let mut bytes = Vec::new();
             f.read_to_end(&mut bytes)?;
             let rec = 32 + dim * 4;
-            for chunk in bytes.chunks_exact(rec) {
+            let whole = bytes.len() / rec * rec;
+            if whole < bytes.len() {
+                // a run killed mid-write left a torn record: cut it off, or every record
+                // appended after it would be read out of step
+                tracing::warn!(path = %path.display(), bytes = bytes.len() - whole, "dropping a torn record");
+                std::fs::OpenOptions::new().write(true).open(&path)?.set_len(whole as u64)?;
+            }
+            for chunk in bytes[..whole].chunks_exact(rec) {
                 let mut key = [0u8; 32];
                 key.copy_from_slice(&chunk[..32]);
                 let v = chunk[32..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
@@ -114,4 +121,29 @@ pub fn model_id(model_dir: &Path) -> String {
     let sums = std::fs::read_to_string(model_dir.join("SHA256SUMS")).unwrap_or_default();
     let line = sums.lines().find(|l| l.contains("model.safetensors")).unwrap_or("unknown");
     format!("minilm-{}", &hex::encode(Sha256::digest(line.as_bytes()))[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_record_is_cut_off_so_appends_stay_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let dim = 4;
+        let path = dir.path().join("m.bin");
+        let mut bytes = Vec::new();
+        for (text, x) in [("a", 1.0f32), ("b", 2.0)] {
+            bytes.extend_from_slice(&text_key(text));
+            for _ in 0..dim {
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        bytes.extend_from_slice(&text_key("torn")[..20]);
+        std::fs::write(&path, &bytes).unwrap();
+        let store = EmbeddingStore::open(dir.path(), "m", dim).unwrap();
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.map[&text_key("b")], vec![2.0; dim]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * (32 + 4 * dim as u64));
+    }
 }

@@ -4,3 +4,4 @@
 pub mod cache;
 pub mod embeddings;
 pub mod plot;
+pub mod routing;

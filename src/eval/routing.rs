@@ -1,0 +1,448 @@
+//! `switchyard eval routing`: cost/quality curves of routers on prompts with both models' quality,
+//! measured the way RouteLLM measures them (Ong et al., arXiv 2406.18665; `routellm/evals`), so our
+//! numbers stand next to theirs.
+//!
+//! For a router's scores: thresholds at the 11 edges of `qcut(scores, 10)`; premium iff score ≥
+//! edge (the last edge: > edge, so the curve spans share 0 to 1); quality = mean of the chosen
+//! model's score. PGR = (quality − cheap)/(premium − cheap). **APGR** = trapezoid area of PGR over
+//! premium share; **CPT(x)** = the smallest premium share whose PGR reaches x (linear
+//! interpolation on the first crossing). Ties keep all 11 edges (= random tie-breaking).
+//!
+//! The reported `curve` is finer than the 11 qcut points: quality at every 1% of premium share
+//! ([`fine_curve`]), for plots and for reading off any operating point.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::embeddings::{model_id, EmbeddingStore};
+use super::plot::{line_plot, Series};
+use crate::classify::train::{fit, read_rows, DataError, Row};
+use crate::classify::{Classifier, TrainedRouter};
+use crate::embed::Embedder;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grid {
+    /// RouteLLM's: 11 quantile edges.
+    Qcut10,
+    /// A threshold at every distinct score, plus the all-cheap point.
+    Exact,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Curve {
+    pub apgr: f64,
+    pub cpt50: f64,
+    pub cpt80: f64,
+    /// `[premium_share, quality]`, by increasing share.
+    pub curve: Vec<[f64; 2]>,
+}
+
+fn qcut_edges(sorted: &[f64]) -> Vec<f64> {
+    let n = sorted.len();
+    (0..=10)
+        .map(|k| {
+            let (lo, rem) = (((n - 1) * k) / 10, ((n - 1) * k) % 10);
+            if rem == 0 || lo + 1 >= n {
+                sorted[lo]
+            } else {
+                sorted[lo] + (rem as f64 / 10.0) * (sorted[lo + 1] - sorted[lo])
+            }
+        })
+        .collect()
+}
+
+/// The curve of a router's `scores` on prompts with `cheap`/`premium` qualities.
+pub fn curve(scores: &[f64], cheap: &[f64], premium: &[f64], grid: Grid) -> Curve {
+    let n = scores.len().max(1);
+    let total_gain: f64 = premium.iter().zip(cheap).map(|(p, c)| p - c).sum();
+    let point = |premium_if: &dyn Fn(f64) -> bool| {
+        let (mut k, mut q, mut g) = (0usize, 0.0, 0.0);
+        for i in 0..scores.len() {
+            if premium_if(scores[i]) {
+                k += 1;
+                q += premium[i];
+                g += premium[i] - cheap[i];
+            } else {
+                q += cheap[i];
+            }
+        }
+        let pgr = if total_gain.abs() > 1e-12 { g / total_gain } else { 0.0 };
+        (k as f64 / n as f64, q / n as f64, pgr)
+    };
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mut pts: Vec<(f64, f64, f64)> = match grid {
+        Grid::Qcut10 => {
+            let edges = qcut_edges(&sorted);
+            edges
+                .iter()
+                .enumerate()
+                .map(|(k, e)| if k < 10 { point(&|s| s >= *e) } else { point(&|s| s > *e) })
+                .collect()
+        }
+        Grid::Exact => {
+            let mut uniq = sorted.clone();
+            uniq.dedup();
+            let mut v: Vec<(f64, f64, f64)> = uniq.iter().map(|t| point(&|s| s >= *t)).collect();
+            v.push(point(&|_| false));
+            v
+        }
+    };
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let apgr = pts.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].2 + w[1].2) / 2.0).sum();
+    let cpt = |x: f64| {
+        if pts[0].2 >= x - 1e-9 {
+            return pts[0].0;
+        }
+        for w in pts.windows(2) {
+            if w[0].2 < x - 1e-9 && x <= w[1].2 + 1e-9 {
+                let f = if (w[1].2 - w[0].2).abs() > 1e-12 { (x - w[0].2) / (w[1].2 - w[0].2) } else { 0.0 };
+                return w[0].0 + f * (w[1].0 - w[0].0);
+            }
+        }
+        1.0
+    };
+    Curve { apgr, cpt50: cpt(0.5), cpt80: cpt(0.8), curve: fine_curve(scores, cheap, premium) }
+}
+
+/// Quality at premium shares 0%, 1%, … 100%: the top `share` of prompts by score go premium. A
+/// group of tied scores straddling the cut contributes pro rata (the expected value of breaking
+/// ties at random), so a router that cannot tell prompts apart is not credited with an order.
+pub fn fine_curve(scores: &[f64], cheap: &[f64], premium: &[f64]) -> Vec<[f64; 2]> {
+    let n = scores.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let cq = cheap.iter().sum::<f64>() / n as f64;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    // tie groups in descending score order: (size, total gain)
+    let mut groups: Vec<(usize, f64)> = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        let mut gain = 0.0;
+        while j < n && scores[order[j]] == scores[order[i]] {
+            gain += premium[order[j]] - cheap[order[j]];
+            j += 1;
+        }
+        groups.push((j - i, gain));
+        i = j;
+    }
+    (0..=100)
+        .map(|k| {
+            let want = k as f64 / 100.0 * n as f64;
+            let (mut taken, mut gain) = (0.0, 0.0);
+            for &(size, g) in &groups {
+                if taken >= want {
+                    break;
+                }
+                let part = (want - taken).min(size as f64);
+                gain += g * part / size as f64;
+                taken += part;
+            }
+            [k as f64 / 100.0, cq + gain / n as f64]
+        })
+        .collect()
+}
+
+/// Random routing's expected curve: the straight line from all-cheap to all-premium.
+pub fn random_curve(cheap: &[f64], premium: &[f64]) -> Curve {
+    let n = cheap.len().max(1) as f64;
+    let (cq, pq) = (cheap.iter().sum::<f64>() / n, premium.iter().sum::<f64>() / n);
+    let curve = (0..=100).map(|k| k as f64 / 100.0).map(|s| [s, cq + s * (pq - cq)]).collect();
+    Curve { apgr: 0.5, cpt50: 0.5, cpt80: 0.8, curve }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetReport {
+    pub name: String,
+    pub n: usize,
+    pub cheap_quality: f64,
+    pub premium_quality: f64,
+    pub routers: BTreeMap<String, Curve>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutingReport {
+    pub datasets: Vec<DatasetReport>,
+    pub method: String,
+}
+
+pub struct RoutingEvalOptions {
+    pub data: Vec<PathBuf>,
+    pub cheap: String,
+    pub premium: String,
+    pub router: Option<PathBuf>,
+    /// Train on these files instead (cross-distribution), evaluate on `data`.
+    pub train: Vec<PathBuf>,
+    pub folds: usize,
+    pub exclude_contaminated: bool,
+    pub lambda: f64,
+    pub out: PathBuf,
+    pub cache_dir: PathBuf,
+    pub model_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingEvalError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("embedding: {0}")]
+    Embed(#[from] crate::embed::EmbedError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("router: {0}")]
+    Router(String),
+}
+
+fn fold_of(id: &str, folds: usize) -> usize {
+    let h = Sha256::digest(id.as_bytes());
+    (u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) % folds as u64) as usize
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| p.display().to_string())
+}
+
+/// One input file: its name, its rows and their embeddings.
+pub type EmbeddedSet = (String, Vec<Row>, Vec<Vec<f32>>);
+
+/// Reads, embeds (via the on-disk store) and returns rows with their vectors.
+pub fn load_embedded(
+    embedder: &Arc<dyn Embedder>,
+    store: &mut EmbeddingStore,
+    files: &[PathBuf],
+    cheap: &str,
+    premium: &str,
+    exclude_contaminated: bool,
+) -> Result<Vec<EmbeddedSet>, RoutingEvalError> {
+    let mut out = Vec::new();
+    for f in files {
+        let (mut rows, skipped) = read_rows(f, cheap, premium)?;
+        if skipped > 0 {
+            tracing::warn!(file = %f.display(), skipped, "rows without both models' scores skipped");
+        }
+        if exclude_contaminated {
+            rows.retain(|r| !r.contaminated);
+        }
+        let texts: Vec<String> = rows.iter().map(|r| r.prompt.clone()).collect();
+        let vectors = store.embed_all(embedder, &texts, &name_of(f))?;
+        out.push((name_of(f), rows, vectors));
+    }
+    Ok(out)
+}
+
+pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Result<RoutingReport, RoutingEvalError> {
+    let mut store = EmbeddingStore::open(&opts.cache_dir, &model_id(&opts.model_dir), embedder.dim())?;
+    let sets = load_embedded(embedder, &mut store, &opts.data, &opts.cheap, &opts.premium, opts.exclude_contaminated)?;
+    let meta = |files: &[PathBuf]| {
+        (opts.cheap.as_str(), opts.premium.as_str(), files.iter().map(|f| f.display().to_string()).collect())
+    };
+    // our router's score for every row of every set, never from a model that saw the row
+    // the category lookup (each category's mean gain on the training folds), CV mode only: the
+    // bar a learner must clear to have learned more than the subject label, which serving never sees
+    let mut lookup: Option<Vec<Vec<f64>>> = None;
+    let (ours, method): (Vec<Vec<f64>>, String) = if let Some(dir) = &opts.router {
+        let r = TrainedRouter::load(dir).map_err(|e| RoutingEvalError::Router(e.to_string()))?;
+        let s = sets
+            .iter()
+            .map(|(_, rows, vs)| rows.iter().zip(vs).map(|(row, v)| r.score(&row.prompt, Some(v)) as f64).collect())
+            .collect();
+        (s, format!("router loaded from {}", dir.display()))
+    } else if !opts.train.is_empty() {
+        let train =
+            load_embedded(embedder, &mut store, &opts.train, &opts.cheap, &opts.premium, opts.exclude_contaminated)?;
+        let rows: Vec<Row> = train.iter().flat_map(|t| t.1.clone()).collect();
+        let vecs: Vec<Vec<f32>> = train.iter().flat_map(|t| t.2.clone()).collect();
+        let r = fit(&rows, &vecs, opts.lambda, meta(&opts.train)).map_err(RoutingEvalError::Router)?;
+        let s = sets
+            .iter()
+            .map(|(_, rows, vs)| rows.iter().zip(vs).map(|(row, v)| r.score(&row.prompt, Some(v)) as f64).collect())
+            .collect();
+        (
+            s,
+            format!(
+                "trained on {} ({} prompts), tested on the evaluated files",
+                opts.train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+                rows.len()
+            ),
+        )
+    } else {
+        let k = opts.folds.max(2);
+        let all: Vec<(usize, usize)> =
+            sets.iter().enumerate().flat_map(|(si, s)| (0..s.1.len()).map(move |i| (si, i))).collect();
+        let mut scores: Vec<Vec<f64>> = sets.iter().map(|s| vec![0.0; s.1.len()]).collect();
+        let mut by_category = scores.clone();
+        for f in 0..k {
+            type Refs<'a> = Vec<&'a (usize, usize)>;
+            let (train, test): (Refs, Refs) = all.iter().partition(|(si, i)| fold_of(&sets[*si].1[*i].id, k) != f);
+            let rows: Vec<Row> = train.iter().map(|(si, i)| sets[*si].1[*i].clone()).collect();
+            let vecs: Vec<Vec<f32>> = train.iter().map(|(si, i)| sets[*si].2[*i].clone()).collect();
+            let r = fit(&rows, &vecs, opts.lambda, meta(&opts.data)).map_err(RoutingEvalError::Router)?;
+            let mut gains: BTreeMap<(&str, &str), (f64, usize)> = BTreeMap::new();
+            for row in &rows {
+                let g = gains.entry((row.source.as_str(), row.category.as_str())).or_default();
+                g.0 += row.premium - row.cheap;
+                g.1 += 1;
+            }
+            let overall = rows.iter().map(|r| r.premium - r.cheap).sum::<f64>() / rows.len().max(1) as f64;
+            for (si, i) in test {
+                let row = &sets[*si].1[*i];
+                scores[*si][*i] = r.score(&row.prompt, Some(&sets[*si].2[*i])) as f64;
+                by_category[*si][*i] =
+                    gains.get(&(row.source.as_str(), row.category.as_str())).map_or(overall, |(g, n)| g / *n as f64);
+            }
+        }
+        lookup = Some(by_category);
+        (scores, format!("{k}-fold cross-validation over the pooled files (folds by hash of id; every prompt scored by a model not trained on it)"))
+    };
+    let mut datasets = Vec::new();
+    let mut pooled: Vec<f64> = Vec::new();
+    let add = |name: String, ours: &[f64], lookup: Option<&[f64]>, rows: &[Row]| {
+        let cheap: Vec<f64> = rows.iter().map(|r| r.cheap).collect();
+        let premium: Vec<f64> = rows.iter().map(|r| r.premium).collect();
+        let length: Vec<f64> = rows.iter().map(|r| r.prompt.chars().count() as f64).collect();
+        let gain: Vec<f64> = rows.iter().map(|r| r.premium - r.cheap).collect();
+        let n = rows.len().max(1) as f64;
+        let mut routers = BTreeMap::new();
+        routers.insert("switchyard".to_string(), curve(ours, &cheap, &premium, Grid::Qcut10));
+        routers.insert("prompt-length".to_string(), curve(&length, &cheap, &premium, Grid::Qcut10));
+        routers.insert("random".to_string(), random_curve(&cheap, &premium));
+        routers.insert("oracle".to_string(), curve(&gain, &cheap, &premium, Grid::Exact));
+        if let Some(l) = lookup {
+            routers.insert("category-lookup".to_string(), curve(l, &cheap, &premium, Grid::Qcut10));
+        }
+        DatasetReport {
+            name,
+            n: rows.len(),
+            cheap_quality: cheap.iter().sum::<f64>() / n,
+            premium_quality: premium.iter().sum::<f64>() / n,
+            routers,
+        }
+    };
+    let mut pooled_lookup: Vec<f64> = Vec::new();
+    let mut all_rows: Vec<Row> = Vec::new();
+    for (si, (name, rows, _)) in sets.iter().enumerate() {
+        let l = lookup.as_ref().map(|l| l[si].as_slice());
+        datasets.push(add(name.clone(), &ours[si], l, rows));
+        pooled.extend(&ours[si]);
+        pooled_lookup.extend(l.unwrap_or_default());
+        all_rows.extend(rows.iter().cloned());
+    }
+    if sets.len() > 1 {
+        let l = lookup.as_ref().map(|_| pooled_lookup.as_slice());
+        datasets.push(add("overall".into(), &pooled, l, &all_rows));
+    }
+    Ok(RoutingReport { datasets, method })
+}
+
+pub fn write_report(report: &RoutingReport, out: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(report).unwrap_or_default())?;
+    let mut md = format!("# Routing evaluation\n\nMethod: {}.\n\nMetrics as in RouteLLM (qcut10 thresholds; CPT as premium-call share).\n\n", report.method);
+    md.push_str("| dataset | n | cheap quality | premium quality | router | APGR | CPT(50%) | CPT(80%) |\n|---|---|---|---|---|---|---|---|\n");
+    for d in &report.datasets {
+        for (name, c) in &d.routers {
+            md.push_str(&format!(
+                "| {} | {} | {:.3} | {:.3} | {name} | {:.3} | {:.1}% | {:.1}% |\n",
+                d.name,
+                d.n,
+                d.cheap_quality,
+                d.premium_quality,
+                c.apgr,
+                c.cpt50 * 100.0,
+                c.cpt80 * 100.0
+            ));
+        }
+    }
+    std::fs::write(out.join("report.md"), md)?;
+    for d in &report.datasets {
+        let series: Vec<Series> = ["switchyard", "category-lookup", "prompt-length", "random", "oracle"]
+            .iter()
+            .filter_map(|n| d.routers.get(*n).map(|c| (n, c)))
+            .map(|(n, c)| Series {
+                name: format!("{n} (APGR {:.3})", c.apgr),
+                points: c.curve.iter().map(|p| (p[0], p[1])).collect(),
+                dashed: *n != "switchyard",
+            })
+            .collect();
+        let lo = d.cheap_quality.min(d.premium_quality) - 0.05;
+        let hi = d
+            .routers
+            .get("oracle")
+            .map_or(d.premium_quality, |o| o.curve.iter().map(|p| p[1]).fold(d.premium_quality, f64::max))
+            + 0.02;
+        let svg = line_plot(
+            &format!("Quality vs premium share: {}", d.name),
+            "premium-call share",
+            "quality",
+            (0.0, 1.0),
+            (lo.max(0.0), hi.min(1.0)),
+            &series,
+        );
+        let file = if d.name == "overall" || report.datasets.len() == 1 {
+            "curve.svg".to_string()
+        } else {
+            format!("curve-{}.svg", d.name)
+        };
+        std::fs::write(out.join(file), svg)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-computed cases (exact fractions) from the research notes.
+    #[test]
+    fn metrics_match_hand_computed_cases() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/router_metric_cases.json")).unwrap();
+        for case in fixture["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let prompts = case["prompts"].as_array().unwrap();
+            let s: Vec<f64> = prompts.iter().map(|p| p["router_score"].as_f64().unwrap()).collect();
+            let c: Vec<f64> = prompts.iter().map(|p| p["cheap"].as_f64().unwrap()).collect();
+            let p: Vec<f64> = prompts.iter().map(|p| p["premium"].as_f64().unwrap()).collect();
+            for (grid, key) in [(Grid::Qcut10, "qcut10"), (Grid::Exact, "exact")] {
+                let got = curve(&s, &c, &p, grid);
+                let want = &case[key];
+                for (m, v) in [("apgr", got.apgr), ("cpt50", got.cpt50), ("cpt80", got.cpt80)] {
+                    let w = want[m]["value"].as_f64().unwrap();
+                    assert!((v - w).abs() < 1e-9, "{name} {key} {m}: got {v}, want {w}");
+                }
+            }
+            let gain: Vec<f64> = p.iter().zip(&c).map(|(a, b)| a - b).collect();
+            let oracle = curve(&gain, &c, &p, Grid::Exact);
+            for (m, v) in [("apgr", oracle.apgr), ("cpt50", oracle.cpt50), ("cpt80", oracle.cpt80)] {
+                let w = case["oracle"][m]["value"].as_f64().unwrap();
+                assert!((v - w).abs() < 1e-9, "{name} oracle {m}: got {v}, want {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn fine_curve_ranks_and_splits_ties() {
+        // gains 1, 0, 1, 0 with scores 3, 2, 2, 1: at 25% the top prompt (gain 1); at 50% one of
+        // the two tied prompts, on average half of their gain 1
+        let c = fine_curve(&[3.0, 2.0, 2.0, 1.0], &[0.0, 1.0, 0.0, 1.0], &[1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(c.len(), 101);
+        assert!((c[0][1] - 0.5).abs() < 1e-12);
+        assert!((c[25][1] - 0.75).abs() < 1e-12);
+        assert!((c[50][1] - 0.875).abs() < 1e-12);
+        assert!((c[75][1] - 1.0).abs() < 1e-12);
+        assert!((c[100][1] - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn random_is_the_diagonal() {
+        let r = random_curve(&[0.0, 1.0], &[1.0, 1.0]);
+        assert_eq!((r.apgr, r.cpt50, r.cpt80), (0.5, 0.5, 0.8));
+    }
+}

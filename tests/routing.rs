@@ -1,0 +1,94 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `model: "auto"` through the shipped trained router (`models/router`), on the real embedding,
+//! against a cheap and a premium mock upstream on loopback.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use switchyard::classify::{Classifier, TrainedRouter};
+
+/// A greeting: the cheap model answers it as well as the premium one.
+const EASY: &str = "hi there";
+/// A programming task, the kind where the premium model's extra quality pays.
+const HARD: &str =
+    "Write a Python function that merges two sorted linked lists in place and explain its time and space complexity.";
+
+fn auto(messages: Value) -> Value {
+    json!({"model": "auto", "messages": messages})
+}
+
+fn shipped_router() -> TrainedRouter {
+    TrainedRouter::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/router"))
+        .expect("models/router is shipped")
+}
+
+#[tokio::test]
+async fn auto_sends_an_easy_prompt_to_cheap_and_a_hard_one_to_premium() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    // the operating point users set: 30% of (training) traffic to premium
+    let g = gateway(config_for(&cheap, &premium, "[router]\npremium_share = 0.3")).await;
+    let threshold = shipped_router().threshold_for_share(0.3).unwrap();
+
+    let (status, h, _) = post_chat(&g, &auto(json!([{"role": "user", "content": EASY}])), &[]).await;
+    assert_eq!(status, 200);
+    let easy_score: f32 = header(&h, "x-switchyard-route-score").parse().unwrap();
+    assert_eq!(header(&h, "x-switchyard-tier"), "cheap", "easy score {easy_score}, threshold {threshold}");
+    assert_eq!(header(&h, "x-switchyard-model"), "mini");
+    assert!(easy_score < threshold);
+
+    let (status, h, _) = post_chat(&g, &auto(json!([{"role": "user", "content": HARD}])), &[]).await;
+    assert_eq!(status, 200);
+    let hard_score: f32 = header(&h, "x-switchyard-route-score").parse().unwrap();
+    assert_eq!(header(&h, "x-switchyard-tier"), "premium", "hard score {hard_score}, threshold {threshold}");
+    assert_eq!(header(&h, "x-switchyard-model"), "large");
+    assert!(hard_score >= threshold);
+
+    assert_eq!((cheap.calls(), premium.calls()), (1, 1));
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_explicit_threshold_sets_the_operating_point() {
+    for (threshold, prompt, tier) in [("0.9", HARD, "cheap"), ("-0.9", EASY, "premium")] {
+        let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+        let g = gateway(config_for(&cheap, &premium, &format!("[router]\nthreshold = {threshold}"))).await;
+        let (_, h, _) = post_chat(&g, &auto(json!([{"role": "user", "content": prompt}])), &[]).await;
+        assert_eq!(header(&h, "x-switchyard-tier"), tier, "threshold {threshold}");
+        g.shutdown().await;
+    }
+}
+
+/// A follow-up turn of a conversation that went premium.
+fn follow_up() -> Value {
+    auto(json!([
+        {"role": "user", "content": HARD},
+        {"role": "assistant", "content": "def merge(a, b): ..."},
+        {"role": "user", "content": EASY},
+    ]))
+}
+
+#[tokio::test]
+async fn a_conversation_moves_up_a_tier_but_never_down() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "[router]\npremium_share = 0.3")).await;
+    let (_, h, _) = post_chat(&g, &auto(json!([{"role": "user", "content": HARD}])), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "premium");
+    // the easy follow-up alone would go cheap; in this thread it stays premium
+    let (_, h, _) = post_chat(&g, &follow_up(), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "premium");
+    assert_eq!((cheap.calls(), premium.calls()), (0, 2));
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_affinity_each_turn_is_routed_on_its_own() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "[router]\npremium_share = 0.3\naffinity = false")).await;
+    let (_, h, _) = post_chat(&g, &auto(json!([{"role": "user", "content": HARD}])), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "premium");
+    let (_, h, _) = post_chat(&g, &follow_up(), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "cheap");
+    assert_eq!((cheap.calls(), premium.calls()), (1, 1));
+    g.shutdown().await;
+}
