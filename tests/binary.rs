@@ -63,3 +63,78 @@ fn a_bad_config_is_refused_with_the_key_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("providers.openai.base_url"), "{err}");
 }
+
+/// A routing file of our own (not one we ship): other model names, 1–10 ratings, a `turns` field.
+fn write_routing_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut lines = Vec::new();
+    for i in 0..40 {
+        let hard = i % 2 == 0;
+        let prompt = if hard {
+            format!("Prove that the sum of the first {i} odd numbers is a perfect square, step by step.")
+        } else {
+            format!("Say hello to guest number {i}.")
+        };
+        let (small, big) = if hard { (3.0, 9.0) } else { (8.0, 8.0) };
+        lines.push(
+            serde_json::json!({"id": format!("t/{i}"), "source": "mine", "category": if hard { "maths" } else { "chat" },
+                "prompt": prompt, "turns": [prompt], "scores": {"small-model": small, "big-model": big}})
+            .to_string(),
+        );
+    }
+    let path = dir.join("mine.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+#[test]
+fn train_and_eval_routing_work_on_any_file_in_the_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_routing_file(dir.path());
+    let router = dir.path().join("router");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let d = data.to_str().unwrap();
+    let md = run(&[
+        "train",
+        "router",
+        "--data",
+        d,
+        "--cheap",
+        "small-model",
+        "--premium",
+        "big-model",
+        "--out",
+        router.to_str().unwrap(),
+    ]);
+    assert!(md.contains("Trained on all 40 prompts"), "{md}");
+    assert!(router.join("router.json").exists() && router.join("report.md").exists());
+
+    for (extra, out) in [(vec!["--folds", "2"], "cv"), (vec!["--router", router.to_str().unwrap()], "saved")] {
+        let out_dir = dir.path().join(out);
+        let mut args = vec!["eval", "routing", "--data", d, "--cheap", "small-model", "--premium", "big-model"];
+        args.extend(extra);
+        args.extend(["--out", out_dir.to_str().unwrap()]);
+        run(&args);
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
+        let ds = &report["datasets"][0];
+        assert_eq!(ds["name"], "mine");
+        assert_eq!(ds["n"], 40);
+        // 1-10 ratings rescaled as (s - 1)/9: premium rated 9 and 8 -> mean (8/9 + 7/9)/2
+        assert!((ds["premium_quality"].as_f64().unwrap() - (8.0 + 7.0) / 18.0).abs() < 1e-9, "{ds}");
+        for r in ["switchyard", "random", "oracle", "prompt-length"] {
+            let c = &ds["routers"][r];
+            assert!(c["apgr"].is_number() && c["cpt50"].is_number() && c["cpt80"].is_number(), "{r}: {c}");
+            assert!(c["curve"].as_array().unwrap().len() >= 2);
+        }
+        // the hard prompts are told apart from the easy ones, even out of fold: as good as the
+        // oracle (0.75 here: PGR climbs to 1 at 50% premium, the share of hard prompts)
+        let (ours, oracle) =
+            (ds["routers"]["switchyard"]["apgr"].as_f64().unwrap(), ds["routers"]["oracle"]["apgr"].as_f64().unwrap());
+        assert!((oracle - 0.75).abs() < 1e-9 && ours > oracle - 0.01, "ours {ours}, oracle {oracle}");
+        assert!(out_dir.join("report.md").exists() && out_dir.join("curve.svg").exists());
+    }
+}
