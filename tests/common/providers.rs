@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{json, Value};
+use switchyard::config::Config;
 
 /// One request as the mock received it.
 #[derive(Clone, Debug)]
@@ -126,6 +127,42 @@ fn sse(body: String) -> Response {
 /// Splits text into word-sized pieces, as a real stream would send it.
 fn pieces(text: &str) -> Vec<String> {
     text.split_inclusive(' ').map(str::to_string).collect()
+}
+
+pub const ANTHROPIC_KEY: &str = "sk-ant-test-secret-0123456789";
+pub const GEMINI_KEY: &str = "AIzaSy-test-secret-0123456789";
+
+/// A gateway config: `cheap` tier = `deployments`, providers `anthropic` and/or `gemini`.
+pub fn config(deployments: &[&str], anthropic: Option<&ProviderMock>, gemini: Option<&ProviderMock>) -> Config {
+    let tier = deployments.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join(", ");
+    let mut text = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        [dispatch]
+        backoff_base = "10ms"
+        backoff_max = "50ms"
+        [tiers]
+        cheap = [{tier}]
+        premium = [{tier}]
+        [prices]
+        "claude-haiku-4-5" = {{ input = 1.0, output = 5.0 }}
+        "gemini-2.5-flash" = {{ input = 0.3, output = 2.5 }}
+        "#
+    );
+    if let Some(a) = anthropic {
+        text.push_str(&format!(
+            "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"{ANTHROPIC_KEY}\"\ndefault_max_tokens = 512\nfirst_byte_timeout = \"2s\"\n",
+            a.base_url()
+        ));
+    }
+    if let Some(g) = gemini {
+        text.push_str(&format!(
+            "[providers.gemini]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key = \"{GEMINI_KEY}\"\nfirst_byte_timeout = \"2s\"\n",
+            g.base_url()
+        ));
+    }
+    Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
 }
 
 // ---- Anthropic ---------------------------------------------------------------------------------
