@@ -316,6 +316,44 @@ fn provider(kind: ProviderKind, base_url: &str, key: Option<SecretSpec>) -> Prov
     }
 }
 
+/// A provider `config_from_env` sets up when its key is in the environment.
+struct EnvProvider {
+    var: &'static str,
+    name: &'static str,
+    kind: ProviderKind,
+    base_url: &'static str,
+    cheap: (&'static str, Price),
+    premium: (&'static str, Price),
+}
+
+/// In failover order. Prices are USD per million tokens, as published.
+const ENV_PROVIDERS: [EnvProvider; 3] = [
+    EnvProvider {
+        var: "OPENAI_API_KEY",
+        name: "openai",
+        kind: ProviderKind::Openai,
+        base_url: "https://api.openai.com/v1",
+        cheap: ("gpt-4o-mini", Price { input: 0.15, output: 0.60 }),
+        premium: ("gpt-4o", Price { input: 2.50, output: 10.00 }),
+    },
+    EnvProvider {
+        var: "ANTHROPIC_API_KEY",
+        name: "anthropic",
+        kind: ProviderKind::Anthropic,
+        base_url: "https://api.anthropic.com",
+        cheap: ("claude-haiku-4-5", Price { input: 1.00, output: 5.00 }),
+        premium: ("claude-sonnet-4-5", Price { input: 3.00, output: 15.00 }),
+    },
+    EnvProvider {
+        var: "GEMINI_API_KEY",
+        name: "gemini",
+        kind: ProviderKind::Gemini,
+        base_url: "https://generativelanguage.googleapis.com",
+        cheap: ("gemini-2.5-flash", Price { input: 0.30, output: 2.50 }),
+        premium: ("gemini-2.5-pro", Price { input: 1.25, output: 10.00 }),
+    },
+];
+
 /// With no config file: tiers built from the provider keys found in the environment, one
 /// deployment per provider and tier, in the order OpenAI, Anthropic, Gemini (the failover order).
 /// Returns the config and a human sentence saying what was found.
@@ -326,43 +364,17 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
     let mut premium: Vec<Deployment> = Vec::new();
     let mut found = Vec::new();
     let d = |p: &str, m: &str| Deployment { provider: p.into(), model: m.into(), vision: true };
-    // (env var, provider name, kind, base_url, cheap model and price, premium model and price)
-    let known: [(&str, &str, ProviderKind, &str, (&str, Price), (&str, Price)); 3] = [
-        (
-            "OPENAI_API_KEY",
-            "openai",
-            ProviderKind::Openai,
-            "https://api.openai.com/v1",
-            ("gpt-4o-mini", Price { input: 0.15, output: 0.60 }),
-            ("gpt-4o", Price { input: 2.50, output: 10.00 }),
-        ),
-        (
-            "ANTHROPIC_API_KEY",
-            "anthropic",
-            ProviderKind::Anthropic,
-            "https://api.anthropic.com",
-            ("claude-haiku-4-5", Price { input: 1.00, output: 5.00 }),
-            ("claude-sonnet-4-5", Price { input: 3.00, output: 15.00 }),
-        ),
-        (
-            "GEMINI_API_KEY",
-            "gemini",
-            ProviderKind::Gemini,
-            "https://generativelanguage.googleapis.com",
-            ("gemini-2.5-flash", Price { input: 0.30, output: 2.50 }),
-            ("gemini-2.5-pro", Price { input: 1.25, output: 10.00 }),
-        ),
-    ];
-    for (var, name, kind, base_url, (cheap_model, cheap_price), (premium_model, premium_price)) in known {
-        if !set(var) {
+    for p in ENV_PROVIDERS {
+        if !set(p.var) {
             continue;
         }
-        config.providers.insert(name.into(), provider(kind, base_url, Some(SecretSpec::env(var))));
-        cheap.push(d(name, cheap_model));
-        premium.push(d(name, premium_model));
+        config.providers.insert(p.name.into(), provider(p.kind, p.base_url, Some(SecretSpec::env(p.var))));
+        let ((cheap_model, cheap_price), (premium_model, premium_price)) = (p.cheap, p.premium);
+        cheap.push(d(p.name, cheap_model));
+        premium.push(d(p.name, premium_model));
         config.prices.insert(cheap_model.into(), cheap_price);
         config.prices.insert(premium_model.into(), premium_price);
-        found.push(format!("{var} ({name}: {cheap_model} / {premium_model})"));
+        found.push(format!("{} ({}: {cheap_model} / {premium_model})", p.var, p.name));
     }
     if cheap.is_empty() {
         return Err(AppError::Provider(
