@@ -345,3 +345,30 @@ fn error_bodies_keep_anthropics_type_and_message() {
         matches!(map_error(502, None, "<html>bad gateway</html>"), ProviderError::Status { message, .. } if message.contains("bad gateway"))
     );
 }
+
+fn adapter(base_url: &str, version: Option<&str>) -> Anthropic {
+    let mut toml = format!("kind = \"anthropic\"\nbase_url = \"{base_url}\"\n");
+    if let Some(v) = version {
+        toml.push_str(&format!("api_version = \"{v}\"\n"));
+    }
+    let config: crate::config::ProviderConfig = toml::from_str(&toml).unwrap();
+    Anthropic::new(Upstream::new("anthropic", &config, None).unwrap())
+}
+
+#[test]
+fn base_url_is_the_sdks_and_a_trailing_v1_is_not_doubled() {
+    assert_eq!(adapter("https://api.anthropic.com", None).url, "https://api.anthropic.com/v1/messages");
+    assert_eq!(adapter("https://api.anthropic.com/", None).url, "https://api.anthropic.com/v1/messages");
+    assert_eq!(
+        adapter("https://proxy.internal/anthropic/v1", None).url,
+        "https://proxy.internal/anthropic/v1/messages"
+    );
+    let body =
+        to_anthropic(&req(json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]})), "m", 1, false)
+            .unwrap();
+    let rb = adapter("https://api.anthropic.com", Some("2024-01-01")).request(&body).build().unwrap();
+    assert_eq!(rb.headers()["anthropic-version"], "2024-01-01");
+    let rb = adapter("https://api.anthropic.com", None).request(&body).build().unwrap();
+    assert_eq!(rb.headers()["anthropic-version"], DEFAULT_VERSION);
+    assert!(rb.headers().get("x-api-key").is_none(), "no key configured, none sent");
+}

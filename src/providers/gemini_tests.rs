@@ -279,3 +279,36 @@ fn error_bodies_and_invalid_keys() {
         map_error(429, None, r#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#).retryable()
     );
 }
+
+fn adapter(base_url: &str, version: Option<&str>) -> Gemini {
+    let mut toml = format!("kind = \"gemini\"\nbase_url = \"{base_url}\"\napi_key = \"AIza-secret\"\n");
+    if let Some(v) = version {
+        toml.push_str(&format!("api_version = \"{v}\"\n"));
+    }
+    let config: crate::config::ProviderConfig = toml::from_str(&toml).unwrap();
+    let key = config.api_key.as_ref().map(|k| k.resolve("k").unwrap());
+    Gemini::new(Upstream::new("gemini", &config, key).unwrap())
+}
+
+#[test]
+fn urls_versions_and_the_key_only_in_a_header() {
+    let body = to_gemini(&req(json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]}))).unwrap();
+    let g = adapter("https://generativelanguage.googleapis.com", None);
+    let r = g.request(&body, "gemini-2.5-flash", false).build().unwrap();
+    assert_eq!(
+        r.url().as_str(),
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+    );
+    assert_eq!(r.headers()["x-goog-api-key"], "AIza-secret");
+    let r = g.request(&body, "models/gemini-2.5-pro", true).build().unwrap();
+    assert_eq!(
+        r.url().as_str(),
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+    );
+    assert!(!r.url().as_str().contains("AIza-secret"));
+    let r =
+        adapter("https://generativelanguage.googleapis.com", Some("v1")).request(&body, "m", false).build().unwrap();
+    assert_eq!(r.url().path(), "/v1/models/m:generateContent");
+    let r = adapter("https://proxy.internal/google/v1beta/", None).request(&body, "m", false).build().unwrap();
+    assert_eq!(r.url().as_str(), "https://proxy.internal/google/v1beta/models/m:generateContent");
+}
