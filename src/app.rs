@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::cache::{CacheRule, CacheSettings, HnswParams, RuleKind, SemanticCache};
 use crate::classify::{LengthBaseline, Router, TrainedRouter};
 use crate::config::{
-    Config, Deployment, DeploymentSpec, Dur, Price, ProviderConfig, ProviderKind, SecretSpec, TierSpec,
+    Config, Deployment, DeploymentSpec, DeploymentTable, Dur, Price, ProviderConfig, ProviderKind, SecretSpec, TierSpec,
 };
 use crate::embed::{BertEmbedder, EmbedHandle, EmbedWorker, Embedder};
 use crate::http::{self, AppState};
@@ -397,7 +397,46 @@ fn provider(kind: ProviderKind, base_url: &str, key: Option<SecretSpec>) -> Prov
     }
 }
 
-/// With no config file: tiers built from the provider keys found in the environment.
+/// A provider `config_from_env` sets up when its key is in the environment.
+struct EnvProvider {
+    var: &'static str,
+    name: &'static str,
+    kind: ProviderKind,
+    base_url: &'static str,
+    cheap: (&'static str, Price),
+    premium: (&'static str, Price),
+}
+
+/// In failover order. Prices are USD per million tokens, as published.
+const ENV_PROVIDERS: [EnvProvider; 3] = [
+    EnvProvider {
+        var: "OPENAI_API_KEY",
+        name: "openai",
+        kind: ProviderKind::Openai,
+        base_url: "https://api.openai.com/v1",
+        cheap: ("gpt-4o-mini", Price { input: 0.15, output: 0.60 }),
+        premium: ("gpt-4o", Price { input: 2.50, output: 10.00 }),
+    },
+    EnvProvider {
+        var: "ANTHROPIC_API_KEY",
+        name: "anthropic",
+        kind: ProviderKind::Anthropic,
+        base_url: "https://api.anthropic.com",
+        cheap: ("claude-haiku-4-5", Price { input: 1.00, output: 5.00 }),
+        premium: ("claude-sonnet-4-5", Price { input: 3.00, output: 15.00 }),
+    },
+    EnvProvider {
+        var: "GEMINI_API_KEY",
+        name: "gemini",
+        kind: ProviderKind::Gemini,
+        base_url: "https://generativelanguage.googleapis.com",
+        cheap: ("gemini-2.5-flash", Price { input: 0.30, output: 2.50 }),
+        premium: ("gemini-2.5-pro", Price { input: 1.25, output: 10.00 }),
+    },
+];
+
+/// With no config file: tiers built from the provider keys found in the environment, one
+/// deployment per provider and tier, in the order OpenAI, Anthropic, Gemini (the failover order).
 /// Returns the config and a human sentence saying what was found.
 pub fn config_from_env() -> Result<(Config, String), AppError> {
     let mut config = Config::default();
@@ -406,30 +445,37 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
     let mut premium: Vec<Deployment> = Vec::new();
     let mut found = Vec::new();
     let d = |p: &str, m: &str| Deployment { provider: p.into(), model: m.into(), vision: true, weight: None };
-    if set("OPENAI_API_KEY") {
-        config.providers.insert(
-            "openai".into(),
-            provider(ProviderKind::Openai, "https://api.openai.com/v1", Some(SecretSpec::env("OPENAI_API_KEY"))),
-        );
-        cheap.push(d("openai", "gpt-4o-mini"));
-        premium.push(d("openai", "gpt-4o"));
-        config.prices.insert("gpt-4o-mini".into(), Price { input: 0.15, output: 0.60 });
-        config.prices.insert("gpt-4o".into(), Price { input: 2.50, output: 10.00 });
-        found.push("OPENAI_API_KEY (openai: gpt-4o-mini / gpt-4o)");
-    }
-    if set("ANTHROPIC_API_KEY") {
-        found.push("ANTHROPIC_API_KEY (not used: the Anthropic adapter is not in this build)");
-    }
-    if set("GEMINI_API_KEY") {
-        found.push("GEMINI_API_KEY (not used: the Gemini adapter is not in this build)");
+    for p in ENV_PROVIDERS {
+        if !set(p.var) {
+            continue;
+        }
+        config.providers.insert(p.name.into(), provider(p.kind, p.base_url, Some(SecretSpec::env(p.var))));
+        let ((cheap_model, cheap_price), (premium_model, premium_price)) = (p.cheap, p.premium);
+        cheap.push(d(p.name, cheap_model));
+        premium.push(d(p.name, premium_model));
+        config.prices.insert(cheap_model.into(), cheap_price);
+        config.prices.insert(premium_model.into(), premium_price);
+        found.push(format!("{} ({}: {cheap_model} / {premium_model})", p.var, p.name));
     }
     if cheap.is_empty() {
         return Err(AppError::Provider(
-            "no config file and no usable provider key in the environment (set OPENAI_API_KEY, pass --config FILE, or try --demo)".into(),
+            "no config file and no usable provider key in the environment (set OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY, pass --config FILE, or try --demo)".into(),
         ));
     }
+    // written out as tables so that `vision = true` survives (these models all take images)
     let spec = |ds: &[Deployment]| {
-        TierSpec::List(ds.iter().map(|d| DeploymentSpec::Short(format!("{}:{}", d.provider, d.model))).collect())
+        TierSpec::List(
+            ds.iter()
+                .map(|d| {
+                    DeploymentSpec::Full(DeploymentTable {
+                        provider: d.provider.clone(),
+                        model: d.model.clone(),
+                        vision: d.vision,
+                        weight: None,
+                    })
+                })
+                .collect(),
+        )
     };
     config.tiers.insert("cheap".into(), spec(&cheap));
     config.tiers.insert("premium".into(), spec(&premium));

@@ -19,7 +19,10 @@ pub fn python() -> String {
 }
 
 pub async fn run_python_client(base_url: &str, envs: &[(&str, &str)]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/test_openai_client.py");
+    run_python_script(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/test_openai_client.py"), base_url, envs).await
+}
+
+pub async fn run_python_script(script: &str, base_url: &str, envs: &[(&str, &str)]) {
     let py = python();
     let mut cmd = tokio::process::Command::new(&py);
     cmd.arg(script).env("SWITCHYARD_BASE_URL", base_url);
@@ -45,5 +48,23 @@ async fn official_openai_python_client_works_against_the_gateway() {
     run_python_client(&format!("http://{}/v1", g.addr), &[]).await;
     // one call for the question, one for the streamed question; the rest came from the cache
     assert_eq!(cheap.calls(), 2);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn official_openai_python_client_streams_from_anthropic_and_gemini_upstreams() {
+    use common::providers::{config, ProviderMock, ANTHROPIC_KEY, GEMINI_KEY};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/test_provider_stream.py");
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5"], Some(&a), None)).await;
+    run_python_script(script, &format!("http://{}/v1", g.addr), &[("SWITCHYARD_PROVIDER", "anthropic")]).await;
+    assert_eq!(a.calls(), 4);
+    g.shutdown().await;
+
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["gemini:gemini-2.5-flash"], None, Some(&gm))).await;
+    run_python_script(script, &format!("http://{}/v1", g.addr), &[("SWITCHYARD_PROVIDER", "gemini")]).await;
+    assert_eq!(gm.calls(), 4);
+    assert!(gm.requests().iter().any(|r| r.query.as_deref() == Some("alt=sse")));
     g.shutdown().await;
 }

@@ -1,9 +1,12 @@
 //! Upstream providers. Each adapter translates our OpenAI-shaped request to its provider's wire
 //! format and back, streaming included; [`dispatch`] adds retries, circuit breakers and failover.
 
+pub mod anthropic;
 pub mod dispatch;
+pub mod gemini;
 pub mod openai;
 pub mod sse;
+mod wire;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -50,6 +53,12 @@ impl ProviderError {
             }
             ProviderError::Decode(_) => false,
         }
+    }
+
+    /// A request the adapter cannot express in its provider's API (e.g. `n > 1` for Anthropic).
+    /// Reported as the 400 the provider would have given, without spending an upstream call.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        ProviderError::Status { status: 400, message: message.into(), retry_after: None }
     }
 
     fn from_reqwest(e: reqwest::Error, phase: TimeoutPhase) -> Self {
@@ -139,11 +148,47 @@ impl Upstream {
             .unwrap_or_else(|| body.chars().take(300).collect());
         ProviderError::Status { status, message: self.scrub(&message), retry_after }
     }
+
+    /// Sends a request under the first-byte timeout (and, for non-streams, the total timeout).
+    /// A non-2xx answer becomes the error `map_error(status, retry_after, body)` describes, with
+    /// the key scrubbed from its message.
+    pub async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+        stream: bool,
+        map_error: fn(u16, Option<Duration>, &str) -> ProviderError,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let rb = if stream { rb } else { rb.timeout(self.total_timeout) };
+        let phase = if stream { TimeoutPhase::Connect } else { TimeoutPhase::Total };
+        let resp = tokio::time::timeout(self.first_byte_timeout, rb.send())
+            .await
+            .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
+            .map_err(|e| ProviderError::from_reqwest(e, phase))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let body = resp.text().await.unwrap_or_default();
+        Err(match map_error(status, retry_after, &body) {
+            ProviderError::Status { status, message, retry_after } => {
+                ProviderError::Status { status, message: self.scrub(&message), retry_after }
+            }
+            other => other,
+        })
+    }
+
+    /// Reads a whole (non-streamed) success body, under the total timeout set by [`Upstream::send`].
+    pub async fn body(&self, resp: reqwest::Response) -> Result<bytes::Bytes, ProviderError> {
+        resp.bytes().await.map_err(|e| ProviderError::from_reqwest(e, TimeoutPhase::Total))
+    }
 }
 
 /// The provider kinds. An enum, not a trait object: the set is closed and known at build time.
 pub enum Provider {
     OpenAi(openai::OpenAi),
+    Anthropic(anthropic::Anthropic),
+    Gemini(gemini::Gemini),
 }
 
 impl Provider {
@@ -156,33 +201,40 @@ impl Provider {
         Ok(match config.kind {
             ProviderKind::Openai => Provider::OpenAi(openai::OpenAi::new(up, false)),
             ProviderKind::Azure => Provider::OpenAi(openai::OpenAi::new(up, true)),
-            ProviderKind::Anthropic | ProviderKind::Gemini => {
-                return Err(format!("providers.{name}: kind {:?} is not supported yet", config.kind))
-            }
+            ProviderKind::Anthropic => Provider::Anthropic(anthropic::Anthropic::new(up)),
+            ProviderKind::Gemini => Provider::Gemini(gemini::Gemini::new(up)),
         })
     }
 
     pub fn name(&self) -> &str {
         match self {
             Provider::OpenAi(p) => &p.up.name,
+            Provider::Anthropic(p) => &p.up.name,
+            Provider::Gemini(p) => &p.up.name,
         }
     }
 
     pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, ProviderError> {
         match self {
             Provider::OpenAi(p) => p.chat(req, model).await,
+            Provider::Anthropic(p) => p.chat(req, model).await,
+            Provider::Gemini(p) => p.chat(req, model).await,
         }
     }
 
     pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream, ProviderError> {
         match self {
             Provider::OpenAi(p) => p.chat_stream(req, model).await,
+            Provider::Anthropic(p) => p.chat_stream(req, model).await,
+            Provider::Gemini(p) => p.chat_stream(req, model).await,
         }
     }
 
     pub fn first_byte_timeout(&self) -> Duration {
         match self {
             Provider::OpenAi(p) => p.up.first_byte_timeout,
+            Provider::Anthropic(p) => p.up.first_byte_timeout,
+            Provider::Gemini(p) => p.up.first_byte_timeout,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! servers speaking the OpenAI wire format and counting their calls, and a gateway on port 0.
 #![allow(dead_code)]
 
+pub mod providers;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

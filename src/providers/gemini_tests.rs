@@ -1,0 +1,314 @@
+//! Translation tests for the Gemini adapter. Bodies and streams follow the shapes documented for
+//! `generateContent` / `streamGenerateContent?alt=sse` (CRLF-separated SSE), with our own content.
+
+use serde_json::json;
+
+use super::*;
+use crate::api::ChunkAccumulator;
+use crate::providers::sse::SseDecoder;
+
+fn req(v: serde_json::Value) -> ChatRequest {
+    serde_json::from_value(v).unwrap()
+}
+
+fn body(v: serde_json::Value) -> serde_json::Value {
+    serde_json::to_value(to_gemini(&req(v)).unwrap()).unwrap()
+}
+
+#[test]
+fn system_instruction_roles_and_generation_config() {
+    let b = body(json!({"model": "x", "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"}
+    ], "temperature": 1.5, "top_p": 0.8, "max_tokens": 200, "stop": ["END"], "seed": 7, "n": 2,
+       "presence_penalty": 0.25}));
+    assert_eq!(b["systemInstruction"], json!({"parts": [{"text": "You are terse."}]}));
+    assert_eq!(
+        b["contents"],
+        json!([
+            {"role": "user", "parts": [{"text": "Hi"}]},
+            {"role": "model", "parts": [{"text": "Hello."}]},
+            {"role": "user", "parts": [{"text": "Bye"}]}
+        ])
+    );
+    assert_eq!(
+        b["generationConfig"],
+        json!({"temperature": 1.5, "topP": 0.8, "maxOutputTokens": 200, "stopSequences": ["END"],
+               "candidateCount": 2, "seed": 7, "presencePenalty": 0.25})
+    );
+    let plain = body(json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]}));
+    assert!(plain.get("generationConfig").is_none(), "no defaults invented: {plain}");
+    assert!(plain.get("systemInstruction").is_none());
+}
+
+#[test]
+fn consecutive_turns_merge_and_empty_ones_are_dropped() {
+    let b = body(json!({"model": "x", "messages": [
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": [{"type": "text", "text": "b"}, {"type": "text", "text": ""}]},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "c"}
+    ]}));
+    assert_eq!(b["contents"], json!([{"role": "user", "parts": [{"text": "a"}, {"text": "b"}, {"text": "c"}]}]));
+}
+
+fn weather_tool() -> serde_json::Value {
+    json!({"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"],
+                       "additionalProperties": false}}})
+}
+
+#[test]
+fn tools_and_every_tool_choice() {
+    let base = json!({"model": "x", "messages": [{"role": "user", "content": "Weather?"}], "tools": [weather_tool()]});
+    let b = body(base.clone());
+    assert_eq!(
+        b["tools"],
+        json!([{"functionDeclarations": [{"name": "get_weather", "description": "Current weather",
+            "parametersJsonSchema": {"type": "object", "properties": {"location": {"type": "string"}},
+                                     "required": ["location"], "additionalProperties": false}}]}])
+    );
+    assert!(b.get("toolConfig").is_none());
+    let with = |choice: serde_json::Value| {
+        let mut r = base.clone();
+        r["tool_choice"] = choice;
+        body(r)["toolConfig"]["functionCallingConfig"].clone()
+    };
+    assert_eq!(with(json!("auto")), json!({"mode": "AUTO"}));
+    assert_eq!(with(json!("none")), json!({"mode": "NONE"}));
+    assert_eq!(with(json!("required")), json!({"mode": "ANY"}));
+    assert_eq!(
+        with(json!({"type": "function", "function": {"name": "get_weather"}})),
+        json!({"mode": "ANY", "allowedFunctionNames": ["get_weather"]})
+    );
+}
+
+#[test]
+fn tool_calls_and_results_are_function_parts_named_after_the_call() {
+    let b = body(json!({"model": "x", "messages": [
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}},
+            {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": ""}}
+        ]},
+        {"role": "tool", "tool_call_id": "call_a", "content": "{\"temp_c\": 18}"},
+        {"role": "tool", "tool_call_id": "call_b", "content": "14:05"}
+    ], "tools": [weather_tool()]}));
+    assert_eq!(
+        b["contents"][1],
+        json!({"role": "model", "parts": [
+            {"text": "Checking."},
+            {"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}},
+            {"functionCall": {"name": "get_time", "args": {}}}
+        ]})
+    );
+    assert_eq!(
+        b["contents"][2],
+        json!({"role": "user", "parts": [
+            {"functionResponse": {"name": "get_weather", "response": {"temp_c": 18}}},
+            {"functionResponse": {"name": "get_time", "response": {"output": "14:05"}}}
+        ]})
+    );
+    let orphan = req(json!({"model": "x", "messages": [{"role": "tool", "tool_call_id": "nope", "content": "x"}]}));
+    assert!(matches!(to_gemini(&orphan), Err(ProviderError::Status { status: 400, .. })));
+}
+
+#[test]
+fn images_audio_and_response_format() {
+    let b = body(json!({"model": "x", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Describe"},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a/cat.PNG?x=1"}},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    ]}], "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}}));
+    assert_eq!(
+        b["contents"][0]["parts"],
+        json!([
+            {"text": "Describe"},
+            {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQ"}},
+            {"fileData": {"mimeType": "image/png", "fileUri": "https://example.com/a/cat.PNG?x=1"}},
+            {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}}
+        ])
+    );
+    assert_eq!(
+        b["generationConfig"],
+        json!({"responseMimeType": "application/json", "responseJsonSchema": {"type": "object"}})
+    );
+}
+
+fn parse(v: serde_json::Value) -> ChatResponse {
+    from_gemini(serde_json::from_value(v).unwrap(), "requested")
+}
+
+#[test]
+fn text_response() {
+    let r = parse(json!({
+        "candidates": [{"content": {"parts": [{"text": "Paris is the"}, {"text": " capital of France."}], "role": "model"},
+                        "finishReason": "STOP", "avgLogprobs": -0.05, "index": 0}],
+        "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 7, "totalTokenCount": 15,
+                          "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 8}]},
+        "modelVersion": "gemini-2.0-flash", "responseId": "abc123"}));
+    assert_eq!(r.id, "chatcmpl-abc123");
+    assert_eq!(r.model, "gemini-2.0-flash");
+    assert_eq!(r.choices[0].message.content.as_deref(), Some("Paris is the capital of France."));
+    assert_eq!(r.choices[0].finish_reason.as_deref(), Some("stop"));
+    assert_eq!(r.usage, Some(Usage::new(8, 7)));
+}
+
+#[test]
+fn function_call_response_gets_ids_and_tool_calls_finish() {
+    let r = parse(json!({
+        "candidates": [{"content": {"parts": [
+            {"text": "thinking about it", "thought": true},
+            {"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}},
+            {"functionCall": {"id": "fc_7", "name": "get_time"}}], "role": "model"}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 10, "thoughtsTokenCount": 5, "totalTokenCount": 45}}));
+    let m = &r.choices[0].message;
+    assert_eq!(m.content, None, "thought parts are dropped; pure calls have null content");
+    let calls = m.tool_calls.as_ref().unwrap();
+    assert!(calls[0].id.starts_with("call_") && calls[0].id.len() > 10);
+    assert_eq!(calls[0].function.arguments, r#"{"location":"Paris"}"#);
+    assert_eq!(calls[1].id, "fc_7");
+    assert_eq!(calls[1].function.arguments, "{}");
+    assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(r.usage, Some(Usage::new(30, 15)), "thinking tokens are completion tokens");
+    assert_eq!(r.model, "requested");
+}
+
+#[test]
+fn finish_reasons_and_blocked_prompts() {
+    assert_eq!(finish_reason("STOP", false), "stop");
+    assert_eq!(finish_reason("MAX_TOKENS", true), "length");
+    for r in ["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"] {
+        assert_eq!(finish_reason(r, false), "content_filter", "{r}");
+    }
+    let r = parse(
+        json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}}),
+    );
+    assert_eq!(r.choices.len(), 1);
+    assert_eq!(r.choices[0].finish_reason.as_deref(), Some("content_filter"));
+    assert!(!r.is_complete(), "a blocked answer is never cached");
+}
+
+pub(crate) const TEXT_STREAM: &str = include_str!("../../tests/fixtures/gemini/text_stream.sse");
+pub(crate) const CALL_STREAM: &str = include_str!("../../tests/fixtures/gemini/function_call_stream.sse");
+
+fn run(wire: &str, n: u32) -> Result<Vec<ChatChunk>, ProviderError> {
+    let mut d = SseDecoder::default();
+    let mut evs = d.push(wire.as_bytes()).unwrap();
+    evs.extend(d.finish());
+    let mut st = StreamState::new("requested", n);
+    let mut out = Vec::new();
+    for ev in evs {
+        out.extend(st.on_event(&ev)?);
+    }
+    Ok(out)
+}
+
+fn fold(chunks: &[ChatChunk]) -> ChatResponse {
+    let mut acc = ChunkAccumulator::default();
+    for c in chunks {
+        acc.push(c);
+    }
+    acc.finish()
+}
+
+#[test]
+fn text_stream_with_usage_once_at_the_end() {
+    let chunks = run(TEXT_STREAM, 1).unwrap();
+    assert_eq!(chunks[0].choices[0].delta.role.as_deref(), Some("assistant"));
+    assert!(chunks.iter().all(|c| c.id == "chatcmpl-Z1vCaOqrJ8WtmNAPqYOMiQk" && c.model == "gemini-2.5-flash"));
+    let usage: Vec<_> = chunks.iter().filter(|c| c.usage.is_some()).collect();
+    assert_eq!(usage.len(), 1, "Gemini repeats usage on every event; we send it once");
+    assert!(usage[0].choices.is_empty());
+    assert_eq!(usage[0].usage, Some(Usage::new(9, 19)));
+    assert!(chunks.last().unwrap().usage.is_some());
+    let r = fold(&chunks);
+    assert_eq!(
+        r.choices[0].message.content.as_deref(),
+        Some("Three rivers in Europe: the Danube, the Rhine and the Loire.")
+    );
+    assert_eq!(r.choices[0].finish_reason.as_deref(), Some("stop"));
+}
+
+#[test]
+fn function_calls_stream_as_whole_tool_call_deltas() {
+    let chunks = run(CALL_STREAM, 1).unwrap();
+    let r = fold(&chunks);
+    let calls = r.choices[0].message.tool_calls.as_ref().unwrap();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].function.name, "get_weather");
+    assert_eq!(calls[0].function.arguments, r#"{"location":"Paris"}"#);
+    assert_eq!(calls[1].function.arguments, r#"{"location":"Rome"}"#);
+    assert_ne!(calls[0].id, calls[1].id);
+    assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(r.usage, Some(Usage::new(41, 22)));
+    let indices: Vec<u32> = chunks
+        .iter()
+        .flat_map(|c| c.choices.iter().flat_map(|ch| ch.delta.tool_calls.iter().flatten().map(|d| d.index)))
+        .collect();
+    assert_eq!(indices, vec![0, 1]);
+}
+
+#[test]
+fn an_error_event_fails_the_stream() {
+    let wire = "data: {\"error\": {\"code\": 503, \"message\": \"The model is overloaded.\", \"status\": \"UNAVAILABLE\"}}\r\n\r\n";
+    let err = run(wire, 1).unwrap_err();
+    assert_eq!(err, ProviderError::Stream("UNAVAILABLE: The model is overloaded.".into()));
+}
+
+#[test]
+fn error_bodies_and_invalid_keys() {
+    let body =
+        r#"{"error": {"code": 400, "message": "Invalid value at 'contents[0].role'", "status": "INVALID_ARGUMENT"}}"#;
+    assert_eq!(
+        map_error(400, None, body),
+        ProviderError::Status {
+            status: 400,
+            message: "INVALID_ARGUMENT: Invalid value at 'contents[0].role'".into(),
+            retry_after: None
+        }
+    );
+    let bad_key = r#"[{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}]"#;
+    let e = map_error(400, None, bad_key);
+    assert!(matches!(e, ProviderError::Status { status: 401, .. }), "{e:?}");
+    assert!(
+        map_error(429, None, r#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#).retryable()
+    );
+}
+
+fn adapter(base_url: &str, version: Option<&str>) -> Gemini {
+    let mut toml = format!("kind = \"gemini\"\nbase_url = \"{base_url}\"\napi_key = \"AIza-secret\"\n");
+    if let Some(v) = version {
+        toml.push_str(&format!("api_version = \"{v}\"\n"));
+    }
+    let config: crate::config::ProviderConfig = toml::from_str(&toml).unwrap();
+    let key = config.api_key.as_ref().map(|k| k.resolve("k").unwrap());
+    Gemini::new(Upstream::new("gemini", &config, key).unwrap())
+}
+
+#[test]
+fn urls_versions_and_the_key_only_in_a_header() {
+    let body = to_gemini(&req(json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]}))).unwrap();
+    let g = adapter("https://generativelanguage.googleapis.com", None);
+    let r = g.request(&body, "gemini-2.5-flash", false).build().unwrap();
+    assert_eq!(
+        r.url().as_str(),
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+    );
+    assert_eq!(r.headers()["x-goog-api-key"], "AIza-secret");
+    let r = g.request(&body, "models/gemini-2.5-pro", true).build().unwrap();
+    assert_eq!(
+        r.url().as_str(),
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+    );
+    assert!(!r.url().as_str().contains("AIza-secret"));
+    let r =
+        adapter("https://generativelanguage.googleapis.com", Some("v1")).request(&body, "m", false).build().unwrap();
+    assert_eq!(r.url().path(), "/v1/models/m:generateContent");
+    let r = adapter("https://proxy.internal/google/v1beta/", None).request(&body, "m", false).build().unwrap();
+    assert_eq!(r.url().as_str(), "https://proxy.internal/google/v1beta/models/m:generateContent");
+}

@@ -1,0 +1,461 @@
+//! Mock Anthropic and Gemini upstreams: real HTTP servers on 127.0.0.1:0 that speak each
+//! provider's own wire format (paths, auth headers, bodies, SSE streams, error bodies), enforce
+//! the rules the real APIs enforce on what we send (alternating roles, required fields, known
+//! keys), record every request and count calls.
+//!
+//! Both answer from the request: with tools offered and no tool result yet, they call the first
+//! tool with `{"location": "Paris"}`; after a tool result they answer `tool said: <result>`;
+//! otherwise `<name> answer #<n> to: <last user text>`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{json, Value};
+use switchyard::config::Config;
+
+/// One request as the mock received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+/// What the mock does on one call.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// Answer from the request (see the module doc).
+    Answer,
+    /// An error in the provider's own error format; the message may contain anything (a key…).
+    Error(u16, &'static str, String),
+    /// Stream only: the stream opens (200), then an error event arrives before any content.
+    StreamError(&'static str, &'static str),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Wire {
+    Anthropic,
+    Gemini,
+}
+
+#[derive(Clone)]
+struct St {
+    wire: Wire,
+    name: String,
+    key: String,
+    calls: Arc<AtomicUsize>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+pub struct ProviderMock {
+    pub addr: SocketAddr,
+    pub key: String,
+    st: St,
+}
+
+impl ProviderMock {
+    pub async fn anthropic(name: &str, key: &str) -> ProviderMock {
+        Self::start(Wire::Anthropic, name, key).await
+    }
+
+    pub async fn gemini(name: &str, key: &str) -> ProviderMock {
+        Self::start(Wire::Gemini, name, key).await
+    }
+
+    async fn start(wire: Wire, name: &str, key: &str) -> ProviderMock {
+        let st = St {
+            wire,
+            name: name.into(),
+            key: key.into(),
+            calls: Arc::default(),
+            script: Arc::default(),
+            requests: Arc::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = match wire {
+            Wire::Anthropic => axum::Router::new().route("/v1/messages", post(anthropic)),
+            Wire::Gemini => axum::Router::new().route("/v1beta/models/{*rest}", post(gemini)),
+        }
+        .with_state(st.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        ProviderMock { addr, key: key.into(), st }
+    }
+
+    /// The `base_url` to configure: the SDK's default form (no version segment).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.st.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn then(&self, r: Reply) -> &Self {
+        self.st.script.lock().unwrap().push_back(r);
+        self
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.st.requests.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests().pop().expect("the mock was called")
+    }
+}
+
+fn sse(body: String) -> Response {
+    Response::builder().header("content-type", "text/event-stream").body(Body::from(body)).unwrap()
+}
+
+/// Splits text into word-sized pieces, as a real stream would send it.
+fn pieces(text: &str) -> Vec<String> {
+    text.split_inclusive(' ').map(str::to_string).collect()
+}
+
+pub const ANTHROPIC_KEY: &str = "sk-ant-test-secret-0123456789";
+pub const GEMINI_KEY: &str = "AIzaSy-test-secret-0123456789";
+
+/// A gateway config: `cheap` tier = `deployments`, providers `anthropic` and/or `gemini`.
+pub fn config(deployments: &[&str], anthropic: Option<&ProviderMock>, gemini: Option<&ProviderMock>) -> Config {
+    let tier = deployments.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join(", ");
+    let mut text = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        [dispatch]
+        backoff_base = "10ms"
+        backoff_max = "50ms"
+        [tiers]
+        cheap = [{tier}]
+        premium = [{tier}]
+        [prices]
+        "claude-haiku-4-5" = {{ input = 1.0, output = 5.0 }}
+        "gemini-2.5-flash" = {{ input = 0.3, output = 2.5 }}
+        "#
+    );
+    if let Some(a) = anthropic {
+        text.push_str(&format!(
+            "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"{ANTHROPIC_KEY}\"\ndefault_max_tokens = 512\nfirst_byte_timeout = \"2s\"\n",
+            a.base_url()
+        ));
+    }
+    if let Some(g) = gemini {
+        text.push_str(&format!(
+            "[providers.gemini]\nkind = \"gemini\"\nbase_url = \"{}\"\napi_key = \"{GEMINI_KEY}\"\nfirst_byte_timeout = \"2s\"\n",
+            g.base_url()
+        ));
+    }
+    Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+}
+
+// ---- Anthropic ---------------------------------------------------------------------------------
+
+fn anthropic_error(status: u16, kind: &str, message: &str) -> Response {
+    let body = json!({"type": "error", "error": {"type": kind, "message": message}});
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+}
+
+/// The checks the real Messages API makes that our translation could get wrong.
+fn anthropic_invalid(headers: &HeaderMap, body: &Value) -> Option<String> {
+    if headers.get("anthropic-version").is_none() {
+        return Some("anthropic-version: header is required".into());
+    }
+    if !body["max_tokens"].is_u64() {
+        return Some("max_tokens: Field required".into());
+    }
+    let Some(msgs) = body["messages"].as_array() else {
+        return Some("messages: Field required".into());
+    };
+    if msgs.is_empty() {
+        return Some("messages: at least one message is required".into());
+    }
+    for (i, m) in msgs.iter().enumerate() {
+        let role = m["role"].as_str().unwrap_or("");
+        if role != "user" && role != "assistant" {
+            return Some(format!("messages.{i}.role: Input should be 'user' or 'assistant'"));
+        }
+        if i > 0 && msgs[i - 1]["role"] == m["role"] {
+            return Some(format!("messages.{i}: roles must alternate between \"user\" and \"assistant\""));
+        }
+        let content =
+            m["content"].as_array().map(Vec::len).unwrap_or_else(|| m["content"].as_str().map_or(0, str::len));
+        if content == 0 {
+            return Some(format!("messages.{i}: all messages must have non-empty content"));
+        }
+    }
+    if msgs[0]["role"] != "user" {
+        return Some("messages.0: first message must use the \"user\" role".into());
+    }
+    for key in body.as_object()?.keys() {
+        let known = [
+            "model",
+            "max_tokens",
+            "messages",
+            "system",
+            "temperature",
+            "top_p",
+            "top_k",
+            "stop_sequences",
+            "stream",
+            "tools",
+            "tool_choice",
+            "metadata",
+        ];
+        if !known.contains(&key.as_str()) {
+            return Some(format!("{key}: Extra inputs are not permitted"));
+        }
+    }
+    None
+}
+
+async fn anthropic(State(s): State<St>, headers: HeaderMap, body: Bytes) -> Response {
+    let n = s.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    s.requests.lock().unwrap().push(Recorded {
+        path: "/v1/messages".into(),
+        query: None,
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(s.key.as_str()) {
+        return anthropic_error(401, "authentication_error", "invalid x-api-key");
+    }
+    if let Some(msg) = anthropic_invalid(&headers, &body) {
+        return anthropic_error(400, "invalid_request_error", &msg);
+    }
+    let stream = body["stream"] == true;
+    match s.script.lock().unwrap().pop_front().unwrap_or(Reply::Answer) {
+        Reply::Error(status, kind, message) => return anthropic_error(status, kind, &message),
+        Reply::StreamError(kind, message) if stream => {
+            let start = json!({"type": "message_start", "message": {"id": "msg_mock_err", "type": "message",
+                "role": "assistant", "content": [], "model": body["model"], "stop_reason": null,
+                "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 1}}});
+            let err = json!({"type": "error", "error": {"type": kind, "message": message}});
+            return sse(format!("event: message_start\ndata: {start}\n\nevent: error\ndata: {err}\n\n"));
+        }
+        _ => {}
+    }
+
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = msgs.last().cloned().unwrap_or(Value::Null);
+    let blocks = last["content"].as_array().cloned().unwrap_or_default();
+    let tool_result = blocks.iter().find(|b| b["type"] == "tool_result").map(|b| {
+        b["content"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|x| x["text"].as_str()).collect::<String>())
+            .unwrap_or_else(|| b["content"].as_str().unwrap_or("").to_string())
+    });
+    let user_text: String = blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
+    let tool = body["tools"].as_array().and_then(|t| t.first()).map(|t| t["name"].as_str().unwrap_or("").to_string());
+    let model = format!("{}-20251001", body["model"].as_str().unwrap_or("claude"));
+    let id = format!("msg_mock_{n}");
+    let (text, call) = match (&tool_result, &tool) {
+        (Some(r), _) => (format!("tool said: {r}"), None),
+        (None, Some(name)) if body["tool_choice"]["type"] != "none" => {
+            ("Let me check.".to_string(), Some((format!("toolu_mock_{n}"), name.clone())))
+        }
+        _ => (format!("{} answer #{n} to: {user_text}", s.name), None),
+    };
+    let stop = if call.is_some() { "tool_use" } else { "end_turn" };
+    let input_tokens = 10 + msgs.len() as u64;
+    let output_tokens = 20u64;
+
+    if !stream {
+        let mut content = vec![json!({"type": "text", "text": text})];
+        if let Some((id, name)) = &call {
+            content.push(json!({"type": "tool_use", "id": id, "name": name, "input": {"location": "Paris"}}));
+        }
+        return axum::Json(json!({"id": id, "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop, "stop_sequence": null,
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}))
+        .into_response();
+    }
+
+    let mut out = String::new();
+    let mut ev = |name: &str, data: Value| out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+    ev(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
+        "content": [], "model": model, "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+    );
+    ev(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    );
+    ev("ping", json!({"type": "ping"}));
+    for p in pieces(&text) {
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}),
+        );
+    }
+    ev("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+    if let Some((id, name)) = &call {
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1,
+            "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+        );
+        for p in ["", "{\"locat", "ion\": \"Pa", "ris\"}"] {
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": p}}),
+            );
+        }
+        ev("content_block_stop", json!({"type": "content_block_stop", "index": 1}));
+    }
+    ev(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+        "usage": {"output_tokens": output_tokens}}),
+    );
+    ev("message_stop", json!({"type": "message_stop"}));
+    sse(out)
+}
+
+// ---- Gemini ------------------------------------------------------------------------------------
+
+fn google_error(status: u16, code_name: &str, message: &str) -> Response {
+    let body = json!({"error": {"code": status, "message": message, "status": code_name}});
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+}
+
+/// The checks the real Gemini API makes that our translation could get wrong.
+fn gemini_invalid(body: &Value) -> Option<String> {
+    let Some(contents) = body["contents"].as_array() else {
+        return Some("* GenerateContentRequest.contents: contents is not specified".into());
+    };
+    if contents.is_empty() {
+        return Some("* GenerateContentRequest.contents: contents is not specified".into());
+    }
+    for (i, c) in contents.iter().enumerate() {
+        let role = c["role"].as_str().unwrap_or("");
+        if role != "user" && role != "model" {
+            return Some(format!("Please use a valid role: user, model. (contents[{i}].role = {role:?})"));
+        }
+        let parts = c["parts"].as_array().map_or(0, Vec::len);
+        if parts == 0 {
+            return Some(format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."));
+        }
+    }
+    for key in body.as_object()?.keys() {
+        let known = ["contents", "systemInstruction", "generationConfig", "tools", "toolConfig", "safetySettings"];
+        if !known.contains(&key.as_str()) {
+            return Some(format!("Invalid JSON payload received. Unknown name \"{key}\": Cannot find field."));
+        }
+    }
+    None
+}
+
+async fn gemini(
+    State(s): State<St>,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let n = s.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    s.requests.lock().unwrap().push(Recorded {
+        path: format!("/v1beta/models/{rest}"),
+        query: query.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    if headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(s.key.as_str()) {
+        return google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.");
+    }
+    let Some((model, action)) = rest.split_once(':') else {
+        return google_error(404, "NOT_FOUND", "method not found");
+    };
+    let stream = match action {
+        "generateContent" => false,
+        "streamGenerateContent" if query.as_deref() == Some("alt=sse") => true,
+        _ => return google_error(404, "NOT_FOUND", &format!("unknown action {action} (query {query:?})")),
+    };
+    if let Some(msg) = gemini_invalid(&body) {
+        return google_error(400, "INVALID_ARGUMENT", &msg);
+    }
+    match s.script.lock().unwrap().pop_front().unwrap_or(Reply::Answer) {
+        Reply::Error(status, code_name, message) => return google_error(status, code_name, &message),
+        Reply::StreamError(code_name, message) if stream => {
+            let err = json!({"error": {"code": 503, "message": message, "status": code_name}});
+            return sse(format!("data: {err}\r\n\r\n"));
+        }
+        _ => {}
+    }
+
+    let contents = body["contents"].as_array().cloned().unwrap_or_default();
+    let last = contents.last().cloned().unwrap_or(Value::Null);
+    let parts = last["parts"].as_array().cloned().unwrap_or_default();
+    let tool_result = parts.iter().find_map(|p| p.get("functionResponse")).map(|r| {
+        let resp = &r["response"];
+        resp.get("output")
+            .map_or_else(|| resp.to_string(), |o| o.as_str().map_or_else(|| o.to_string(), str::to_string))
+    });
+    let user_text: String = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+    let tool = body["tools"][0]["functionDeclarations"][0]["name"].as_str().map(str::to_string);
+    let (text, call) = match (&tool_result, &tool) {
+        (Some(r), _) => (format!("tool said: {r}"), None),
+        (None, Some(name)) if body["toolConfig"]["functionCallingConfig"]["mode"] != "NONE" => {
+            (String::new(), Some(name.clone()))
+        }
+        _ => (format!("{} answer #{n} to: {user_text}", s.name), None),
+    };
+    let prompt = 10 + contents.len() as u64;
+    let usage_final = json!({"promptTokenCount": prompt, "candidatesTokenCount": 20, "totalTokenCount": prompt + 20});
+    let envelope = |parts: Value, finish: Option<&str>, usage: Value| {
+        let mut cand = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
+        if let Some(f) = finish {
+            cand["finishReason"] = json!(f);
+        }
+        json!({"candidates": [cand], "usageMetadata": usage, "modelVersion": model, "responseId": format!("mock{n}")})
+    };
+    let call_part = |name: &str| json!({"functionCall": {"name": name, "args": {"location": "Paris"}}});
+
+    if !stream {
+        let parts = match &call {
+            Some(name) => json!([call_part(name)]),
+            None => json!([{"text": text}]),
+        };
+        return axum::Json(envelope(parts, Some("STOP"), usage_final)).into_response();
+    }
+    let mut out = String::new();
+    let running = json!({"promptTokenCount": prompt, "totalTokenCount": prompt});
+    match &call {
+        Some(name) => {
+            out.push_str(&format!("data: {}\r\n\r\n", envelope(json!([call_part(name)]), Some("STOP"), usage_final)))
+        }
+        None => {
+            let ps = pieces(&text);
+            for (i, p) in ps.iter().enumerate() {
+                let last = i + 1 == ps.len();
+                let ev = if last {
+                    envelope(json!([{"text": p}]), Some("STOP"), usage_final.clone())
+                } else {
+                    envelope(json!([{"text": p}]), None, running.clone())
+                };
+                out.push_str(&format!("data: {ev}\r\n\r\n"));
+            }
+        }
+    }
+    sse(out)
+}

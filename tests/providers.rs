@@ -1,0 +1,416 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The Anthropic and Gemini adapters end to end: the real gateway (router, pipeline, dispatch)
+//! on loopback in front of mock upstreams that speak each provider's own wire format.
+
+mod common;
+
+use common::providers::{config, ProviderMock, Reply, ANTHROPIC_KEY, GEMINI_KEY};
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+fn content(body: &Value) -> &str {
+    body["choices"][0]["message"]["content"].as_str().unwrap_or_default()
+}
+
+fn weather_tool() -> Value {
+    json!({"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}})
+}
+
+/// POSTs a streaming request; returns the response headers and every chunk (asserts `[DONE]`).
+async fn stream_chat(g: &switchyard::app::Running, body: &Value) -> (reqwest::header::HeaderMap, Vec<Value>) {
+    use eventsource_stream::Eventsource;
+    let resp = reqwest::Client::new().post(url(g, "/v1/chat/completions")).json(body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    let mut events = resp.bytes_stream().eventsource();
+    let mut chunks = Vec::new();
+    while let Some(ev) = events.next().await {
+        let ev = ev.unwrap();
+        if ev.data == "[DONE]" {
+            return (headers, chunks);
+        }
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        assert!(v.get("error").is_none(), "stream error: {v}");
+        chunks.push(v);
+    }
+    panic!("stream ended without [DONE]: {chunks:?}");
+}
+
+fn streamed_text(chunks: &[Value]) -> String {
+    chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
+}
+
+/// Tool calls folded from their deltas: (id, name, arguments) per index.
+fn streamed_calls(chunks: &[Value]) -> Vec<(String, String, String)> {
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    for c in chunks {
+        for d in c["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            let i = d["index"].as_u64().unwrap() as usize;
+            while calls.len() <= i {
+                calls.push(Default::default());
+            }
+            calls[i].0.push_str(d["id"].as_str().unwrap_or(""));
+            calls[i].1.push_str(d["function"]["name"].as_str().unwrap_or(""));
+            calls[i].2.push_str(d["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    calls
+}
+
+fn finish(chunks: &[Value]) -> Option<String> {
+    chunks.iter().find_map(|c| c["choices"][0]["finish_reason"].as_str().map(str::to_string))
+}
+
+// ---- Anthropic ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn anthropic_plain_text_with_system_prompt() {
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5"], Some(&a), None)).await;
+    let req = json!({"model": "cheap", "temperature": 0.3, "stop": ["###"], "messages": [
+        {"role": "system", "content": "You answer in one sentence."},
+        {"role": "user", "content": "What is the capital of France?"}]});
+    let (s, h, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(content(&body), "claude answer #1 to: What is the capital of France?");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "claude-haiku-4-5-20251001");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"], json!({"prompt_tokens": 11, "completion_tokens": 20, "total_tokens": 31}));
+    assert_eq!(header(&h, "x-switchyard-provider"), "anthropic");
+    assert_eq!(header(&h, "x-switchyard-model"), "claude-haiku-4-5");
+    // 11 prompt tokens at $1/M + 20 completion tokens at $5/M
+    assert!((header(&h, "x-switchyard-cost").parse::<f64>().unwrap() - 0.000111).abs() < 1e-12);
+
+    let seen = a.last();
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.header("x-api-key"), ANTHROPIC_KEY);
+    assert_eq!(seen.header("anthropic-version"), "2023-06-01");
+    assert!(seen.headers.get("authorization").is_none());
+    assert_eq!(
+        seen.body,
+        json!({"model": "claude-haiku-4-5", "max_tokens": 512, "system": "You answer in one sentence.",
+            "temperature": 0.3, "stop_sequences": ["###"],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"}]}]})
+    );
+    assert_eq!(a.calls(), 1);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn anthropic_multi_turn_tool_call_and_tool_result() {
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5"], Some(&a), None)).await;
+    let mut messages = vec![
+        json!({"role": "user", "content": "Hi, I am planning a trip."}),
+        json!({"role": "assistant", "content": "Nice! Where to?"}),
+        json!({"role": "user", "content": "What's the weather in Paris right now?"}),
+    ];
+    let req = json!({"model": "cheap", "messages": messages, "tools": [weather_tool()], "tool_choice": "auto",
+        "max_completion_tokens": 100});
+    let (s, _, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    let call = body["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["id"], "toolu_mock_1");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"location": "Paris"}));
+    let sent = a.last().body;
+    assert_eq!(sent["max_tokens"], 100);
+    assert_eq!(sent["tool_choice"], json!({"type": "auto"}));
+    assert_eq!(sent["tools"][0]["name"], "get_weather");
+    assert_eq!(sent["tools"][0]["input_schema"]["required"], json!(["location"]));
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 3);
+
+    // the client runs the tool and sends the result back
+    messages.push(body["choices"][0]["message"].clone());
+    messages.push(json!({"role": "tool", "tool_call_id": "toolu_mock_1", "content": "18°C and sunny"}));
+    let req = json!({"model": "cheap", "messages": messages, "tools": [weather_tool()]});
+    let (s, _, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(content(&body), "tool said: 18°C and sunny");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let sent = a.last().body;
+    let msgs = sent["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 5);
+    assert_eq!(
+        msgs[3],
+        json!({"role": "assistant", "content": [{"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "toolu_mock_1", "name": "get_weather", "input": {"location": "Paris"}}]})
+    );
+    assert_eq!(
+        msgs[4],
+        json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_mock_1",
+            "content": [{"type": "text", "text": "18°C and sunny"}]}]})
+    );
+    assert_eq!(a.calls(), 2);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn anthropic_streaming_text_tool_call_deltas_and_usage() {
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5"], Some(&a), None)).await;
+    let req = json!({"model": "cheap", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Should I bring an umbrella to Paris today?"}], "tools": [weather_tool()]});
+    let (h, chunks) = stream_chat(&g, &req).await;
+    assert_eq!(header(&h, "x-switchyard-provider"), "anthropic");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert_eq!(streamed_text(&chunks), "Let me check.");
+    let calls = streamed_calls(&chunks);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].0, "toolu_mock_1");
+    assert_eq!(calls[0].1, "get_weather");
+    assert_eq!(serde_json::from_str::<Value>(&calls[0].2).unwrap(), json!({"location": "Paris"}));
+    assert!(
+        chunks.iter().filter(|c| !c["choices"][0]["delta"]["tool_calls"].is_null()).count() > 2,
+        "arguments arrive as several deltas"
+    );
+    assert_eq!(finish(&chunks).as_deref(), Some("tool_calls"));
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"], json!({"prompt_tokens": 11, "completion_tokens": 20, "total_tokens": 31}));
+    assert_eq!(a.last().body["stream"], true);
+
+    // without include_usage the client gets no usage chunk
+    let req = json!({"model": "cheap", "stream": true,
+        "messages": [{"role": "user", "content": "Tell me a fact about octopuses."}]});
+    let (_, chunks) = stream_chat(&g, &req).await;
+    assert_eq!(streamed_text(&chunks), "claude answer #2 to: Tell me a fact about octopuses.");
+    assert_eq!(finish(&chunks).as_deref(), Some("stop"));
+    assert!(chunks.iter().all(|c| c.get("usage").map_or(true, Value::is_null)));
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn anthropic_error_is_openai_shaped_names_the_provider_and_hides_the_key() {
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5"], Some(&a), None)).await;
+    // a provider that echoes the key back in its error message must not leak it
+    a.then(Reply::Error(
+        400,
+        "invalid_request_error",
+        format!("messages.0.content: prompt is too long (request by key {ANTHROPIC_KEY})"),
+    ));
+    let req = json!({"model": "cheap", "messages": [{"role": "user", "content": "A very long question"}]});
+    let (s, _, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!(s, 400, "{body}");
+    let err = &body["error"];
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("anthropic:claude-haiku-4-5"), "{message}");
+    assert!(message.contains("invalid_request_error: messages.0.content: prompt is too long"), "{message}");
+    assert!(!body.to_string().contains(ANTHROPIC_KEY), "{body}");
+    assert_eq!(err["type"], "invalid_request_error");
+    assert_eq!(err["code"], "upstream_error");
+    assert_eq!(a.calls(), 1, "a 400 is not retried");
+
+    // the gateway's own key being refused is a 502, not the client's 401
+    a.then(Reply::Error(401, "authentication_error", "invalid x-api-key".into()));
+    let (s, _, body) =
+        post_chat(&g, &json!({"model": "cheap", "messages": [{"role": "user", "content": "Hello there"}]}), &[]).await;
+    assert_eq!(s, 502, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("anthropic"));
+
+    // what the Messages API cannot express is refused without an upstream call
+    let calls = a.calls();
+    let (s, _, body) = post_chat(
+        &g,
+        &json!({"model": "cheap", "n": 2, "messages": [{"role": "user", "content": "Two takes, please"}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("`n`"));
+    assert_eq!(a.calls(), calls);
+
+    // 529 overloaded is retried (attempts_per_deployment = 2), then reported as a 502
+    a.then(Reply::Error(529, "overloaded_error", "Overloaded".into())).then(Reply::Error(
+        529,
+        "overloaded_error",
+        "Overloaded".into(),
+    ));
+    let (s, _, body) =
+        post_chat(&g, &json!({"model": "cheap", "messages": [{"role": "user", "content": "Are you busy?"}]}), &[])
+            .await;
+    assert_eq!(s, 502, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("overloaded_error: Overloaded"));
+    assert_eq!(a.calls(), calls + 2);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn anthropic_stream_overloaded_before_first_chunk_fails_over_to_gemini() {
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5", "gemini:gemini-2.5-flash"], Some(&a), Some(&gm))).await;
+    a.then(Reply::StreamError("overloaded_error", "Overloaded"))
+        .then(Reply::StreamError("overloaded_error", "Overloaded"));
+    let req = json!({"model": "cheap", "stream": true, "messages": [{"role": "user", "content": "Name a mountain in Italy."}]});
+    let (h, chunks) = stream_chat(&g, &req).await;
+    assert_eq!(header(&h, "x-switchyard-provider"), "gemini");
+    assert_eq!(streamed_text(&chunks), "gemini answer #1 to: Name a mountain in Italy.");
+    assert_eq!(a.calls(), 2, "both attempts on anthropic saw the error event before any content");
+    assert_eq!(gm.calls(), 1);
+    g.shutdown().await;
+}
+
+// ---- Gemini ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn gemini_plain_text_system_prompt_and_multi_turn() {
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["gemini:gemini-2.5-flash"], None, Some(&gm))).await;
+    let req = json!({"model": "cheap", "max_tokens": 64, "temperature": 1.2, "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "I like rivers."},
+        {"role": "assistant", "content": "Rivers are great."},
+        {"role": "user", "content": "Which is the longest river in Germany?"}]});
+    let (s, h, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(content(&body), "gemini answer #1 to: Which is the longest river in Germany?");
+    assert_eq!(body["id"], "chatcmpl-mock1");
+    assert_eq!(body["model"], "gemini-2.5-flash");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"], json!({"prompt_tokens": 13, "completion_tokens": 20, "total_tokens": 33}));
+    assert_eq!(header(&h, "x-switchyard-provider"), "gemini");
+
+    let seen = gm.last();
+    assert_eq!(seen.path, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(seen.query, None, "the key never goes in the URL");
+    assert_eq!(seen.header("x-goog-api-key"), GEMINI_KEY);
+    assert_eq!(
+        seen.body,
+        json!({
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "contents": [
+                {"role": "user", "parts": [{"text": "I like rivers."}]},
+                {"role": "model", "parts": [{"text": "Rivers are great."}]},
+                {"role": "user", "parts": [{"text": "Which is the longest river in Germany?"}]}
+            ],
+            "generationConfig": {"temperature": 1.2, "maxOutputTokens": 64}
+        })
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn gemini_tool_call_and_tool_result_turn() {
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["gemini:gemini-2.5-flash"], None, Some(&gm))).await;
+    let mut messages = vec![json!({"role": "user", "content": "What's the weather in Paris?"})];
+    let req = json!({"model": "cheap", "messages": messages, "tools": [weather_tool()],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}}});
+    let (s, _, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert!(body["choices"][0]["message"]["content"].is_null());
+    let call = body["choices"][0]["message"]["tool_calls"][0].clone();
+    let id = call["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("call_"), "{id}");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], r#"{"location":"Paris"}"#);
+    let sent = gm.last().body;
+    assert_eq!(sent["tools"][0]["functionDeclarations"][0]["name"], "get_weather");
+    assert_eq!(
+        sent["toolConfig"],
+        json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}})
+    );
+
+    messages.push(body["choices"][0]["message"].clone());
+    messages.push(json!({"role": "tool", "tool_call_id": id, "content": "18°C and sunny"}));
+    let req = json!({"model": "cheap", "messages": messages, "tools": [weather_tool()]});
+    let (s, _, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(content(&body), "tool said: 18°C and sunny");
+    let sent = gm.last().body;
+    assert_eq!(
+        sent["contents"][1],
+        json!({"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}}]})
+    );
+    assert_eq!(
+        sent["contents"][2],
+        json!({"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"output": "18°C and sunny"}}}]})
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn gemini_streaming_text_tool_calls_and_usage() {
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["gemini:gemini-2.5-flash"], None, Some(&gm))).await;
+    let req = json!({"model": "cheap", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Give me three facts about the Moon."}]});
+    let (_, chunks) = stream_chat(&g, &req).await;
+    let seen = gm.last();
+    assert_eq!(seen.path, "/v1beta/models/gemini-2.5-flash:streamGenerateContent");
+    assert_eq!(seen.query.as_deref(), Some("alt=sse"));
+    assert_eq!(streamed_text(&chunks), "gemini answer #1 to: Give me three facts about the Moon.");
+    assert!(chunks.len() > 5, "text arrives in pieces");
+    assert_eq!(finish(&chunks).as_deref(), Some("stop"));
+    let usage: Vec<&Value> = chunks.iter().filter(|c| !c["usage"].is_null()).collect();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0]["usage"], json!({"prompt_tokens": 11, "completion_tokens": 20, "total_tokens": 31}));
+
+    let req = json!({"model": "cheap", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Is it raining in Paris?"}], "tools": [weather_tool()]});
+    let (_, chunks) = stream_chat(&g, &req).await;
+    let calls = streamed_calls(&chunks);
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].0.starts_with("call_"));
+    assert_eq!((calls[0].1.as_str(), calls[0].2.as_str()), ("get_weather", r#"{"location":"Paris"}"#));
+    assert_eq!(finish(&chunks).as_deref(), Some("tool_calls"));
+    assert!(!chunks.last().unwrap()["usage"].is_null());
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn gemini_errors_are_openai_shaped_and_keyless() {
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["gemini:gemini-2.5-flash"], None, Some(&gm))).await;
+    gm.then(Reply::Error(400, "INVALID_ARGUMENT", format!("Invalid value at 'contents' (key={GEMINI_KEY})")));
+    let (s, _, body) =
+        post_chat(&g, &json!({"model": "cheap", "messages": [{"role": "user", "content": "Hello?"}]}), &[]).await;
+    assert_eq!(s, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("gemini:gemini-2.5-flash") && message.contains("INVALID_ARGUMENT: Invalid value"),
+        "{message}"
+    );
+    assert!(!body.to_string().contains(GEMINI_KEY), "{body}");
+
+    // Google answers a bad key with 400 INVALID_ARGUMENT; it is the gateway's credential, so 502
+    let wrong = ProviderMock::gemini("gemini", "another-key").await;
+    let g2 = gateway(config(&["gemini:gemini-2.5-flash"], None, Some(&wrong))).await;
+    let (s, _, body) =
+        post_chat(&g2, &json!({"model": "cheap", "messages": [{"role": "user", "content": "Hi?"}]}), &[]).await;
+    assert_eq!(s, 502, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("credentials"));
+    assert!(!body.to_string().contains(GEMINI_KEY));
+    g.shutdown().await;
+    g2.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_in_the_environment_build_anthropic_and_gemini_tiers() {
+    std::env::remove_var("OPENAI_API_KEY");
+    std::env::set_var("ANTHROPIC_API_KEY", "sk-ant-from-env");
+    std::env::set_var("GEMINI_API_KEY", "gm-from-env");
+    let (config, found) = switchyard::app::config_from_env().unwrap();
+    std::env::remove_var("ANTHROPIC_API_KEY");
+    std::env::remove_var("GEMINI_API_KEY");
+    assert!(found.contains("ANTHROPIC_API_KEY (anthropic: claude-haiku-4-5 / claude-sonnet-4-5)"), "{found}");
+    assert!(found.contains("GEMINI_API_KEY (gemini: gemini-2.5-flash / gemini-2.5-pro)"), "{found}");
+    let cheap = config.tier_deployments("cheap");
+    assert_eq!(
+        cheap.iter().map(|d| format!("{}:{}", d.provider, d.model)).collect::<Vec<_>>(),
+        ["anthropic:claude-haiku-4-5", "gemini:gemini-2.5-flash"]
+    );
+    assert!(cheap.iter().all(|d| d.vision));
+    assert_eq!(config.providers["anthropic"].base_url, "https://api.anthropic.com");
+    assert_eq!(config.providers["gemini"].base_url, "https://generativelanguage.googleapis.com");
+}
