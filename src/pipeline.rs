@@ -130,6 +130,13 @@ impl Drop for FlightGuard {
     }
 }
 
+/// Who is answering a streamed miss: for pricing, metrics and the stored answer.
+struct Origin {
+    tier: String,
+    provider: String,
+    model: String,
+}
+
 pub struct Tier {
     pub name: String,
     /// The tier's deployments, then its fallback tier's.
@@ -327,7 +334,8 @@ impl Gateway {
                 attempts: out.attempts,
                 route_score,
             };
-            let stream = self.clone().relay(out.value, req.include_usage(), tier, out.provider, store, guard);
+            let origin = Origin { tier, provider: out.provider, model: out.model };
+            let stream = self.clone().relay(out.value, req.include_usage(), origin, store, guard);
             return Ok(Served { meta, body: Body::Stream(stream) });
         }
 
@@ -530,8 +538,7 @@ impl Gateway {
         self: Arc<Self>,
         upstream: crate::providers::ChunkStream,
         include_usage: bool,
-        tier: String,
-        provider: String,
+        origin: Origin,
         store: Option<(Arc<SemanticCache>, CacheKey, Option<Vec<f32>>)>,
         guard: Option<FlightGuard>,
     ) -> ReplyStream {
@@ -543,6 +550,8 @@ impl Gateway {
             include_usage: bool,
             tier: String,
             provider: String,
+            /// The configured model name (prices are keyed by it; upstreams answer with dated names)
+            model: String,
             store: Option<(Arc<SemanticCache>, CacheKey, Option<Vec<f32>>)>,
             guard: Option<FlightGuard>,
         }
@@ -552,8 +561,9 @@ impl Gateway {
             done: false,
             gw: self,
             include_usage,
-            tier,
-            provider,
+            tier: origin.tier,
+            provider: origin.provider,
+            model: origin.model,
             store,
             guard,
         };
@@ -596,8 +606,8 @@ impl Gateway {
                             };
                             return Some((StreamItem::Error(err), st));
                         }
-                        let cost = st.gw.price(&response.model, response.usage);
-                        st.gw.metrics.cost.add(&response.model, cost);
+                        let cost = st.gw.price(&st.model, response.usage);
+                        st.gw.metrics.cost.add(&st.model, cost);
                         let answer = Arc::new(StoredAnswer {
                             response: response.clone(),
                             tier: st.tier.clone(),

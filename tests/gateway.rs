@@ -434,3 +434,29 @@ async fn images_go_only_to_vision_deployments() {
     assert_eq!(cheap.calls(), 0);
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn answers_from_dated_model_snapshots_are_priced_by_the_configured_model() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    cheap.then(Behavior::Dated).then(Behavior::Dated);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    // non-stream: the cost header prices 10 prompt + 20 completion tokens of `mini` ($1/$2 per M)
+    let (_, h, body) = post_chat(&g, &user("What is the tallest mountain in Africa?"), &[]).await;
+    assert_eq!(body["model"], "mini-2024-07-18", "the client sees the upstream's model name");
+    assert_eq!(header(&h, "x-switchyard-cost"), "0.00005000");
+    // stream: priced when it ends, into the spend metric
+    let body =
+        json!({"model": "cheap", "stream": true, "messages": [{"role": "user", "content": "Name a river in Peru."}]});
+    let r = reqwest::Client::new().post(url(&g, "/v1/chat/completions")).json(&body).send().await.unwrap();
+    let (chunks, done) = sse(r).await;
+    assert!(done && chunks.iter().all(|c| c["model"] == "mini-2024-07-18"));
+    let metrics = reqwest::get(url(&g, "/metrics")).await.unwrap().text().await.unwrap();
+    let spent: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_cost_usd_total{model=\"mini\"} "))
+        .unwrap_or_else(|| panic!("no spend for mini: {metrics}"))
+        .parse()
+        .unwrap();
+    assert!((spent - 0.0001).abs() < 1e-9, "two calls of $0.00005, got {spent}");
+    g.shutdown().await;
+}

@@ -39,6 +39,8 @@ pub enum Behavior {
     BreakAfterFirst,
     /// Answer cut short by the token limit (must not be cached).
     Truncated,
+    /// A normal answer naming a dated model snapshot (`mini-2024-07-18`), as real upstreams do.
+    Dated,
 }
 
 #[derive(Clone)]
@@ -146,7 +148,10 @@ async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Re
     if !s.latency.is_zero() {
         tokio::time::sleep(s.latency).await;
     }
-    let model = body["model"].as_str().unwrap_or("?").to_string();
+    let mut model = body["model"].as_str().unwrap_or("?").to_string();
+    if matches!(behavior, Behavior::Dated) {
+        model.push_str("-2024-07-18");
+    }
     let text = format!("{} answer #{n} to: {}", s.name, last_user(&body));
     let stream = body["stream"] == true;
     let usage = json!({"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30});
@@ -190,7 +195,7 @@ async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Re
             });
             Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(parts)).unwrap()
         }
-        Behavior::Ok | Behavior::Truncated => {
+        Behavior::Ok | Behavior::Truncated | Behavior::Dated => {
             let finish = if matches!(behavior, Behavior::Truncated) { "length" } else { "stop" };
             if stream {
                 let mut out = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
