@@ -259,6 +259,23 @@ async fn anthropic_stream_overloaded_before_first_chunk_fails_over_to_gemini() {
     g.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_request_anthropic_cannot_express_goes_to_the_next_deployment() {
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5", "gemini:gemini-2.5-flash"], Some(&a), Some(&gm))).await;
+    // n = 2 has no Messages API equivalent; Gemini has candidateCount
+    let req = json!({"model": "cheap", "n": 2, "messages": [{"role": "user", "content": "Two takes on a river name"}]});
+    let (s, h, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(header(&h, "x-switchyard-provider"), "gemini");
+    assert_eq!(header(&h, "x-switchyard-attempts"), "1", "the skipped deployment made no call");
+    assert_eq!((a.calls(), gm.calls()), (0, 1));
+    let m = reqwest::get(url(&g, "/metrics")).await.unwrap().text().await.unwrap();
+    assert!(!m.contains("deployment=\"anthropic:claude-haiku-4-5\""), "no call, no attempt counted: {m}");
+    g.shutdown().await;
+}
+
 // ---- Gemini ------------------------------------------------------------------------------------
 
 #[tokio::test]

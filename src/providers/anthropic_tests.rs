@@ -165,13 +165,13 @@ fn what_anthropic_cannot_express_is_a_400_before_any_call() {
         1,
         false,
     );
-    assert!(matches!(n, Err(ProviderError::Status { status: 400, .. })));
+    assert!(matches!(n, Err(ProviderError::Unsupported(_))));
     let audio = req(json!({"model": "x", "messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}));
-    assert!(matches!(to_anthropic(&audio, "m", 1, false), Err(ProviderError::Status { status: 400, .. })));
+    assert!(matches!(to_anthropic(&audio, "m", 1, false), Err(ProviderError::Unsupported(_))));
     let bad_args = req(json!({"model": "x", "messages": [{"role": "assistant", "tool_calls": [
         {"id": "t", "type": "function", "function": {"name": "f", "arguments": "not json"}}]}]}));
-    assert!(matches!(to_anthropic(&bad_args, "m", 1, false), Err(ProviderError::Status { status: 400, .. })));
+    assert!(matches!(to_anthropic(&bad_args, "m", 1, false), Err(ProviderError::Unsupported(_))));
 }
 
 fn parse(v: serde_json::Value) -> ChatResponse {

@@ -260,6 +260,13 @@ impl Dispatcher {
                         self.record_call(&key, true, true);
                         return Ok(Outcome { value, provider: d.provider.clone(), model: d.model.clone(), attempts });
                     }
+                    Err(ProviderError::Unsupported(why)) => {
+                        // nothing was sent: not an attempt, not a failure of the deployment
+                        attempts -= 1;
+                        tracing::info!(deployment = %key, reason = %why, "request not expressible for this deployment");
+                        errors.push((key.clone(), ProviderError::Unsupported(why)));
+                        break;
+                    }
                     Err(e) => {
                         tracing::info!(deployment = %key, attempt, error = %e, "upstream attempt failed");
                         let retryable = e.retryable();
@@ -304,6 +311,16 @@ fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadline: 
     if deadline {
         return GatewayError::Timeout(format!("the request deadline passed ({trail})"));
     }
+    // Deployments that could not express the request made no call. If none got as far as a
+    // call, the request itself is the problem (400); otherwise the real failure decides.
+    let Some((key, last)) = errors.iter().rev().find(|(_, e)| !matches!(e, ProviderError::Unsupported(_))) else {
+        return GatewayError::Upstream {
+            status: 400,
+            provider,
+            message: format!("no deployment of this tier can take this request ({trail})"),
+        };
+    };
+    let provider = key.split(':').next().unwrap_or_default().to_string();
     match last {
         ProviderError::Status { status, message, .. } => match status {
             400 | 404 | 409 | 413 | 422 => GatewayError::Upstream {

@@ -112,7 +112,7 @@ fn tool_calls_and_results_are_function_parts_named_after_the_call() {
         ]})
     );
     let orphan = req(json!({"model": "x", "messages": [{"role": "tool", "tool_call_id": "nope", "content": "x"}]}));
-    assert!(matches!(to_gemini(&orphan), Err(ProviderError::Status { status: 400, .. })));
+    assert!(matches!(to_gemini(&orphan), Err(ProviderError::Unsupported(_))));
 }
 
 #[test]

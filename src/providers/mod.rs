@@ -41,6 +41,10 @@ pub enum ProviderError {
     Decode(String),
     #[error("stream broke: {0}")]
     Stream(String),
+    /// The adapter cannot express this request in its provider's API (e.g. `n > 1` for
+    /// Anthropic). No call was made; another deployment of the tier may still serve it.
+    #[error("cannot be sent to this provider: {0}")]
+    Unsupported(String),
 }
 
 impl ProviderError {
@@ -51,14 +55,15 @@ impl ProviderError {
             ProviderError::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529)
             }
-            ProviderError::Decode(_) => false,
+            ProviderError::Decode(_) | ProviderError::Unsupported(_) => false,
         }
     }
 
-    /// A request the adapter cannot express in its provider's API (e.g. `n > 1` for Anthropic).
-    /// Reported as the 400 the provider would have given, without spending an upstream call.
+    /// A request the adapter cannot express in its provider's API (e.g. `n > 1` for Anthropic),
+    /// found before spending an upstream call. Dispatch moves on to the tier's next deployment;
+    /// if none can serve it, the client gets the 400 the provider would have given.
     pub fn unsupported(message: impl Into<String>) -> Self {
-        ProviderError::Status { status: 400, message: message.into(), retry_after: None }
+        ProviderError::Unsupported(message.into())
     }
 
     fn from_reqwest(e: reqwest::Error, phase: TimeoutPhase) -> Self {
