@@ -299,7 +299,7 @@ impl Dispatcher {
 
 /// One honest client-facing error from every attempt's failure.
 fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadline: bool) -> GatewayError {
-    let Some((key, last)) = errors.last() else {
+    let Some((key, _)) = errors.last() else {
         return if skipped_open > 0 {
             GatewayError::Overloaded("every deployment of this tier is unavailable (circuit breakers open)".into())
         } else {
