@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::cache::{CacheRule, CacheSettings, HnswParams, RuleKind, SemanticCache};
+use crate::cache::{CacheRule, CacheSettings, HnswParams, RuleKind, SemanticCache, SharedSettings, SharedTier};
 use crate::classify::{LengthBaseline, Router, TrainedRouter};
 use crate::config::{
     Config, Deployment, DeploymentSpec, DeploymentTable, Dur, Price, ProviderConfig, ProviderKind, SecretSpec, TierSpec,
@@ -30,6 +30,8 @@ pub enum AppError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Shared(#[from] crate::cache::shared::SharedError),
 }
 
 /// Finds a path given relative to the working directory, else relative to the source tree (so
@@ -243,7 +245,19 @@ pub fn build_gateway(
 
     let router = build_router(config);
 
-    let gateway = Gateway::new(
+    let shared = match (&cache, config.cache.backend.as_str()) {
+        (Some(cache), url) if url.starts_with("redis://") => {
+            let settings = SharedSettings {
+                url: url.to_string(),
+                stream: config.cache.shared_stream.clone(),
+                max_len: config.cache.max_entries,
+            };
+            Some(SharedTier::start(cache.clone(), settings)?)
+        }
+        _ => None,
+    };
+
+    let mut gateway = Gateway::new(
         handle,
         cache,
         router,
@@ -255,6 +269,7 @@ pub fn build_gateway(
         tiers,
         config.prices.clone(),
     );
+    gateway.shared = shared;
     Ok((Arc::new(gateway), worker))
 }
 

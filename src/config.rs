@@ -191,6 +191,11 @@ pub struct CacheConfig {
     pub hnsw_from: usize,
     /// Overrides the rule's near-miss guard (number/negation/entity/antonym conflicts veto a hit).
     pub guard: Option<bool>,
+    /// `"memory"` (default), or a Redis URL (`redis://host:6379`) for the shared tier: replicas
+    /// pointing at the same Redis and `shared_stream` serve each other's answers.
+    pub backend: String,
+    /// The Redis stream the replicas share.
+    pub shared_stream: String,
 }
 
 impl Default for CacheConfig {
@@ -204,6 +209,8 @@ impl Default for CacheConfig {
             snapshot: None,
             hnsw_from: 4096,
             guard: None,
+            backend: "memory".into(),
+            shared_stream: "switchyard:cache".into(),
         }
     }
 }
@@ -492,6 +499,10 @@ impl Config {
         }
         if self.dispatch.breaker_failures == 0 {
             return Err(invalid("dispatch.breaker_failures", "must be at least 1"));
+        }
+        let backend = self.cache.backend.as_str();
+        if backend != "memory" && !backend.starts_with("redis://") {
+            return Err(invalid("cache.backend", "must be \"memory\" or a redis:// URL"));
         }
         if self.dispatch.attempts_per_deployment == 0 {
             return Err(invalid("dispatch.attempts_per_deployment", "must be at least 1"));

@@ -199,6 +199,8 @@ pub struct Gateway {
     pub tiers: HashMap<String, Tier>,
     pub prices: BTreeMap<String, Price>,
     pub metrics: Metrics,
+    /// The shared tier on Redis, when several replicas serve each other's answers.
+    pub shared: Option<crate::cache::SharedTier>,
     inflight: Mutex<HashMap<ExactKey, watch::Receiver<Flight>>>,
     threads: Mutex<HashMap<Namespace, TierChoice>>,
 }
@@ -229,6 +231,7 @@ impl Gateway {
             tiers,
             prices,
             metrics: Metrics::default(),
+            shared: None,
             inflight: Mutex::default(),
             threads: Mutex::default(),
         }
@@ -236,6 +239,14 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Stores a complete answer in the local cache and offers it to the other replicas.
+    fn remember(&self, cache: &SemanticCache, key: &CacheKey, vector: Option<&[f32]>, answer: &StoredAnswer) {
+        cache.store(key, vector, answer.clone());
+        if let Some(shared) = &self.shared {
+            shared.publish(key, vector, answer);
+        }
+    }
+
     pub async fn chat(self: &Arc<Self>, req: ChatRequest, ctx: RequestCtx) -> Result<Served, GatewayError> {
         let started = Instant::now();
         let result = self.chat_inner(req, ctx).await;
@@ -353,7 +364,7 @@ impl Gateway {
         });
         if let Some((cache, key, vector)) = &store {
             if response.is_complete() {
-                cache.store(key, vector.as_deref(), answer.as_ref().clone());
+                self.remember(cache, key, vector.as_deref(), &answer);
             }
         }
         if let Some(g) = guard.as_mut() {
@@ -616,7 +627,7 @@ impl Gateway {
                         });
                         if response.is_complete() {
                             if let Some((cache, key, vector)) = &st.store {
-                                cache.store(key, vector.as_deref(), answer.as_ref().clone());
+                                st.gw.remember(cache, key, vector.as_deref(), &answer);
                             }
                             if let Some(g) = st.guard.as_mut() {
                                 g.publish(answer);

@@ -7,6 +7,7 @@ pub mod guard;
 pub mod index;
 mod key;
 pub mod rule;
+pub mod shared;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use crate::api::ChatResponse;
 pub use index::{HnswParams, VectorIndex};
 pub use key::{CacheKey, ExactKey, Namespace};
 pub use rule::{CacheRule, RuleKind};
+pub use shared::{SharedSettings, SharedTier};
 
 #[derive(Debug, Clone)]
 pub struct CacheSettings {

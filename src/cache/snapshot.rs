@@ -14,16 +14,17 @@ use super::{unix_now, ExactKey, Namespace, SemanticCache, StoredAnswer, VectorIn
 
 const MAGIC: &[u8] = b"SWITCHYARD-CACHE-SNAPSHOT v1\n";
 
+/// One cached entry as it is written to a snapshot and to the shared tier's stream.
 #[derive(Serialize, Deserialize)]
-struct Record {
-    namespace: Namespace,
-    exact: ExactKey,
-    question: String,
-    vector: Option<Vec<f32>>,
+pub(crate) struct Record {
+    pub(crate) namespace: Namespace,
+    pub(crate) exact: ExactKey,
+    pub(crate) question: String,
+    pub(crate) vector: Option<Vec<f32>>,
     /// JSON, because the answer holds free-form JSON that bincode cannot read back.
-    answer: String,
-    stored_at: u64,
-    expires_at: u64,
+    pub(crate) answer: String,
+    pub(crate) stored_at: u64,
+    pub(crate) expires_at: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,24 @@ pub enum SnapshotError {
 }
 
 impl SemanticCache {
+    /// Inserts an entry another replica stored (shared tier). False if expired or unreadable.
+    pub(crate) fn insert_record(&self, rec: Record) -> bool {
+        if rec.expires_at <= unix_now() {
+            return false;
+        }
+        let Ok(answer) = serde_json::from_str::<StoredAnswer>(&rec.answer) else { return false };
+        self.insert(
+            rec.namespace,
+            rec.exact,
+            rec.question,
+            rec.vector.as_deref(),
+            Arc::new(answer),
+            rec.stored_at,
+            rec.expires_at,
+        );
+        true
+    }
+
     /// Writes every live entry to `path` atomically. Returns the number written.
     pub fn save_snapshot(&self, path: &Path) -> Result<usize, SnapshotError> {
         let io = |source| SnapshotError::Io { path: path.display().to_string(), source };

@@ -87,6 +87,20 @@ pub async fn render(State(state): State<AppState>) -> Response {
         let _ = writeln!(out, "switchyard_cache_removals_total{{reason=\"evicted\"}} {}", s.evictions);
         let _ = writeln!(out, "switchyard_cache_removals_total{{reason=\"expired\"}} {}", s.expirations);
     }
+    if let Some(shared) = &g.shared {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = &shared.stats;
+        let _ = writeln!(out, "# HELP switchyard_shared_tier_entries_total Entries through the shared Redis tier, by event.\n# TYPE switchyard_shared_tier_entries_total counter");
+        for (event, v) in [
+            ("published", st.published.load(Relaxed)),
+            ("received", st.received.load(Relaxed)),
+            ("dropped", st.dropped.load(Relaxed)),
+        ] {
+            let _ = writeln!(out, "switchyard_shared_tier_entries_total{{event=\"{event}\"}} {v}");
+        }
+        let _ = writeln!(out, "# HELP switchyard_shared_tier_errors_total Failed Redis connections and commands.\n# TYPE switchyard_shared_tier_errors_total counter");
+        let _ = writeln!(out, "switchyard_shared_tier_errors_total {}", st.errors.load(Relaxed));
+    }
     let stats = g.dispatch.stats();
     let _ = writeln!(out, "# HELP switchyard_upstream_attempts_total Upstream calls by deployment and result.\n# TYPE switchyard_upstream_attempts_total counter");
     for (d, s) in &stats {

@@ -1,0 +1,325 @@
+//! The shared cache tier on Redis, for several replicas behind one load balancer.
+//!
+//! Redis holds a **stream of inserts** (`XADD`, trimmed to about `max_entries`); every replica
+//! publishes what it stores and tails the stream (`XREAD BLOCK`) into its own in-memory cache, so
+//! exact and semantic lookups stay local (microseconds, no network hop on the hit path) while an
+//! answer fetched by one replica is served by all. A replica that starts replays the stream from
+//! the beginning, so a new or restarted replica is warm. Entries carry their expiry; expired ones
+//! are skipped on replay.
+//!
+//! Redis is an accelerator, never a dependency of serving: if it is down, publishing drops entries
+//! (counted), the tail reconnects with backoff, and requests are served from the local cache and
+//! the upstreams as usual. The publish queue is bounded so a slow Redis cannot grow memory.
+//!
+//! Namespaces include the tenant, so a mirrored entry is only ever served to its own tenant.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use tokio::sync::mpsc;
+
+use super::snapshot::Record;
+use super::{CacheKey, SemanticCache, StoredAnswer};
+
+/// Inserts waiting to be published; beyond this, new ones are dropped (and counted).
+const QUEUE: usize = 4096;
+/// Stream entries read per `XREAD`.
+const READ_BATCH: usize = 256;
+/// How long one `XREAD` blocks waiting for new entries.
+const BLOCK: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("cache.backend {url:?}: {detail}")]
+    Url { url: String, detail: String },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    pub published: AtomicU64,
+    pub received: AtomicU64,
+    pub dropped: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A running shared tier: the publish queue and the two background tasks (stopped on drop).
+pub struct SharedTier {
+    tx: mpsc::Sender<Vec<u8>>,
+    pub stats: Arc<SharedStats>,
+    ttl: Duration,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SharedTier {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Where the tier lives in Redis.
+#[derive(Debug, Clone)]
+pub struct SharedSettings {
+    /// `redis://[user:password@]host:port[/db]`
+    pub url: String,
+    /// The stream key; replicas that should share answers use the same one.
+    pub stream: String,
+    /// Approximate stream length kept (`XADD … MAXLEN ~`).
+    pub max_len: usize,
+}
+
+impl SharedTier {
+    /// Starts publishing to and tailing `settings.stream`. Must run inside a tokio runtime.
+    /// Fails only on a malformed URL; an unreachable Redis is retried in the background.
+    pub fn start(cache: Arc<SemanticCache>, settings: SharedSettings) -> Result<SharedTier, SharedError> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| SharedError::Url { url: redact(&settings.url), detail: e.to_string() })?;
+        let replica = format!("{:016x}", rand::random::<u64>());
+        let stats = Arc::new(SharedStats::default());
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let ttl = cache.settings().ttl;
+        let publisher =
+            tokio::spawn(publish_loop(client.clone(), settings.clone(), replica.clone(), rx, stats.clone()));
+        let tail = tokio::spawn(tail_loop(client, settings.clone(), replica, cache, stats.clone()));
+        tracing::info!(url = %redact(&settings.url), stream = %settings.stream, "shared cache tier on Redis");
+        Ok(SharedTier { tx, stats, ttl, tasks: vec![publisher, tail] })
+    }
+
+    /// Queues an answer the local cache just stored, for the other replicas. Never waits.
+    pub fn publish(&self, key: &CacheKey, vector: Option<&[f32]>, answer: &StoredAnswer) {
+        let now = super::unix_now();
+        let record = Record {
+            namespace: key.namespace,
+            exact: key.exact,
+            question: key.query.clone(),
+            vector: vector.map(<[f32]>::to_vec),
+            answer: serde_json::to_string(answer).unwrap_or_default(),
+            stored_at: now,
+            expires_at: now + self.ttl.as_secs(),
+        };
+        let Ok(bytes) = bincode::serialize(&record) else { return };
+        if self.tx.try_send(bytes).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The URL without its password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://*****@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+async fn connect(client: &redis::Client, response_timeout: Duration) -> redis::RedisResult<MultiplexedConnection> {
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(response_timeout);
+    client.get_multiplexed_async_connection_with_config(&cfg).await
+}
+
+/// Reconnect backoff: 0.2 s doubling to 5 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis((200u64 << failures.min(5)).min(5000))
+}
+
+async fn publish_loop(
+    client: redis::Client,
+    settings: SharedSettings,
+    replica: String,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    stats: Arc<SharedStats>,
+) {
+    let mut con: Option<MultiplexedConnection> = None;
+    let mut failures = 0u32;
+    let mut retry_at = tokio::time::Instant::now();
+    while let Some(bytes) = rx.recv().await {
+        if con.is_none() {
+            if tokio::time::Instant::now() < retry_at {
+                // Redis is down: this entry is lost to the other replicas, not to this one
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            match connect(&client, Duration::from_secs(2)).await {
+                Ok(c) => con = Some(c),
+                Err(e) => {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    if failures == 0 {
+                        tracing::warn!(error = %e, "shared cache tier unreachable; serving from the local cache");
+                    }
+                    retry_at = tokio::time::Instant::now() + backoff(failures);
+                    failures += 1;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = con.as_mut() else { continue };
+        let sent: redis::RedisResult<Value> = redis::cmd("XADD")
+            .arg(&settings.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(settings.max_len)
+            .arg("*")
+            .arg("r")
+            .arg(&replica)
+            .arg("e")
+            .arg(bytes)
+            .query_async(c)
+            .await;
+        match sent {
+            Ok(_) => {
+                stats.published.fetch_add(1, Ordering::Relaxed);
+                if failures > 0 {
+                    tracing::info!("shared cache tier reachable again");
+                }
+                failures = 0;
+            }
+            Err(e) => {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "shared cache tier: publish failed");
+                con = None;
+                retry_at = tokio::time::Instant::now() + backoff(failures);
+                failures += 1;
+            }
+        }
+    }
+}
+
+async fn tail_loop(
+    client: redis::Client,
+    settings: SharedSettings,
+    replica: String,
+    cache: Arc<SemanticCache>,
+    stats: Arc<SharedStats>,
+) {
+    // "0": replay everything still in the stream, then follow it
+    let mut last_id = "0".to_string();
+    let mut failures = 0u32;
+    loop {
+        let mut con = match connect(&client, BLOCK + Duration::from_secs(3)).await {
+            Ok(c) => c,
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                if failures == 0 {
+                    tracing::warn!(error = %e, "shared cache tier unreachable; will retry");
+                }
+                tokio::time::sleep(backoff(failures)).await;
+                failures += 1;
+                continue;
+            }
+        };
+        failures = 0;
+        loop {
+            let read: redis::RedisResult<Value> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(READ_BATCH)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&settings.stream)
+                .arg(&last_id)
+                .query_async(&mut con)
+                .await;
+            match read {
+                Ok(v) => {
+                    for (id, fields) in stream_entries(&v) {
+                        last_id = id;
+                        if let Some(rec) = decode(&fields, &replica) {
+                            if cache.insert_record(rec) {
+                                stats.received.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "shared cache tier: read failed; reconnecting");
+                    tokio::time::sleep(backoff(0)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A stream entry's field/value pairs.
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// A stream entry's record, unless this replica wrote it (it is in the local cache already).
+fn decode(fields: &[(String, Vec<u8>)], replica: &str) -> Option<Record> {
+    let from = fields.iter().find(|(k, _)| k == "r").map(|(_, v)| v.as_slice());
+    if from == Some(replica.as_bytes()) {
+        return None;
+    }
+    let bytes = fields.iter().find(|(k, _)| k == "e").map(|(_, v)| v.as_slice())?;
+    bincode::deserialize(bytes).ok()
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `XREAD`'s reply as (entry id, fields). RESP2: `[[stream, [[id, [k, v, …]], …]]]`; RESP3 may
+/// give a map of stream → entries. Anything else (a timeout's nil) is no entries.
+fn stream_entries(v: &Value) -> Vec<(String, Fields)> {
+    let streams: Vec<&Value> = match v {
+        Value::Array(s) => s.iter().filter_map(|s| if let Value::Array(p) = s { p.get(1) } else { None }).collect(),
+        Value::Map(m) => m.iter().map(|(_, e)| e).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for entries in streams {
+        let Value::Array(entries) = entries else { continue };
+        for e in entries {
+            let Value::Array(parts) = e else { continue };
+            let (Some(id), Some(Value::Array(kv))) = (parts.first().and_then(text), parts.get(1)) else { continue };
+            let fields = kv
+                .chunks_exact(2)
+                .filter_map(|p| match (&p[0], &p[1]) {
+                    (k, Value::BulkString(b)) => Some((text(k)?, b.clone())),
+                    _ => None,
+                })
+                .collect();
+            out.push((id, fields));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(redact("redis://user:hunter2@cache:6379/0"), "redis://*****@cache:6379/0");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn xread_replies_are_parsed_and_own_entries_skipped() {
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry = |id: &str, r: &str| Value::Array(vec![b(id), Value::Array(vec![b("r"), b(r), b("e"), b("x")])]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            b("switchyard:cache"),
+            Value::Array(vec![entry("1-0", "me"), entry("2-0", "other")]),
+        ])]);
+        let got = stream_entries(&reply);
+        assert_eq!(got.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["1-0", "2-0"]);
+        assert!(decode(&got[0].1, "me").is_none(), "own entry");
+        assert!(decode(&got[1].1, "me").is_none(), "not a record: ignored, not a panic");
+        assert!(stream_entries(&Value::Nil).is_empty());
+    }
+}

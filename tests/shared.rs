@@ -1,0 +1,151 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The shared cache tier against a real `redis-server` (started here on a free port): replicas
+//! serve each other's answers, exactly and by meaning, never across tenants; a replica started
+//! later replays the stream; a gateway whose Redis is down still serves.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use switchyard::app::Running;
+use switchyard::config::Config;
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn redis() -> Redis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (.ci/run installs it)");
+    // owned before anything can fail, so the server is killed and reaped on every path
+    let server = Redis { child, port };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("redis-server did not start on port {port}");
+}
+
+/// A replica: the usual two-tier config on `cheap`/`premium`, cache on the shared tier.
+fn replica_config(cheap: &MockUpstream, premium: &MockUpstream, redis_url: &str) -> Config {
+    let extra = format!("gateway_keys = \"key-alice,key-bob\"\n[cache]\nbackend = \"{redis_url}\"");
+    config_for(cheap, premium, &extra)
+}
+
+async fn metric(g: &Running, name: &str) -> f64 {
+    let text = reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+/// Waits until `g` holds `n` cache entries (mirroring is asynchronous).
+async fn wait_for_entries(g: &Running, n: f64) {
+    for _ in 0..100 {
+        if metric(g, "switchyard_cache_entries").await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replica never received {n} entries");
+}
+
+fn content(body: &Value) -> String {
+    body["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string()
+}
+
+const ALICE: (&str, &str) = ("authorization", "Bearer key-alice");
+const BOB: (&str, &str) = ("authorization", "Bearer key-bob");
+
+#[tokio::test]
+async fn replicas_serve_each_others_answers_but_never_across_tenants() {
+    let r = redis().await;
+    let redis_url = format!("redis://127.0.0.1:{}", r.port);
+    // each replica has its own upstreams, so who answered is visible
+    let (c1, p1) = (MockUpstream::start("cheap1").await, MockUpstream::start("premium1").await);
+    let (c2, p2) = (MockUpstream::start("cheap2").await, MockUpstream::start("premium2").await);
+    let a = gateway(replica_config(&c1, &p1, &redis_url)).await;
+    let b = gateway(replica_config(&c2, &p2, &redis_url)).await;
+
+    let (s, h, first) = post_chat(&a, &user("How do I reset my password?"), &[ALICE]).await;
+    assert_eq!((s, header(&h, "x-switchyard-cache")), (200, "miss"));
+    wait_for_entries(&b, 1.0).await;
+
+    // replica b: the same question is an exact hit on a's answer, with no upstream call
+    let (_, h, body) = post_chat(&b, &user("How do I reset my password?"), &[ALICE]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert_eq!(content(&body), content(&first));
+    // a paraphrase is a semantic hit on it
+    let (_, h, body) = post_chat(&b, &user("How can I reset my password?"), &[ALICE]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert!(header(&h, "x-switchyard-similarity").parse::<f32>().unwrap() < 1.0);
+    assert_eq!(content(&body), content(&first));
+    assert_eq!(c2.calls(), 0, "replica b never went upstream");
+    // another tenant on replica b: a miss, answered by b's own upstream
+    let (_, h, body) = post_chat(&b, &user("How do I reset my password?"), &[BOB]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    assert!(content(&body).starts_with("cheap2 answer"));
+    assert_eq!(c2.calls(), 1);
+
+    // and b's answer for bob reaches a, for bob only
+    wait_for_entries(&a, 2.0).await;
+    let (_, h, body) = post_chat(&a, &user("How do I reset my password?"), &[BOB]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert!(content(&body).starts_with("cheap2 answer"));
+    assert_eq!(c1.calls(), 1);
+    assert!(metric(&a, "switchyard_shared_tier_entries_total{event=\"published\"}").await >= 1.0);
+    assert!(metric(&b, "switchyard_shared_tier_entries_total{event=\"received\"}").await >= 1.0);
+
+    // a replica started later replays the stream: warm from its first request
+    let (c3, p3) = (MockUpstream::start("cheap3").await, MockUpstream::start("premium3").await);
+    let c = gateway(replica_config(&c3, &p3, &redis_url)).await;
+    wait_for_entries(&c, 2.0).await;
+    let (_, h, _) = post_chat(&c, &user("How can I reset my password?"), &[ALICE]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert_eq!(c3.calls(), 0);
+
+    for g in [a, b, c] {
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_whose_redis_is_down_still_serves() {
+    // a port nobody listens on
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(replica_config(&cheap, &premium, &format!("redis://:hunter2@127.0.0.1:{port}"))).await;
+    let (s, h, _) = post_chat(&g, &user("What is the boiling point of water?"), &[ALICE]).await;
+    assert_eq!((s, header(&h, "x-switchyard-cache")), (200, "miss"));
+    // the local cache still works
+    let (s, h, _) = post_chat(&g, &user("What is the boiling point of water?"), &[ALICE]).await;
+    assert_eq!((s, header(&h, "x-switchyard-cache")), (200, "hit"));
+    assert_eq!(cheap.calls(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = reqwest::get(url(&g, "/metrics")).await.unwrap().text().await.unwrap();
+    assert!(!m.contains("hunter2"), "the Redis password must not leak");
+    assert!(metric(&g, "switchyard_shared_tier_errors_total").await >= 1.0, "{m}");
+    g.shutdown().await;
+}
+
+#[test]
+fn a_bad_backend_is_refused_with_the_key_named() {
+    let err = Config::parse("[cache]\nbackend = \"memcached://x\"").unwrap_err().to_string();
+    assert!(err.contains("cache.backend"), "{err}");
+}
