@@ -110,7 +110,7 @@ pub fn train_router(
     use crate::eval::routing::{curve, load_embedded, Grid};
     let model_dir = locate(&config.embed.model_dir);
     let mut store = crate::eval::embeddings::EmbeddingStore::open(
-        &locate(Path::new("eval")).join(".cache/embeddings"),
+        &embedding_cache_dir(),
         &crate::eval::embeddings::model_id(&model_dir),
         embedder.dim(),
     )?;
@@ -154,6 +154,11 @@ pub fn train_router(
     ));
     std::fs::write(out.join("report.md"), &md)?;
     Ok(md)
+}
+
+/// Where offline commands keep embeddings by content hash (`eval/.cache/embeddings`).
+pub fn embedding_cache_dir() -> PathBuf {
+    locate(Path::new("eval")).join(".cache/embeddings")
 }
 
 /// Loads the embedding model named by the config.

@@ -227,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
                 target_false_hit,
                 folds,
                 shipped: app::shipped_cache_rule(&cfg),
-                cache_dir: app::locate(std::path::Path::new("eval")).join(".cache/embeddings"),
+                cache_dir: app::embedding_cache_dir(),
                 model_dir: app::locate(&cfg.embed.model_dir),
             };
             let report = switchyard::eval::cache::evaluate(&embedder, &opts)?;
@@ -276,7 +276,7 @@ async fn main() -> anyhow::Result<()> {
                 exclude_contaminated,
                 lambda,
                 out: out.clone(),
-                cache_dir: app::locate(std::path::Path::new("eval")).join(".cache/embeddings"),
+                cache_dir: app::embedding_cache_dir(),
                 model_dir: app::locate(&cfg.embed.model_dir),
             };
             let report = switchyard::eval::routing::evaluate(&embedder, &opts)?;
