@@ -165,8 +165,14 @@ pub fn embedding_cache_dir() -> PathBuf {
 pub fn load_embedder(config: &Config) -> Result<Arc<dyn Embedder>, AppError> {
     let dir = locate(&config.embed.model_dir);
     let started = Instant::now();
-    let e = BertEmbedder::load(&dir, config.embed.max_tokens)?;
-    tracing::info!(dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded");
+    let e = BertEmbedder::load_with(&dir, config.embed.max_tokens, config.embed.engine, config.embed.threads)?;
+    tracing::info!(
+        dir = %dir.display(),
+        engine = ?e.engine(),
+        threads = config.embed.threads,
+        ms = started.elapsed().as_millis() as u64,
+        "embedding model loaded"
+    );
     Ok(Arc::new(e))
 }
 

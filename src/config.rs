@@ -159,8 +159,11 @@ pub struct EmbedConfig {
     pub max_batch: usize,
     /// Pending embedding requests before new ones are refused (the request then degrades to a miss).
     pub queue: usize,
-    /// Inference threads used by one forward pass.
+    /// Threads one batched forward pass may use (the batch is split between them; a single
+    /// prompt runs on one). Default: the machine's cores, at most 4.
     pub threads: usize,
+    /// `fast` (our packed-weight encoder) or `candle` (candle-transformers' BertModel).
+    pub engine: crate::embed::Engine,
 }
 
 impl Default for EmbedConfig {
@@ -170,7 +173,8 @@ impl Default for EmbedConfig {
             max_tokens: 256,
             max_batch: 32,
             queue: 1024,
-            threads: 1,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            engine: crate::embed::Engine::default(),
         }
     }
 }

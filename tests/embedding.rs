@@ -37,3 +37,41 @@ fn a_corrupt_or_missing_model_file_is_named() {
     let err = switchyard::embed::BertEmbedder::load(dir.path(), 256).err().unwrap().to_string();
     assert!(err.contains("model.safetensors") && err.contains("corrupt"), "{err}");
 }
+
+/// The fast engine computes what candle's BertModel computes: same vectors to float rounding,
+/// one at a time and in mixed-length batches split over threads.
+#[test]
+fn the_fast_engine_matches_candles_bert_model() {
+    use switchyard::embed::{BertEmbedder, Embedder, Engine};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    let fast = BertEmbedder::load_with(&dir, 256, Engine::Fast, 3).unwrap();
+    let candle = BertEmbedder::load_with(&dir, 256, Engine::Candle, 1).unwrap();
+    assert_eq!(fast.engine(), Engine::Fast);
+    assert_eq!(candle.engine(), Engine::Candle);
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(40); // truncated to 256 tokens
+    let texts: Vec<String> = vec![
+        "hi".into(),
+        "How do I reset my password?".into(),
+        "Écris un poème sur la mer, s'il te plaît — en alexandrins.".into(),
+        "fn main() { println!(\"{}\", (1..=10).map(|x| x * x).sum::<u32>()); }".into(),
+        "What is the capital of Australia, and why isn't it Sydney?".into(),
+        long,
+        "".into(),
+        "🙂🙂🙂 emoji only".into(),
+        "Summarise the following paragraph in one sentence: the committee met on Tuesday to discuss \
+         the budget, and after a long debate agreed to postpone the decision until next month."
+            .into(),
+    ];
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let want = candle.embed_batch(&refs).unwrap();
+    let batched = fast.embed_batch(&refs).unwrap();
+    assert_eq!(batched.len(), refs.len());
+    for (i, text) in refs.iter().enumerate() {
+        let single = fast.embed_batch(&[text]).unwrap().remove(0);
+        for (how, v) in [("batched", &batched[i]), ("single", &single)] {
+            let cos: f32 = v.iter().zip(&want[i]).map(|(a, b)| a * b).sum();
+            assert!(cos > 0.99999, "{how} text {i}: cosine {cos} against candle");
+        }
+    }
+    assert_eq!(fast.count_tokens(&texts[5]), 256);
+}

@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::{BertModel, Config, HiddenAct};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use super::encoder::{self, Encoder};
 use super::{pool, EmbedError, Embedder};
 
 const HINT: &str = "the model is vendored in the repository under models/all-MiniLM-L6-v2 \
@@ -58,17 +60,41 @@ impl ModelFiles {
     }
 }
 
+/// Which implementation runs the forward pass. Both read the same weights and are tested
+/// against each other and against sentence-transformers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Our encoder on pre-packed weights ([`Encoder`]): about twice as fast on one core.
+    #[default]
+    Fast,
+    /// candle-transformers' `BertModel`, the reference.
+    Candle,
+}
+
+enum Model {
+    Fast(Encoder),
+    Candle(Box<BertModel>),
+}
+
 pub struct BertEmbedder {
-    model: BertModel,
+    model: Model,
     tokenizer: Tokenizer,
     dim: usize,
     device: Device,
+    threads: usize,
 }
 
 impl BertEmbedder {
     /// Loads `config.json`, `tokenizer.json` and `model.safetensors` (f16 or f32; computed in f32)
     /// from `dir`. Prompts longer than `max_tokens` word pieces are embedded from their prefix.
     pub fn load(dir: &Path, max_tokens: usize) -> Result<Self, EmbedError> {
+        Self::load_with(dir, max_tokens, Engine::default(), 1)
+    }
+
+    /// [`BertEmbedder::load`] with a chosen engine; a batch is split over up to `threads`
+    /// threads (a single prompt always runs on one).
+    pub fn load_with(dir: &Path, max_tokens: usize, engine: Engine, threads: usize) -> Result<Self, EmbedError> {
         let files = ModelFiles::new(dir);
         let config_path = files.file("config.json")?;
         let tokenizer_path = files.file("tokenizer.json")?;
@@ -92,13 +118,101 @@ impl BertEmbedder {
 
         let device = Device::Cpu;
         let bytes = std::fs::read(&weights_path).map_err(|e| ModelFiles::corrupt(&weights_path, e))?;
-        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device)
-            .map_err(|e| ModelFiles::corrupt(&weights_path, e))?;
-        let model = BertModel::load(vb, &config).map_err(|e| ModelFiles::corrupt(&weights_path, e))?;
-        Ok(BertEmbedder { model, tokenizer, dim: config.hidden_size, device })
+        let model = match engine {
+            Engine::Fast => {
+                let tensors = candle_core::safetensors::load_buffer(&bytes, &device)
+                    .map_err(|e| ModelFiles::corrupt(&weights_path, e))?;
+                let shape = encoder::Shape {
+                    hidden: config.hidden_size,
+                    heads: config.num_attention_heads,
+                    intermediate: config.intermediate_size,
+                    layers: config.num_hidden_layers,
+                    vocab: config.vocab_size,
+                    max_positions: config.max_position_embeddings,
+                    eps: config.layer_norm_eps as f32,
+                };
+                let act = match config.hidden_act {
+                    HiddenAct::Gelu => "gelu",
+                    HiddenAct::GeluApproximate => "gelu_approximate",
+                    HiddenAct::Relu => "relu",
+                };
+                match Encoder::load(tensors, shape, act) {
+                    Ok(enc) => Model::Fast(enc),
+                    Err(e @ encoder::EncoderError::Unsupported(_)) => {
+                        tracing::warn!(error = %e, "the fast engine cannot run this model; using candle's BertModel");
+                        Model::Candle(Box::new(Self::candle_model(bytes, &config, &device, &weights_path)?))
+                    }
+                    Err(e) => return Err(ModelFiles::corrupt(&weights_path, e)),
+                }
+            }
+            Engine::Candle => Model::Candle(Box::new(Self::candle_model(bytes, &config, &device, &weights_path)?)),
+        };
+        Ok(BertEmbedder { model, tokenizer, dim: config.hidden_size, device, threads: threads.max(1) })
     }
 
-    fn forward(&self, texts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
+    fn candle_model(bytes: Vec<u8>, config: &Config, device: &Device, path: &Path) -> Result<BertModel, EmbedError> {
+        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)
+            .map_err(|e| ModelFiles::corrupt(path, e))?;
+        BertModel::load(vb, config).map_err(|e| ModelFiles::corrupt(path, e))
+    }
+
+    /// Which engine is running (the fast one may have fallen back to candle).
+    pub fn engine(&self) -> Engine {
+        match self.model {
+            Model::Fast(_) => Engine::Fast,
+            Model::Candle(_) => Engine::Candle,
+        }
+    }
+
+    fn forward(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match &self.model {
+            Model::Fast(enc) => self.forward_fast(enc, texts),
+            Model::Candle(model) => self.forward_candle(model, texts).map_err(|e| EmbedError::Inference(e.to_string())),
+        }
+    }
+
+    fn forward_fast(&self, enc: &Encoder, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let encodings =
+            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        // the tokenizer pads on the right; the encoder wants each sequence's real tokens only
+        let ids: Vec<&[u32]> = encodings
+            .iter()
+            .map(|e| {
+                let real = e.get_attention_mask().iter().filter(|&&m| m == 1).count();
+                &e.get_ids()[..real]
+            })
+            .collect();
+        let inference = |e: encoder::EncoderError| EmbedError::Inference(e.to_string());
+        if self.threads == 1 || ids.len() < 2 {
+            return enc.embed(&ids).map_err(inference);
+        }
+        // split into contiguous parts of about equal token counts, one per thread
+        let total: usize = ids.iter().map(|s| s.len()).sum();
+        let per = total.div_ceil(self.threads);
+        let mut parts: Vec<&[&[u32]]> = Vec::with_capacity(self.threads);
+        let (mut from, mut acc) = (0, 0);
+        for (i, s) in ids.iter().enumerate() {
+            acc += s.len();
+            if acc >= per && parts.len() + 1 < self.threads {
+                parts.push(&ids[from..=i]);
+                (from, acc) = (i + 1, 0);
+            }
+        }
+        if from < ids.len() {
+            parts.push(&ids[from..]);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = parts.iter().map(|part| scope.spawn(move || enc.embed(part))).collect();
+            let mut out = Vec::with_capacity(ids.len());
+            for h in handles {
+                let part = h.join().map_err(|_| EmbedError::Inference("an inference thread panicked".into()))?;
+                out.extend(part.map_err(inference)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn forward_candle(&self, model: &BertModel, texts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
         let encodings =
             self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let ids: Vec<Tensor> =
@@ -110,7 +224,7 @@ impl BertEmbedder {
         let ids = Tensor::stack(&ids, 0)?; // [b, t]
         let mask = Tensor::stack(&masks, 0)?; // [b, t]
         let type_ids = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?; // [b, t, d]
+        let hidden = model.forward(&ids, &type_ids, Some(&mask))?; // [b, t, d]
         pool::mean_pool_normalize(&hidden, &mask)?.to_vec2::<f32>()
     }
 }
@@ -124,7 +238,7 @@ impl Embedder for BertEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.forward(texts).map_err(|e| EmbedError::Inference(e.to_string()))
+        self.forward(texts)
     }
 
     fn count_tokens(&self, text: &str) -> usize {

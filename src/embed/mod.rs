@@ -1,14 +1,18 @@
-//! Sentence embeddings, in process: MiniLM-L6 in candle, mean pooled and L2-normalised.
+//! Sentence embeddings, in process: MiniLM-L6, mean pooled and L2-normalised. The forward pass
+//! runs on our packed-weight encoder ([`Engine::Fast`]) or on candle's `BertModel`
+//! ([`Engine::Candle`], the reference); both load the same safetensors through candle.
 //!
 //! [`Embedder`] is synchronous and knows nothing of async; [`worker::EmbedWorker`] runs it on a
 //! dedicated thread fed by a bounded queue, so inference never blocks the async reactor and
 //! concurrent requests are micro-batched into one forward pass.
 
 mod bert;
+mod encoder;
+pub mod kernel;
 mod pool;
 pub mod worker;
 
-pub use bert::{BertEmbedder, ModelFiles};
+pub use bert::{BertEmbedder, Engine, ModelFiles};
 pub use worker::{EmbedHandle, EmbedWorker};
 
 #[derive(Debug, thiserror::Error)]
