@@ -83,6 +83,9 @@ struct Scratch {
     values: Packed<f32>,
 }
 
+/// Tokens' worth of scratch a thread keeps between forward passes (≈ 6 MB for MiniLM).
+const KEEP_TOKENS: usize = 512;
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
@@ -185,7 +188,12 @@ impl Encoder {
         }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            Ok(self.forward(&mut scratch, seqs))
+            let out = self.forward(&mut scratch, seqs);
+            // keep buffers for everyday batches; give back what one huge batch grew them to
+            if scratch.inter.len() > KEEP_TOKENS * s.intermediate {
+                *scratch = Scratch::default();
+            }
+            Ok(out)
         })
     }
 
