@@ -15,3 +15,4 @@ pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod providers;
+pub mod simd;

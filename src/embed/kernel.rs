@@ -149,16 +149,7 @@ pub fn matmul<T: Element>(
 
 /// Whether the fast kernel runs on this CPU (otherwise the portable loop does).
 pub fn has_simd() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::simd::available()
 }
 
 fn portable_matmul<T: Element>(
