@@ -1,17 +1,48 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Vector index lookups at 10k / 100k / 1M entries in one namespace: exact flat scan vs HNSW,
 //! with recall@1 of both against exact f32 search (the index stores f16), build speed and
-//! memory per entry printed.
+//! memory per entry printed (live heap bytes counted at the allocator, and the RSS growth, which
+//! adds the allocator's per-allocation overhead).
 //!
 //! Vectors: the real MiniLM embeddings of the QQP questions when `eval cache` has cached them
 //! (eval/.cache/embeddings), otherwise clustered synthetic unit vectors; larger sizes add
 //! noisy copies (cosine ≈ 0.9 to their source), which keeps the clustered shape of real data.
 //! Sizes: SWITCHYARD_INDEX_SIZES (default "10000,100000,1000000").
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use switchyard::cache::{HnswParams, VectorIndex};
+
+/// Counts live heap bytes and allocations, so memory per entry is measured exactly rather than
+/// read off the RSS, which the allocator's caching and the page size blur.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static LIVE_ALLOCS: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Relaxed);
+        LIVE_ALLOCS.fetch_add(1, Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Relaxed);
+        LIVE_ALLOCS.fetch_sub(1, Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 const DIM: usize = 384;
 
@@ -38,7 +69,10 @@ fn base_vectors(rng: &mut StdRng) -> Vec<Vec<f32>> {
             return store.vectors().cloned().collect();
         }
     }
-    println!("no cached real vectors: using clustered synthetic vectors");
+    println!(
+        "no cached real vectors: using clustered synthetic vectors \
+         (`switchyard eval cache --pairs eval/data/qqp_pairs_dev.jsonl` caches real ones)"
+    );
     let centers: Vec<Vec<f32>> = (0..2000).map(|_| normalise((0..DIM).map(|_| gaussian(rng)).collect())).collect();
     (0..20_000)
         .map(|i| normalise(centers[i % centers.len()].iter().map(|c| c + 0.08 * gaussian(rng)).collect()))
@@ -87,10 +121,13 @@ fn bench(c: &mut Criterion) {
             .collect();
 
         let before = rss_bytes();
+        let (bytes_before, allocs_before) = (LIVE_BYTES.load(Relaxed), LIVE_ALLOCS.load(Relaxed));
         let started = std::time::Instant::now();
         let hnsw = VectorIndex::hnsw(&items, params);
         let build = started.elapsed();
         let hnsw_bytes = rss_bytes().saturating_sub(before);
+        let heap_bytes = LIVE_BYTES.load(Relaxed) - bytes_before;
+        let heap_allocs = LIVE_ALLOCS.load(Relaxed) - allocs_before;
         let mut flat = VectorIndex::flat(DIM);
         for (id, v) in &items {
             flat.insert(*id, v);
@@ -103,7 +140,7 @@ fn bench(c: &mut Criterion) {
         println!(
             "n={n}: HNSW (M {}, ef_construction {}, ef_search {}) built in {:.1} s ({:.0} inserts/s on 2 threads), \
              recall@1 vs exact f32 search {:.3} ({hits}/{}; the flat f16 scan: {flat_hits}), \
-             ≈{:.0} bytes per entry (graph + vector, RSS delta)",
+             memory per entry (graph + vector): {:.0} heap bytes in {:.1} allocations, {:.0} bytes of RSS",
             params.m,
             params.ef_construction,
             params.ef_search,
@@ -111,6 +148,8 @@ fn bench(c: &mut Criterion) {
             n as f64 / build.as_secs_f64(),
             hits as f64 / queries.len() as f64,
             queries.len(),
+            heap_bytes as f64 / n as f64,
+            heap_allocs as f64 / n as f64,
             hnsw_bytes as f64 / n as f64
         );
         let mut qi = 0;

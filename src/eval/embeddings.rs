@@ -52,9 +52,12 @@ impl EmbeddingStore {
         Ok(EmbeddingStore { path, dim, map })
     }
 
-    /// Every stored vector (for benchmarks that want realistic vectors).
+    /// Every stored vector (for benchmarks that want realistic vectors), in a fixed order (by
+    /// text hash) so that runs over them repeat.
     pub fn vectors(&self) -> impl Iterator<Item = &Vec<f32>> {
-        self.map.values()
+        let mut entries: Vec<(&[u8; 32], &Vec<f32>)> = self.map.iter().collect();
+        entries.sort_unstable_by_key(|(k, _)| *k);
+        entries.into_iter().map(|(_, v)| v)
     }
 
     pub fn len(&self) -> usize {
