@@ -152,6 +152,21 @@ fn bench(c: &mut Criterion) {
             heap_allocs as f64 / n as f64,
             hnsw_bytes as f64 / n as f64
         );
+        // ef_search trades lookup time for recall without a rebuild (`cache.hnsw_ef_search`)
+        let mut hnsw = hnsw;
+        for ef in [32, 128, 256] {
+            hnsw.set_ef_search(ef);
+            let started = std::time::Instant::now();
+            let hits = recall(&hnsw);
+            let per_lookup = started.elapsed() / queries.len() as u32;
+            println!(
+                "    ef_search {ef}: recall@1 {:.3}, {:.0} µs a lookup (mean of {})",
+                hits as f64 / queries.len() as f64,
+                per_lookup.as_secs_f64() * 1e6,
+                queries.len()
+            );
+        }
+        hnsw.set_ef_search(params.ef_search);
         let mut qi = 0;
         g.bench_with_input(BenchmarkId::new("hnsw", n), &n, |b, _| {
             b.iter(|| {

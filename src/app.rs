@@ -220,7 +220,7 @@ pub fn build_gateway(
             ttl: config.cache.ttl.0,
             max_entries: config.cache.max_entries,
             hnsw_from: config.cache.hnsw_from,
-            hnsw: HnswParams::default(),
+            hnsw: HnswParams { ef_search: config.cache.hnsw_ef_search, ..HnswParams::default() },
             rule: rule.rule,
         };
         let cache = Arc::new(SemanticCache::new(settings, dim));

@@ -193,6 +193,9 @@ pub struct CacheConfig {
     pub snapshot: Option<PathBuf>,
     /// Entries in one namespace at which its exact flat scan is replaced by an HNSW graph.
     pub hnsw_from: usize,
+    /// Candidates an HNSW lookup keeps: higher finds the true nearest neighbour more often in
+    /// very large namespaces, at a proportional cost per lookup (`cargo bench --bench index`).
+    pub hnsw_ef_search: usize,
     /// Overrides the rule's near-miss guard (number/negation/entity/antonym conflicts veto a hit).
     pub guard: Option<bool>,
     /// `"memory"` (default), or a Redis URL (`redis://host:6379`) for the shared tier: replicas
@@ -212,6 +215,7 @@ impl Default for CacheConfig {
             max_entries: 1_000_000,
             snapshot: None,
             hnsw_from: 4096,
+            hnsw_ef_search: 64,
             guard: None,
             backend: "memory".into(),
             shared_stream: "switchyard:cache".into(),
@@ -483,6 +487,9 @@ impl Config {
         if self.cache.max_entries == 0 {
             return Err(invalid("cache.max_entries", "must be at least 1"));
         }
+        if !(1..=4096).contains(&self.cache.hnsw_ef_search) {
+            return Err(invalid("cache.hnsw_ef_search", "must be between 1 and 4096"));
+        }
         if let Some(t) = self.router.threshold {
             // the trained router scores the expected quality gain, premium − cheap, in −1..1
             if !(-1.0..=1.0).contains(&t) {
@@ -595,6 +602,8 @@ mod tests {
     fn errors_name_the_key() {
         let bad = GOOD.replace("threshold = 0.97", "threshold = 1.5");
         assert!(Config::parse(&bad).unwrap_err().to_string().starts_with("cache.threshold"));
+        let bad = GOOD.replace("ttl = \"1h\"", "ttl = \"1h\"\nhnsw_ef_search = 0");
+        assert!(Config::parse(&bad).unwrap_err().to_string().starts_with("cache.hnsw_ef_search"));
         let bad = GOOD.replace("openai:gpt-4o-mini", "nope:gpt-4o-mini");
         assert!(Config::parse(&bad).unwrap_err().to_string().contains("tiers.cheap[0]"));
         let bad = GOOD.replace("ttl = \"1h\"", "ttl = \"1h\"\nbogus = 1");
