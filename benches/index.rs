@@ -123,7 +123,7 @@ fn bench(c: &mut Criterion) {
         let before = rss_bytes();
         let (bytes_before, allocs_before) = (LIVE_BYTES.load(Relaxed), LIVE_ALLOCS.load(Relaxed));
         let started = std::time::Instant::now();
-        let hnsw = VectorIndex::hnsw(&items, params);
+        let mut hnsw = VectorIndex::hnsw(&items, params);
         let build = started.elapsed();
         let hnsw_bytes = rss_bytes().saturating_sub(before);
         let heap_bytes = LIVE_BYTES.load(Relaxed) - bytes_before;
@@ -153,7 +153,6 @@ fn bench(c: &mut Criterion) {
             hnsw_bytes as f64 / n as f64
         );
         // ef_search trades lookup time for recall without a rebuild (`cache.hnsw_ef_search`)
-        let mut hnsw = hnsw;
         for ef in [32, 128, 256] {
             hnsw.set_ef_search(ef);
             let started = std::time::Instant::now();
