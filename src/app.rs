@@ -125,11 +125,15 @@ pub fn train_router(
     let took = started.elapsed();
     router.save(out)?;
     let mut md = format!(
-        "# Router training report\n\nLearner: ridge regression (lambda = {lambda}) of the quality gain premium - cheap on the \
-         384-d MiniLM embedding + 12 text features, standardised, closed form.\n\nCheap model `{cheap}`, premium model `{premium}`.\n\n\
+        "# Router training report\n\nLearner: a mixture of per-source heads (`gated-heads`): one ridge regression per source \
+         group (lambda = {lambda}, raised for small groups) of the quality gain premium - cheap (averaged with 1 - 2 x difficulty \
+         where the data has a cross-model difficulty) on the 384-d MiniLM embedding + 12 text features, each head z-scored on its \
+         own training prompts, mixed by a group-balanced linear softmax gate. Heads: {}.\n\nCheap model `{cheap}`, premium model `{premium}` \
+         (files of another pair use their own cheap model).\n\n\
          **Trained on all {} prompts of**: {} (contaminated prompts included). Fit took {:.2} s.\n\n\
          In-sample numbers (optimistic; the honest cross-validated ones are in eval/reports/routing/):\n\n\
          | file | n | APGR (in-sample) | CPT(50%) | CPT(80%) |\n|---|---|---|---|---|\n",
+        router.file().heads.iter().map(|h| format!("`{}`", h.name)).collect::<Vec<_>>().join(", "),
         rows.len(),
         files.join(", "),
         took.as_secs_f64()

@@ -121,8 +121,17 @@ enum EvalWhat {
         /// Train on these files and test on --data (cross-distribution)
         #[arg(long)]
         train: Vec<PathBuf>,
+        /// CV mode: also score these files (same folds by id) without ever training on them
+        #[arg(long)]
+        eval_only: Vec<PathBuf>,
         #[arg(long, default_value_t = 5)]
         folds: usize,
+        /// CV mode: repeat with this many fold draws
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
+        /// Report quality at this premium share (default: the config's router.premium_share or 0.3)
+        #[arg(long)]
+        share: Option<f64>,
         #[arg(long)]
         exclude_contaminated: bool,
         #[arg(long, default_value_t = 1.0)]
@@ -262,7 +271,21 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Eval {
             what:
-                EvalWhat::Routing { data, cheap, premium, router, train, folds, exclude_contaminated, lambda, out, config },
+                EvalWhat::Routing {
+                    data,
+                    cheap,
+                    premium,
+                    router,
+                    train,
+                    eval_only,
+                    folds,
+                    seeds,
+                    share,
+                    exclude_contaminated,
+                    lambda,
+                    out,
+                    config,
+                },
         } => {
             let cfg = load_config(config.as_ref())?;
             let embedder = app::load_embedder(&cfg)?;
@@ -272,7 +295,10 @@ async fn main() -> anyhow::Result<()> {
                 premium,
                 router,
                 train,
+                eval_only,
                 folds,
+                seeds,
+                share: share.or(cfg.router.premium_share.map(f64::from)).unwrap_or(0.3),
                 exclude_contaminated,
                 lambda,
                 out: out.clone(),

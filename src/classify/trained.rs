@@ -1,11 +1,20 @@
-//! The trained router: ridge regression of the expected quality gain (premium − cheap) on the
-//! prompt's MiniLM embedding (the cache's vector: routing costs no second model call) plus
-//! [`features::text_features`]. Scoring is 396 multiply-adds.
+//! The trained router: a mixture of per-source linear heads on the prompt's MiniLM embedding (the
+//! cache's vector: routing costs no second model call) plus [`features::text_features`].
 //!
-//! Loaded from `models/router/router.json`; it cannot be constructed unloaded. The file carries
-//! the folded weights, the training means (used for a prompt whose embedding is unavailable, and
-//! for explanations), and a calibration table of training-score quantiles, so a target premium
-//! share can be turned into a threshold.
+//! Why a mixture: what makes a prompt need the premium model differs by kind of traffic. On
+//! multiple-choice knowledge questions it is the subject, on maths word problems the number of
+//! steps, on open chat instructions how open-ended the request is; one linear model over all of
+//! them learns the largest source's rule (MMLU was 89% of the rows) and is no better than random
+//! on chat. So each source group gets its own ridge head, every head's output is z-scored on its
+//! own training prompts (so no head wins by scale alone), and a linear softmax gate, trained with
+//! the groups balanced, says how much each head applies to this prompt. Measured by 5-fold CV in
+//! `eval/scripts/router_mix_research.py` and `switchyard eval routing`.
+//!
+//! Scoring is (2 × heads + 12) dot products of 396 numbers, about a microsecond. Loaded from
+//! `models/router/router.json`; it cannot be constructed unloaded. The file carries the folded
+//! weights, the training means (used for a prompt whose embedding is unavailable, and for
+//! explanations), and a calibration table of training-score quantiles, so a target premium share
+//! can be turned into a starting threshold.
 
 use std::path::Path;
 
@@ -16,12 +25,29 @@ use super::{features, Classifier, Feature};
 pub const EMBED_DIM: usize = 384;
 pub const DIM: usize = EMBED_DIM + features::NAMES.len();
 
+/// `bias + weights · x` over the model input x (embedding then text features).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Linear {
+    /// The source group this head or gate row belongs to (`mmlu`, `gsm8k`, `alpaca_eval` …).
+    pub name: String,
+    pub weights: Vec<f32>,
+    pub bias: f32,
+}
+
+impl Linear {
+    fn apply(&self, x: &[f32]) -> f32 {
+        self.bias + x.iter().zip(&self.weights).map(|(a, w)| a * w).sum::<f32>()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RouterFile {
     pub kind: String,
-    /// Folded weights: score = bias + Σ w_j x_j.
-    pub weights: Vec<f32>,
-    pub bias: f32,
+    /// One head per source group; each scores the z-scored expected quality gain (premium − cheap).
+    pub heads: Vec<Linear>,
+    /// One gate row per head (empty with a single head): p = softmax(temperature · gate(x)).
+    pub gate: Vec<Linear>,
+    pub gate_temperature: f32,
     /// Training means of x, per dimension.
     pub mean: Vec<f32>,
     /// Training-score quantiles q_0 … q_100: the threshold for premium share s is q_{100(1−s)}.
@@ -46,18 +72,22 @@ pub struct TrainedRouter {
 
 impl TrainedRouter {
     pub fn from_file(file: RouterFile) -> Result<Self, String> {
-        if file.weights.len() != DIM || file.mean.len() != DIM {
-            return Err(format!(
-                "expected {DIM} weights and means, found {} and {}",
-                file.weights.len(),
-                file.mean.len()
-            ));
+        if file.heads.is_empty() {
+            return Err("no heads".into());
+        }
+        if file.heads.len() > 1 && file.gate.len() != file.heads.len() {
+            return Err(format!("{} heads need as many gate rows, found {}", file.heads.len(), file.gate.len()));
+        }
+        if file.heads.iter().chain(&file.gate).any(|l| l.weights.len() != DIM) || file.mean.len() != DIM {
+            return Err(format!("expected {DIM} weights and means per head and gate row"));
         }
         if file.quantiles.len() != 101 {
             return Err("expected 101 calibration quantiles".into());
         }
-        if file.weights.iter().chain(&file.mean).chain(&file.quantiles).any(|x| !x.is_finite())
-            || !file.bias.is_finite()
+        let linear_ok = |l: &Linear| l.bias.is_finite() && l.weights.iter().all(|w| w.is_finite());
+        if !file.heads.iter().chain(&file.gate).all(linear_ok)
+            || !file.mean.iter().chain(&file.quantiles).all(|x| x.is_finite())
+            || !file.gate_temperature.is_finite()
         {
             return Err("non-finite numbers".into());
         }
@@ -90,36 +120,73 @@ impl TrainedRouter {
         x.extend_from_slice(&features::text_features(prompt));
         x
     }
+
+    /// How much each head applies to `x` (sums to 1).
+    pub fn gate_weights(&self, x: &[f32]) -> Vec<f32> {
+        if self.file.heads.len() == 1 {
+            return vec![1.0];
+        }
+        let logits: Vec<f32> = self.file.gate.iter().map(|g| self.file.gate_temperature * g.apply(x)).collect();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f32 = exp.iter().sum();
+        exp.iter().map(|e| e / sum).collect()
+    }
+
+    fn score_input(&self, x: &[f32]) -> f32 {
+        let p = self.gate_weights(x);
+        self.file.heads.iter().zip(&p).map(|(h, p)| p * h.apply(x)).sum()
+    }
+
+    /// The score of the model input `x` (embedding then text features), for training code.
+    pub fn score_x(&self, x: &[f32]) -> f32 {
+        self.score_input(x)
+    }
 }
 
 impl Classifier for TrainedRouter {
     fn name(&self) -> &str {
-        "ridge-gain"
+        &self.file.kind
     }
 
     fn score(&self, prompt: &str, vector: Option<&[f32]>) -> f32 {
-        let x = self.input(prompt, vector);
-        self.file.bias + x.iter().zip(&self.file.weights).map(|(a, w)| a * w).sum::<f32>()
+        self.score_input(&self.input(prompt, vector))
     }
 
     fn explain(&self, prompt: &str, vector: Option<&[f32]>) -> Vec<Feature> {
         let x = self.input(prompt, vector);
-        let contrib = |j: usize| self.file.weights[j] * (x[j] - self.file.mean[j]);
-        let mut out: Vec<Feature> = features::NAMES
+        let p = self.gate_weights(&x);
+        let mut out: Vec<Feature> = Vec::new();
+        if self.file.heads.len() > 1 {
+            for (h, p) in self.file.heads.iter().zip(&p) {
+                out.push(Feature {
+                    name: format!("gate: looks like {} ({:.0}%)", h.name, p * 100.0),
+                    contribution: 0.0,
+                });
+            }
+            out.sort_by(|a, b| b.name.cmp(&a.name));
+            out.retain(|f| !f.name.ends_with("(0%)"));
+        }
+        // contributions of the gate-weighted mixture of heads, relative to the training mean
+        let w = |j: usize| self.file.heads.iter().zip(&p).map(|(h, p)| p * h.weights[j]).sum::<f32>();
+        let contrib = |j: usize| w(j) * (x[j] - self.file.mean[j]);
+        let mut parts: Vec<Feature> = features::NAMES
             .iter()
             .enumerate()
             .map(|(i, n)| Feature { name: (*n).to_string(), contribution: contrib(EMBED_DIM + i) })
             .collect();
-        out.push(Feature {
+        parts.push(Feature {
             name: "embedding (what the prompt is about)".into(),
             contribution: (0..EMBED_DIM).map(contrib).sum(),
         });
-        out.push(Feature {
+        parts.push(Feature {
             name: "average prompt".into(),
-            contribution: self.file.bias + (0..DIM).map(|j| self.file.weights[j] * self.file.mean[j]).sum::<f32>(),
+            contribution: self.file.heads.iter().zip(&p).map(|(h, p)| p * h.bias).sum::<f32>()
+                + (0..DIM).map(|j| w(j) * self.file.mean[j]).sum::<f32>(),
         });
-        out.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
-        out.truncate(6);
+        parts.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
+        parts.truncate(6);
+        out.extend(parts);
         out
     }
 

@@ -165,6 +165,11 @@ pub struct DatasetReport {
     pub cheap_quality: f64,
     pub premium_quality: f64,
     pub routers: BTreeMap<String, Curve>,
+    /// Quality of each router at the configured premium share (`share`), read off its curve.
+    pub share: f64,
+    pub at_share: BTreeMap<String, f64>,
+    /// CV mode: each seed's APGR (folds drawn anew per seed) for the learned routers.
+    pub apgr_by_seed: BTreeMap<String, Vec<f64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -180,7 +185,14 @@ pub struct RoutingEvalOptions {
     pub router: Option<PathBuf>,
     /// Train on these files instead (cross-distribution), evaluate on `data`.
     pub train: Vec<PathBuf>,
+    /// CV mode: files scored with the others' folds but never trained on (e.g. the other model
+    /// pairs' files of the same prompts: "trained for one cheap model, used with another").
+    pub eval_only: Vec<PathBuf>,
     pub folds: usize,
+    /// CV mode: repeat the cross-validation with this many fold draws.
+    pub seeds: usize,
+    /// The premium share at which quality is reported (the config's `premium_share`).
+    pub share: f64,
     pub exclude_contaminated: bool,
     pub lambda: f64,
     pub out: PathBuf,
@@ -200,8 +212,10 @@ pub enum RoutingEvalError {
     Router(String),
 }
 
-fn fold_of(id: &str, folds: usize) -> usize {
-    let h = Sha256::digest(id.as_bytes());
+/// The fold of a prompt, by a hash of its id (seed 0) or of the seed and the id. Rows of one
+/// prompt in several pair files share an id, so they always fall in the same fold.
+fn fold_of(id: &str, folds: usize, seed: usize) -> usize {
+    let h = if seed == 0 { Sha256::digest(id.as_bytes()) } else { Sha256::digest(format!("{seed}:{id}").as_bytes()) };
     (u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) % folds as u64) as usize
 }
 
@@ -239,7 +253,10 @@ pub fn load_embedded(
 
 pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Result<RoutingReport, RoutingEvalError> {
     let mut store = EmbeddingStore::open(&opts.cache_dir, &model_id(&opts.model_dir), embedder.dim())?;
-    let sets = load_embedded(embedder, &mut store, &opts.data, &opts.cheap, &opts.premium, opts.exclude_contaminated)?;
+    let mut sets =
+        load_embedded(embedder, &mut store, &opts.data, &opts.cheap, &opts.premium, opts.exclude_contaminated)?;
+    let n_data = sets.len();
+    let mut seeds_apgr: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     let meta = |files: &[PathBuf]| {
         (opts.cheap.as_str(), opts.premium.as_str(), files.iter().map(|f| f.display().to_string()).collect())
     };
@@ -274,32 +291,40 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
         )
     } else {
         let k = opts.folds.max(2);
-        let all: Vec<(usize, usize)> =
-            sets.iter().enumerate().flat_map(|(si, s)| (0..s.1.len()).map(move |i| (si, i))).collect();
-        let mut scores: Vec<Vec<f64>> = sets.iter().map(|s| vec![0.0; s.1.len()]).collect();
-        let mut by_category = scores.clone();
-        for f in 0..k {
-            type Refs<'a> = Vec<&'a (usize, usize)>;
-            let (train, test): (Refs, Refs) = all.iter().partition(|(si, i)| fold_of(&sets[*si].1[*i].id, k) != f);
-            let rows: Vec<Row> = train.iter().map(|(si, i)| sets[*si].1[*i].clone()).collect();
-            let vecs: Vec<Vec<f32>> = train.iter().map(|(si, i)| sets[*si].2[*i].clone()).collect();
-            let r = fit(&rows, &vecs, opts.lambda, meta(&opts.data)).map_err(RoutingEvalError::Router)?;
-            let mut gains: BTreeMap<(&str, &str), (f64, usize)> = BTreeMap::new();
-            for row in &rows {
-                let g = gains.entry((row.source.as_str(), row.category.as_str())).or_default();
-                g.0 += row.premium - row.cheap;
-                g.1 += 1;
+        let extra = load_embedded(
+            embedder,
+            &mut store,
+            &opts.eval_only,
+            &opts.cheap,
+            &opts.premium,
+            opts.exclude_contaminated,
+        )?;
+        sets.extend(extra);
+        let mut first: Option<CvScores> = None;
+        for seed in 0..opts.seeds.max(1) {
+            let (scores, by_category) = cross_validate(&sets, n_data, k, seed, opts.lambda, &meta(&opts.data))?;
+            for (si, (name, rows, _)) in sets.iter().enumerate() {
+                let cheap: Vec<f64> = rows.iter().map(|r| r.cheap).collect();
+                let premium: Vec<f64> = rows.iter().map(|r| r.premium).collect();
+                for (router, s) in [("switchyard", &scores[si]), ("category-lookup", &by_category[si])] {
+                    let c = curve(s, &cheap, &premium, Grid::Qcut10);
+                    seeds_apgr.entry((name.clone(), router.to_string())).or_default().push(c.apgr);
+                }
             }
-            let overall = rows.iter().map(|r| r.premium - r.cheap).sum::<f64>() / rows.len().max(1) as f64;
-            for (si, i) in test {
-                let row = &sets[*si].1[*i];
-                scores[*si][*i] = r.score(&row.prompt, Some(&sets[*si].2[*i])) as f64;
-                by_category[*si][*i] =
-                    gains.get(&(row.source.as_str(), row.category.as_str())).map_or(overall, |(g, n)| g / *n as f64);
+            if first.is_none() {
+                first = Some((scores, by_category));
             }
         }
+        let (scores, by_category) = first.unwrap_or_default();
         lookup = Some(by_category);
-        (scores, format!("{k}-fold cross-validation over the pooled files (folds by hash of id; every prompt scored by a model not trained on it)"))
+        (
+            scores,
+            format!(
+                "{k}-fold cross-validation over the pooled files, {} fold draw(s) (folds by hash of id; every prompt scored by a model not trained on it{})",
+                opts.seeds.max(1),
+                if opts.eval_only.is_empty() { String::new() } else { format!("; {} scored but never trained on", opts.eval_only.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")) }
+            ),
+        )
     };
     let mut datasets = Vec::new();
     let mut pooled: Vec<f64> = Vec::new();
@@ -317,12 +342,21 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
         if let Some(l) = lookup {
             routers.insert("category-lookup".to_string(), curve(l, &cheap, &premium, Grid::Qcut10));
         }
+        let at_share = routers.iter().map(|(k, c)| (k.clone(), quality_at(&c.curve, opts.share))).collect();
+        let apgr_by_seed = seeds_apgr
+            .iter()
+            .filter(|((set, _), _)| *set == name)
+            .map(|((_, router), v)| (router.clone(), v.clone()))
+            .collect();
         DatasetReport {
             name,
             n: rows.len(),
             cheap_quality: cheap.iter().sum::<f64>() / n,
             premium_quality: premium.iter().sum::<f64>() / n,
             routers,
+            share: opts.share,
+            at_share,
+            apgr_by_seed,
         }
     };
     let mut pooled_lookup: Vec<f64> = Vec::new();
@@ -330,33 +364,107 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
     for (si, (name, rows, _)) in sets.iter().enumerate() {
         let l = lookup.as_ref().map(|l| l[si].as_slice());
         datasets.push(add(name.clone(), &ours[si], l, rows));
-        pooled.extend(&ours[si]);
-        pooled_lookup.extend(l.unwrap_or_default());
-        all_rows.extend(rows.iter().cloned());
+        // "overall" is the traffic the router was evaluated on, not the extra pair files
+        if si < n_data {
+            pooled.extend(&ours[si]);
+            pooled_lookup.extend(l.unwrap_or_default());
+            all_rows.extend(rows.iter().cloned());
+        }
     }
-    if sets.len() > 1 {
+    if n_data > 1 {
         let l = lookup.as_ref().map(|_| pooled_lookup.as_slice());
         datasets.push(add("overall".into(), &pooled, l, &all_rows));
     }
     Ok(RoutingReport { datasets, method })
 }
 
+/// Cross-validated scores per set and row: the router's, and the category lookup's.
+type CvScores = (Vec<Vec<f64>>, Vec<Vec<f64>>);
+
+/// Quality at premium share `share` on a curve of `[share, quality]` points (linear between them).
+fn quality_at(curve: &[[f64; 2]], share: f64) -> f64 {
+    for w in curve.windows(2) {
+        let ([s0, q0], [s1, q1]) = (w[0], w[1]);
+        if (s0..=s1).contains(&share) {
+            return if s1 > s0 { q0 + (share - s0) / (s1 - s0) * (q1 - q0) } else { q1 };
+        }
+    }
+    curve.last().map_or(f64::NAN, |p| p[1])
+}
+
+/// Scores of one k-fold cross-validation: every row of every set scored by a router fitted on the
+/// other folds of the first `n_train` sets (the rest are scored, never trained on); beside them the
+/// category lookup (each source/category's mean gain on the training folds): the bar a learner
+/// must clear to have learned more than the subject label, which serving never sees.
+fn cross_validate(
+    sets: &[EmbeddedSet],
+    n_train: usize,
+    k: usize,
+    seed: usize,
+    lambda: f64,
+    meta: &(&str, &str, Vec<String>),
+) -> Result<CvScores, RoutingEvalError> {
+    let mut scores: Vec<Vec<f64>> = sets.iter().map(|s| vec![0.0; s.1.len()]).collect();
+    let mut by_category = scores.clone();
+    for f in 0..k {
+        let mut rows: Vec<Row> = Vec::new();
+        let mut vecs: Vec<Vec<f32>> = Vec::new();
+        for (_, set_rows, set_vecs) in &sets[..n_train.min(sets.len())] {
+            for (row, v) in set_rows.iter().zip(set_vecs) {
+                if fold_of(&row.id, k, seed) != f {
+                    rows.push(row.clone());
+                    vecs.push(v.clone());
+                }
+            }
+        }
+        let r = fit(&rows, &vecs, lambda, meta.clone()).map_err(RoutingEvalError::Router)?;
+        let mut gains: BTreeMap<(&str, &str), (f64, usize)> = BTreeMap::new();
+        for row in &rows {
+            let g = gains.entry((row.source.as_str(), row.category.as_str())).or_default();
+            g.0 += row.premium - row.cheap;
+            g.1 += 1;
+        }
+        let overall = rows.iter().map(|r| r.premium - r.cheap).sum::<f64>() / rows.len().max(1) as f64;
+        for (si, (_, set_rows, set_vecs)) in sets.iter().enumerate() {
+            for (i, (row, v)) in set_rows.iter().zip(set_vecs).enumerate() {
+                if fold_of(&row.id, k, seed) == f {
+                    scores[si][i] = r.score(&row.prompt, Some(v)) as f64;
+                    by_category[si][i] = gains
+                        .get(&(row.source.as_str(), row.category.as_str()))
+                        .map_or(overall, |(g, n)| g / *n as f64);
+                }
+            }
+        }
+    }
+    Ok((scores, by_category))
+}
+
 pub fn write_report(report: &RoutingReport, out: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(report).unwrap_or_default())?;
     let mut md = format!("# Routing evaluation\n\nMethod: {}.\n\nMetrics as in RouteLLM (qcut10 thresholds; CPT as premium-call share).\n\n", report.method);
-    md.push_str("| dataset | n | cheap quality | premium quality | router | APGR | CPT(50%) | CPT(80%) |\n|---|---|---|---|---|---|---|---|\n");
+    let share = report.datasets.first().map_or(0.3, |d| d.share);
+    md.push_str(&format!(
+        "| dataset | n | cheap quality | premium quality | router | APGR | CPT(50%) | CPT(80%) | quality at {:.0}% premium | APGR per fold draw |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        share * 100.0
+    ));
     for d in &report.datasets {
         for (name, c) in &d.routers {
+            let seeds = d.apgr_by_seed.get(name).map_or(String::new(), |v| {
+                let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
+                let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt();
+                format!("{m:.3} ± {sd:.3} ({})", v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", "))
+            });
             md.push_str(&format!(
-                "| {} | {} | {:.3} | {:.3} | {name} | {:.3} | {:.1}% | {:.1}% |\n",
+                "| {} | {} | {:.3} | {:.3} | {name} | {:.3} | {:.1}% | {:.1}% | {:.3} | {seeds} |\n",
                 d.name,
                 d.n,
                 d.cheap_quality,
                 d.premium_quality,
                 c.apgr,
                 c.cpt50 * 100.0,
-                c.cpt80 * 100.0
+                c.cpt80 * 100.0,
+                d.at_share.get(name).copied().unwrap_or(f64::NAN),
             ));
         }
     }
