@@ -69,6 +69,9 @@ pub fn error_response(err: &GatewayError, request_id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    if let Some(secs) = err.retry_after() {
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     if let GatewayError::Upstream { provider, .. } = err {
         if let Ok(v) = HeaderValue::from_str(provider) {
             resp.headers_mut().insert("x-switchyard-provider", v);
