@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::cache::{CacheRule, CacheSettings, HnswParams, RuleKind, SemanticCache, SharedSettings, SharedTier};
@@ -332,6 +331,13 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
         });
     }
 
+    let limits = http::server::ConnLimits {
+        header_read_timeout: config.server.header_read_timeout.0,
+        keep_alive_timeout: config.server.keep_alive_timeout.0,
+        max_header_bytes: config.server.max_header_bytes,
+        max_headers: config.server.max_headers,
+    };
+
     let task = tokio::spawn(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut stop_rx2 = stop_rx.clone();
@@ -344,16 +350,13 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
             let _ = stop_tx.send(true);
         };
         tokio::spawn(trigger);
-        let mut serve_rx = stop_rx.clone();
-        let server = axum::serve(listener.tap_io(no_delay), app).with_graceful_shutdown(async move {
-            let _ = serve_rx.wait_for(|s| *s).await;
-        });
+        let server = http::server::serve(listener, app, limits, stop_rx);
         let drained = async {
             let _ = stop_rx2.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            r = server => { if let Err(e) = r { tracing::error!(error = %e, "server error"); } }
+            _ = server => {}
             _ = drained => { tracing::warn!("shutdown grace period over; closing remaining connections"); }
         }
         if let (Some(path), Some(cache)) = (snapshot, gw.cache.as_ref()) {
@@ -373,7 +376,8 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
 /// Turns Nagle's algorithm off on an accepted connection. A stream's events are small writes; with
 /// Nagle on, every stream after the first on a kept-alive connection held its last bytes until the
 /// client's delayed ACK arrived (≈ 40 ms on Linux), so streams finished late through the gateway
-/// (`cargo bench --bench stream` measures it).
+/// (`cargo bench --bench stream` measures it). The gateway's accept loop ([`http::server`]) does
+/// this itself; the test mocks and benches use it with `axum::serve`.
 pub fn no_delay(tcp: &mut tokio::net::TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");

@@ -1,9 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The gateway under pressure and abuse: `Retry-After` on every 429/503 it answers.
+//! The gateway under pressure and abuse: `Retry-After` on every 429/503 it answers; slow-loris
+//! clients cut off by the header read and idle timeouts; header caps.
 
 mod common;
 
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::*;
 use serde_json::{json, Value};
@@ -97,4 +100,78 @@ async fn rate_limited_upstreams_give_a_429_with_their_retry_after() {
     let (status, headers, _) = post_chat(&g, &ask("limited again"), &[]).await;
     assert_eq!(status, 429);
     assert_eq!(retry_after(&headers), Some(1), "without a hint, the default");
+}
+
+/// Reads until the server closes the connection; what it sent before that. Panics (instead of
+/// hanging the test run) if the connection is still open after `guard` — a generous bound, not a
+/// timing assertion.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream, guard: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(guard, tcp.read(&mut buf)).await {
+            Err(_) => panic!("the server kept the connection open ({} bytes so far)", got.len()),
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+const SLOW: &str = "header_read_timeout = \"300ms\"\nkeep_alive_timeout = \"600ms\"";
+
+#[tokio::test]
+async fn a_client_that_stalls_mid_header_is_disconnected() {
+    let a = MockUpstream::start("a").await;
+    let g = start(config(&a, SLOW, "")).await;
+    let mut tcp = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: appl").await.unwrap();
+    // ... and nothing more: the gateway must close the connection, not wait forever
+    let got = read_until_closed(&mut tcp, Duration::from_secs(20)).await;
+    assert!(!String::from_utf8_lossy(&got).contains("200 OK"));
+    assert_eq!(a.calls(), 0);
+
+    // a connection that never sends a byte is closed too
+    let mut silent = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    read_until_closed(&mut silent, Duration::from_secs(20)).await;
+
+    // the gateway keeps serving everyone else
+    let (status, _, _) = post_chat(&g, &ask("still there?"), &[]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_but_a_slow_answer_is_not_cut() {
+    // the upstream takes longer than both timeouts: a request in flight is not "idle"
+    let a = MockUpstream::start_with("a", Duration::from_millis(1500)).await;
+    let g = start(config(&a, SLOW, "")).await;
+    let mut tcp = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let body = ask("slow one").to_string();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    // the answer arrives whole, then the idle kept-alive connection is closed
+    let got = String::from_utf8_lossy(&read_until_closed(&mut tcp, Duration::from_secs(20)).await).to_string();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("slow one"), "{got}");
+    assert_eq!(a.calls(), 1);
+}
+
+#[tokio::test]
+async fn oversized_or_too_many_headers_get_431() {
+    let a = MockUpstream::start("a").await;
+    let g = start(config(&a, "max_header_bytes = 8192\nmax_headers = 20", "")).await;
+    let client = reqwest::Client::new();
+    let chat = url(&g, "/v1/chat/completions");
+    let r = client.post(&chat).header("x-big", "v".repeat(16 * 1024)).json(&ask("big")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 431);
+    let mut rb = client.post(&chat).json(&ask("many"));
+    for i in 0..40 {
+        rb = rb.header(format!("x-h{i}"), "v");
+    }
+    assert_eq!(rb.send().await.unwrap().status().as_u16(), 431);
+    assert_eq!(a.calls(), 0);
+    let (status, _, _) = post_chat(&g, &ask("normal"), &[]).await;
+    assert_eq!(status, 200);
 }

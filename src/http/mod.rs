@@ -3,6 +3,7 @@
 
 mod handlers;
 mod metrics;
+pub mod server;
 
 use std::collections::HashMap;
 use std::sync::Arc;
