@@ -204,8 +204,12 @@ pub struct CacheConfig {
     pub threshold: Option<f32>,
     pub ttl: Dur,
     pub max_entries: usize,
-    /// Memory-backend persistence: written on shutdown (atomic replace), restored at start.
+    /// Memory-backend persistence: written every `snapshot_interval` and on shutdown (atomic
+    /// replace, checksummed), restored at start; a corrupt file is set aside and the cache starts empty.
     pub snapshot: Option<PathBuf>,
+    /// How often the snapshot is rewritten while serving (only when the cache changed), so a
+    /// crash or `kill -9` loses at most this much. `0s`: only on shutdown.
+    pub snapshot_interval: Dur,
     /// Entries in one namespace at which its exact flat scan is replaced by an HNSW graph.
     pub hnsw_from: usize,
     /// Candidates an HNSW lookup keeps: higher finds the true nearest neighbour more often in
@@ -229,6 +233,7 @@ impl Default for CacheConfig {
             ttl: Dur(Duration::from_secs(24 * 3600)),
             max_entries: 1_000_000,
             snapshot: None,
+            snapshot_interval: Dur(Duration::from_secs(60)),
             hnsw_from: 4096,
             hnsw_ef_search: 64,
             guard: None,
@@ -502,6 +507,10 @@ impl Config {
         if !(1..=1000).contains(&self.server.max_headers) {
             return Err(invalid("server.max_headers", "must be between 1 and 1000"));
         }
+        let every = self.cache.snapshot_interval.0;
+        if !every.is_zero() && every < Duration::from_millis(100) {
+            return Err(invalid("cache.snapshot_interval", "must be 0s (only on shutdown) or at least 100ms"));
+        }
         if self.embed.max_tokens == 0 || self.embed.max_tokens > 512 {
             return Err(invalid("embed.max_tokens", "must be between 1 and 512"));
         }
@@ -640,6 +649,7 @@ mod tests {
             ("server.keep_alive_timeout", "\"0s\""),
             ("server.max_header_bytes", "512"),
             ("server.max_headers", "0"),
+            ("cache.snapshot_interval", "\"10ms\""),
         ] {
             let (table, k) = key.split_once('.').unwrap();
             let bad = match table {
@@ -649,6 +659,8 @@ mod tests {
             let e = Config::parse(&bad).unwrap_err().to_string();
             assert!(e.starts_with(key), "{key} = {value}: {e}");
         }
+        let ok = GOOD.replace("ttl = \"1h\"", "ttl = \"1h\"\nsnapshot_interval = \"0s\"");
+        assert!(Config::parse(&ok).unwrap().cache.snapshot_interval.0.is_zero());
         let bad = GOOD.replace("sk-literal", "env:SWITCHYARD_SURELY_UNSET_VAR");
         let e = Config::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("providers.openai.api_key") && e.contains("SWITCHYARD_SURELY_UNSET_VAR"));

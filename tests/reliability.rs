@@ -1,9 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The gateway under pressure and abuse: `Retry-After` on every 429/503 it answers; slow-loris
-//! clients cut off by the header read and idle timeouts; header caps.
+//! clients cut off by the header read and idle timeouts; header caps; snapshots that survive
+//! `kill -9` of the real binary in the middle of a write.
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -174,4 +177,99 @@ async fn oversized_or_too_many_headers_get_431() {
     assert_eq!(a.calls(), 0);
     let (status, _, _) = post_chat(&g, &ask("normal"), &[]).await;
     assert_eq!(status, 200);
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// The real binary, `serve --demo` with the given config; returns it and its address.
+fn spawn_gateway(cfg: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--demo", "--demo-latency-ms", "0", "--listen", "127.0.0.1:0", "--config"])
+        .arg(cfg)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    (child, addr)
+}
+
+fn snapshot_entries(path: &std::path::Path) -> usize {
+    let cache = switchyard::cache::SemanticCache::new(switchyard::cache::CacheSettings::default(), 384);
+    cache.load_snapshot(path).unwrap_or_else(|e| panic!("the snapshot must stay loadable: {e}"))
+}
+
+fn tmp_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp.")).count()
+}
+
+// multi-threaded: the kill loop below spins on one thread while the requests go on on the other
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_snapshots_are_written_leaves_the_previous_one_loadable() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("cache.snap");
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!("[cache]\nsnapshot = {:?}\nsnapshot_interval = \"100ms\"\n", snap.display().to_string()),
+    )
+    .unwrap();
+    let filler = "and some more words to make the stored answer large enough to take a while to write ".repeat(16);
+    let mut rng = rand::thread_rng();
+    let (mut kept, mut interrupted) = (0usize, 0usize);
+    for round in 0..6 {
+        let (mut child, addr) = spawn_gateway(&cfg);
+        if round > 0 {
+            // the restarted gateway restored what the last snapshot held
+            let health: serde_json::Value =
+                reqwest::get(format!("http://{addr}/health")).await.unwrap().json().await.unwrap();
+            assert!(health["cache_entries"].as_u64().unwrap() as usize >= kept, "{health}");
+        }
+        // keep storing new answers, so snapshots keep being written
+        let url = format!("http://{addr}/v1/chat/completions");
+        let filler = filler.clone();
+        let load = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0.. {
+                let q = format!("round {round} question {i}: {filler}");
+                let body = json!({"model": "cheap", "messages": [{"role": "user", "content": q}]});
+                if client.post(&url).json(&body).send().await.is_err() {
+                    break;
+                }
+            }
+        });
+        // let this run store a few more answers (so its periodic snapshots have news to write)
+        let started = std::time::Instant::now();
+        loop {
+            let health: serde_json::Value =
+                reqwest::get(format!("http://{addr}/health")).await.unwrap().json().await.unwrap();
+            if health["cache_entries"].as_u64().unwrap() as usize >= kept + 5 && snap.exists() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "the gateway stored nothing new: {health}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..800))).await;
+        if round % 2 == 1 {
+            // aim at a write in progress: kill as soon as a temporary file shows up
+            let t = std::time::Instant::now();
+            while tmp_files(dir.path()) == 0 && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            std::thread::sleep(Duration::from_micros(rng.gen_range(0..3000)));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        load.abort();
+        interrupted += usize::from(tmp_files(dir.path()) > 0);
+        let n = snapshot_entries(&snap);
+        assert!(n >= kept && n > 0, "round {round}: the snapshot holds {n} entries, fewer than the {kept} before");
+        assert_eq!(tmp_files(dir.path()), 0, "a load removes what a killed writer left");
+        kept = n;
+    }
+    println!("6 kills, {interrupted} in the middle of a snapshot write; the last snapshot holds {kept} entries");
 }
