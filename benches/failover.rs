@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use switchyard::api::ChatRequest;
@@ -39,7 +40,7 @@ fn bench(c: &mut Criterion) {
         let app = axum::Router::new()
             .route("/ok/v1/chat/completions", post(ok))
             .route("/fail/v1/chat/completions", post(overloaded));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move { axum::serve(listener.tap_io(switchyard::app::no_delay), app).await.unwrap() });
         let cfg = Config::parse(&format!(
             r#"
             [cache]

@@ -231,7 +231,8 @@ pub fn build_gateway(
         if let Some(path) = &config.cache.snapshot {
             match cache.load_snapshot(path) {
                 Ok(n) => tracing::info!(entries = n, path = %path.display(), "cache snapshot restored"),
-                Err(e) => tracing::warn!(error = %e, "cache snapshot not restored; starting empty"),
+                // one line, and no panic: a bad file on disk must not become a crash loop
+                Err(e) => tracing::error!(error = %e, "cache snapshot not restored; starting with an empty cache"),
             }
         }
         Some(cache)
@@ -335,6 +336,26 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
         });
     }
 
+    // periodic snapshots, off the request path; the one at shutdown waits for a write in progress
+    let snapshot_lock = Arc::new(tokio::sync::Mutex::new(()));
+    let periodic = match (&snapshot, gateway.cache.clone()) {
+        (Some(path), Some(cache)) if !config.cache.snapshot_interval.0.is_zero() => {
+            Some(tokio::spawn(periodic_snapshots(
+                Arc::downgrade(&cache),
+                path.clone(),
+                config.cache.snapshot_interval.0,
+                snapshot_lock.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let limits = http::server::ConnLimits {
+        header_read_timeout: config.server.header_read_timeout.0,
+        keep_alive_timeout: config.server.keep_alive_timeout.0,
+        max_header_bytes: config.server.max_header_bytes,
+        max_headers: config.server.max_headers,
+    };
+
     let task = tokio::spawn(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut stop_rx2 = stop_rx.clone();
@@ -347,30 +368,85 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
             let _ = stop_tx.send(true);
         };
         tokio::spawn(trigger);
-        let mut serve_rx = stop_rx.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = serve_rx.wait_for(|s| *s).await;
-        });
+        let server = http::server::serve(listener, app, limits, stop_rx);
         let drained = async {
             let _ = stop_rx2.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            r = server => { if let Err(e) = r { tracing::error!(error = %e, "server error"); } }
+            _ = server => {}
             _ = drained => { tracing::warn!("shutdown grace period over; closing remaining connections"); }
         }
+        if let Some(p) = periodic {
+            p.abort();
+        }
         if let (Some(path), Some(cache)) = (snapshot, gw.cache.as_ref()) {
-            let cache = cache.clone();
-            let p = path.clone();
-            match tokio::task::spawn_blocking(move || cache.save_snapshot(&p)).await {
-                Ok(Ok(n)) => tracing::info!(entries = n, path = %path.display(), "cache snapshot written"),
-                Ok(Err(e)) => tracing::error!(error = %e, "cache snapshot failed"),
-                Err(e) => tracing::error!(error = %e, "cache snapshot task failed"),
+            match write_snapshot(cache.clone(), path.clone(), &snapshot_lock).await {
+                Ok(n) => tracing::info!(entries = n, path = %path.display(), "cache snapshot written"),
+                Err(e) => tracing::error!(error = %e, "cache snapshot failed"),
             }
         }
         drop(worker);
     });
     Ok(Running { addr, gateway, shutdown: Some(tx), task })
+}
+
+/// Writes the snapshot on a blocking thread; one write at a time. The lock is held by the write
+/// itself, so aborting the periodic task mid-write cannot let the shutdown snapshot start before
+/// it ends (and be renamed over by an older one).
+async fn write_snapshot(
+    cache: Arc<SemanticCache>,
+    path: PathBuf,
+    lock: &Arc<tokio::sync::Mutex<()>>,
+) -> Result<usize, String> {
+    let one_at_a_time = lock.clone().lock_owned().await;
+    let write = move || {
+        let _held = one_at_a_time;
+        cache.save_snapshot(&path)
+    };
+    match tokio::task::spawn_blocking(write).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("snapshot task failed: {e}")),
+    }
+}
+
+/// Rewrites the snapshot every `every` while the cache lives, skipping the write when nothing
+/// was stored or removed since the last one, so a crash loses at most `every` of answers.
+async fn periodic_snapshots(
+    cache: std::sync::Weak<SemanticCache>,
+    path: PathBuf,
+    every: Duration,
+    lock: Arc<tokio::sync::Mutex<()>>,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written = cache.upgrade().map(|c| c.generation());
+    loop {
+        tick.tick().await;
+        let Some(c) = cache.upgrade() else { break };
+        let generation = c.generation();
+        if written == Some(generation) {
+            continue;
+        }
+        match write_snapshot(c, path.clone(), &lock).await {
+            Ok(n) => {
+                written = Some(generation);
+                tracing::debug!(entries = n, path = %path.display(), "periodic cache snapshot written");
+            }
+            Err(e) => tracing::warn!(error = %e, "periodic cache snapshot failed; will retry"),
+        }
+    }
+}
+
+/// Turns Nagle's algorithm off on an accepted connection. A stream's events are small writes; with
+/// Nagle on, every stream after the first on a kept-alive connection held its last bytes until the
+/// client's delayed ACK arrived (≈ 40 ms on Linux), so streams finished late through the gateway
+/// (`cargo bench --bench stream` measures it). The gateway's accept loop ([`http::server`]) does
+/// this itself; the test mocks and benches use it with `axum::serve`.
+pub fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+    }
 }
 
 async fn shutdown_signal(enabled: bool) {

@@ -133,8 +133,19 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Dur,
     pub shutdown_grace: Dur,
-    /// Requests handled at once; more wait, and past `max_queued` get 503.
+    /// Requests handled at once; past it a request gets 503 with `Retry-After`.
     pub max_concurrency: usize,
+    /// The time a client has to send a request's headers, from their first byte (or from the
+    /// connect, for a connection that has sent nothing): slow-loris clients are cut off.
+    pub header_read_timeout: Dur,
+    /// A kept-alive connection with no request in flight is closed after this long. Longer than
+    /// the idle expiry of common client pools (reqwest 90 s, httpx 5 s), so the client, not the
+    /// server, closes first and never sends a request into a connection being closed.
+    pub keep_alive_timeout: Dur,
+    /// Largest request head (request line + headers) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most headers a request may carry; more gets 431.
+    pub max_headers: usize,
 }
 
 impl Default for ServerConfig {
@@ -146,6 +157,10 @@ impl Default for ServerConfig {
             request_timeout: Dur(Duration::from_secs(300)),
             shutdown_grace: Dur(Duration::from_secs(30)),
             max_concurrency: 4096,
+            header_read_timeout: Dur(Duration::from_secs(10)),
+            keep_alive_timeout: Dur(Duration::from_secs(120)),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
         }
     }
 }
@@ -189,8 +204,12 @@ pub struct CacheConfig {
     pub threshold: Option<f32>,
     pub ttl: Dur,
     pub max_entries: usize,
-    /// Memory-backend persistence: written on shutdown (atomic replace), restored at start.
+    /// Memory-backend persistence: written every `snapshot_interval` and on shutdown (atomic
+    /// replace, checksummed), restored at start; a corrupt file is set aside and the cache starts empty.
     pub snapshot: Option<PathBuf>,
+    /// How often the snapshot is rewritten while serving (only when the cache changed), so a
+    /// crash or `kill -9` loses at most this much. `0s`: only on shutdown.
+    pub snapshot_interval: Dur,
     /// Entries in one namespace at which its exact flat scan is replaced by an HNSW graph.
     pub hnsw_from: usize,
     /// Candidates an HNSW lookup keeps: higher finds the true nearest neighbour more often in
@@ -214,6 +233,7 @@ impl Default for CacheConfig {
             ttl: Dur(Duration::from_secs(24 * 3600)),
             max_entries: 1_000_000,
             snapshot: None,
+            snapshot_interval: Dur(Duration::from_secs(60)),
             hnsw_from: 4096,
             hnsw_ef_search: 64,
             guard: None,
@@ -475,6 +495,22 @@ impl Config {
         if self.server.max_concurrency == 0 {
             return Err(invalid("server.max_concurrency", "must be at least 1"));
         }
+        if self.server.header_read_timeout.0.is_zero() {
+            return Err(invalid("server.header_read_timeout", "must be more than 0"));
+        }
+        if self.server.keep_alive_timeout.0.is_zero() {
+            return Err(invalid("server.keep_alive_timeout", "must be more than 0"));
+        }
+        if !(1024..=256 * 1024).contains(&self.server.max_header_bytes) {
+            return Err(invalid("server.max_header_bytes", "must be between 1024 and 262144"));
+        }
+        if !(1..=1000).contains(&self.server.max_headers) {
+            return Err(invalid("server.max_headers", "must be between 1 and 1000"));
+        }
+        let every = self.cache.snapshot_interval.0;
+        if !every.is_zero() && every < Duration::from_millis(100) {
+            return Err(invalid("cache.snapshot_interval", "must be 0s (only on shutdown) or at least 100ms"));
+        }
         if self.embed.max_tokens == 0 || self.embed.max_tokens > 512 {
             return Err(invalid("embed.max_tokens", "must be between 1 and 512"));
         }
@@ -608,6 +644,23 @@ mod tests {
         assert!(Config::parse(&bad).unwrap_err().to_string().contains("tiers.cheap[0]"));
         let bad = GOOD.replace("ttl = \"1h\"", "ttl = \"1h\"\nbogus = 1");
         assert!(Config::parse(&bad).unwrap_err().to_string().contains("bogus"));
+        for (key, value) in [
+            ("server.header_read_timeout", "\"0s\""),
+            ("server.keep_alive_timeout", "\"0s\""),
+            ("server.max_header_bytes", "512"),
+            ("server.max_headers", "0"),
+            ("cache.snapshot_interval", "\"10ms\""),
+        ] {
+            let (table, k) = key.split_once('.').unwrap();
+            let bad = match table {
+                "cache" => GOOD.replace("[cache]", &format!("[cache]\n{k} = {value}")),
+                _ => format!("[{table}]\n{k} = {value}\n{GOOD}"),
+            };
+            let e = Config::parse(&bad).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{key} = {value}: {e}");
+        }
+        let ok = GOOD.replace("ttl = \"1h\"", "ttl = \"1h\"\nsnapshot_interval = \"0s\"");
+        assert!(Config::parse(&ok).unwrap().cache.snapshot_interval.0.is_zero());
         let bad = GOOD.replace("sk-literal", "env:SWITCHYARD_SURELY_UNSET_VAR");
         let e = Config::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("providers.openai.api_key") && e.contains("SWITCHYARD_SURELY_UNSET_VAR"));

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use serde_json::{json, Value};
 
 #[derive(Clone)]
@@ -40,6 +41,10 @@ pub async fn spawn(latency: Duration) -> std::io::Result<DemoUpstream> {
         .route("/v1/chat/completions", post(chat))
         .with_state(Demo { latency, calls: calls.clone() });
     tokio::spawn(async move {
+        // no Nagle: the simulated upstream must not add the delayed-ACK stall the gateway avoids
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let _ = axum::serve(listener, app).await;
     });
     Ok(DemoUpstream { addr, calls })

@@ -602,6 +602,7 @@ impl Gateway {
                             status: 502,
                             provider: st.provider.clone(),
                             message: format!("upstream stream failed: {e}"),
+                            retry_after: None,
                         };
                         return Some((StreamItem::Error(err), st));
                     }
@@ -614,6 +615,7 @@ impl Gateway {
                                 status: 502,
                                 provider: st.provider.clone(),
                                 message: "upstream stream ended before the answer was complete".into(),
+                                retry_after: None,
                             };
                             return Some((StreamItem::Error(err), st));
                         }

@@ -183,7 +183,7 @@ async fn anthropic_streaming_text_tool_call_deltas_and_usage() {
     let (_, chunks) = stream_chat(&g, &req).await;
     assert_eq!(streamed_text(&chunks), "claude answer #2 to: Tell me a fact about octopuses.");
     assert_eq!(finish(&chunks).as_deref(), Some("stop"));
-    assert!(chunks.iter().all(|c| c.get("usage").map_or(true, Value::is_null)));
+    assert!(chunks.iter().all(|c| c.get("usage").is_none_or(Value::is_null)));
     g.shutdown().await;
 }
 

@@ -15,19 +15,45 @@ pub enum GatewayError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     RateLimited(String),
-    #[error("{0}")]
-    Overloaded(String),
-    /// The upstream provider answered with an error, or could not be reached. `status` is the
-    /// status we return, already chosen honestly by the dispatcher.
+    /// 503: the gateway cannot take the request now (concurrency limit, a full queue, every
+    /// deployment's breaker open). `retry_after` (seconds) becomes the `Retry-After` header.
     #[error("{message}")]
-    Upstream { status: u16, provider: String, message: String },
+    Overloaded { message: String, retry_after: u64 },
+    /// The upstream provider answered with an error, or could not be reached. `status` is the
+    /// status we return, already chosen honestly by the dispatcher; `retry_after` is the
+    /// provider's own hint (seconds), passed on with a 429.
+    #[error("{message}")]
+    Upstream { status: u16, provider: String, message: String, retry_after: Option<u64> },
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
     Internal(String),
 }
 
+/// The `Retry-After` a 503 or 429 carries when nothing better is known: pressure on the
+/// gateway's own slots and queues clears within about a second.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+
 impl GatewayError {
+    /// A 503 for momentary overload, with the default `Retry-After`.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        GatewayError::Overloaded { message: message.into(), retry_after: DEFAULT_RETRY_AFTER_SECS }
+    }
+
+    /// Seconds a client should wait before retrying: every 429 and 503 we send carries one, so
+    /// well-behaved clients (the OpenAI SDKs honour `Retry-After`) back off instead of hammering
+    /// an overloaded gateway. `None` for the statuses where a retry is not the answer.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            GatewayError::Overloaded { retry_after, .. } => Some((*retry_after).max(1)),
+            GatewayError::RateLimited(_) => Some(DEFAULT_RETRY_AFTER_SECS),
+            GatewayError::Upstream { status: 429 | 503, retry_after, .. } => {
+                Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS).max(1))
+            }
+            _ => None,
+        }
+    }
+
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
         GatewayError::InvalidRequest { message: message.into(), param: param.map(str::to_string) }
     }
@@ -39,7 +65,7 @@ impl GatewayError {
             GatewayError::NotFound(_) => 404,
             GatewayError::PayloadTooLarge { .. } => 413,
             GatewayError::RateLimited(_) => 429,
-            GatewayError::Overloaded(_) => 503,
+            GatewayError::Overloaded { .. } => 503,
             GatewayError::Upstream { status, .. } => *status,
             GatewayError::Timeout(_) => 504,
             GatewayError::Internal(_) => 500,
@@ -53,7 +79,7 @@ impl GatewayError {
             GatewayError::NotFound(_) => ("invalid_request_error", Some("model_not_found")),
             GatewayError::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             GatewayError::RateLimited(_) => ("rate_limit_error", Some("rate_limit_exceeded")),
-            GatewayError::Overloaded(_) => ("server_error", Some("overloaded")),
+            GatewayError::Overloaded { .. } => ("server_error", Some("overloaded")),
             GatewayError::Upstream { status, .. } if *status < 500 => ("invalid_request_error", Some("upstream_error")),
             GatewayError::Upstream { .. } => ("upstream_error", Some("upstream_error")),
             GatewayError::Timeout(_) => ("timeout_error", Some("timeout")),
@@ -106,5 +132,22 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["param"], "messages");
         assert!(v["error"].as_object().unwrap().contains_key("code"));
+    }
+
+    #[test]
+    fn every_429_and_503_has_a_retry_after() {
+        assert_eq!(GatewayError::overloaded("busy").retry_after(), Some(1));
+        assert_eq!(GatewayError::Overloaded { message: "open".into(), retry_after: 0 }.retry_after(), Some(1));
+        assert_eq!(GatewayError::RateLimited("slow down".into()).retry_after(), Some(1));
+        let up = |status, retry_after| GatewayError::Upstream {
+            status,
+            provider: "p".into(),
+            message: "m".into(),
+            retry_after,
+        };
+        assert_eq!(up(429, Some(7)).retry_after(), Some(7));
+        assert_eq!(up(429, None).retry_after(), Some(1));
+        assert_eq!(up(502, Some(7)).retry_after(), None);
+        assert_eq!(GatewayError::invalid("bad", None).retry_after(), None);
     }
 }

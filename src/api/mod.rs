@@ -7,5 +7,5 @@
 mod error;
 mod types;
 
-pub use error::{ErrorBody, ErrorDetail, GatewayError};
+pub use error::{ErrorBody, ErrorDetail, GatewayError, DEFAULT_RETRY_AFTER_SECS};
 pub use types::*;

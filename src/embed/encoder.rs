@@ -136,7 +136,7 @@ impl Encoder {
                 "hidden_act {hidden_act:?} (the fast engine does erf GELU)"
             )));
         }
-        if shape.heads == 0 || shape.hidden % shape.heads != 0 {
+        if shape.heads == 0 || !shape.hidden.is_multiple_of(shape.heads) {
             return Err(EncoderError::Unsupported(format!("{} heads for hidden size {}", shape.heads, shape.hidden)));
         }
         let w = Weights(tensors);

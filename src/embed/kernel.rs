@@ -136,7 +136,7 @@ pub fn matmul<T: Element>(
     assert!(lda >= k && ldc >= n, "leading dimensions too small");
     assert!(a.len() >= (m - 1) * lda + k, "lhs out of bounds");
     assert!(out.len() >= (m - 1) * ldc + n, "output out of bounds");
-    assert!(bias.map_or(true, |bias| bias.len() >= n), "bias too short");
+    assert!(bias.is_none_or(|bias| bias.len() >= n), "bias too short");
     #[cfg(target_arch = "x86_64")]
     if has_simd() {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked above), and the asserts above

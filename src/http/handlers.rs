@@ -95,7 +95,7 @@ async fn chat_inner(
         .slots
         .clone()
         .try_acquire_owned()
-        .map_err(|_| GatewayError::Overloaded("the gateway is at its concurrency limit; retry shortly".into()))?;
+        .map_err(|_| GatewayError::overloaded("the gateway is at its concurrency limit; retry shortly"))?;
     let bytes = body_or_error(body, state.max_body)?;
     let req: ChatRequest = parse_json(&bytes)?;
     let ctx = request_ctx(headers, tenant)?;
@@ -229,11 +229,8 @@ async fn embeddings_inner(
             ))
         }
     };
-    let embed = state
-        .gateway
-        .embed
-        .as_ref()
-        .ok_or_else(|| GatewayError::Overloaded("the embedding model is not loaded".into()))?;
+    let embed =
+        state.gateway.embed.as_ref().ok_or_else(|| GatewayError::overloaded("the embedding model is not loaded"))?;
     if let Some(d) = req.dimensions {
         if d as usize != embed.dim() {
             return Err(GatewayError::invalid(
@@ -244,9 +241,7 @@ async fn embeddings_inner(
     }
     let tokens: u64 = inputs.iter().map(|s| embed.embedder().count_tokens(s) as u64).sum();
     let vectors = embed.embed_many(inputs).await.map_err(|e| match e {
-        crate::embed::EmbedError::Overloaded => {
-            GatewayError::Overloaded("the embedding queue is full; retry shortly".into())
-        }
+        crate::embed::EmbedError::Overloaded => GatewayError::overloaded("the embedding queue is full; retry shortly"),
         other => GatewayError::Internal(other.to_string()),
     })?;
     let data = vectors

@@ -3,6 +3,7 @@
 
 mod handlers;
 mod metrics;
+pub mod server;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,6 +69,9 @@ pub fn error_response(err: &GatewayError, request_id: &str) -> Response {
     let mut resp = (status, axum::Json(err.body())).into_response();
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(secs) = err.retry_after() {
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if let GatewayError::Upstream { provider, .. } = err {
         if let Ok(v) = HeaderValue::from_str(provider) {

@@ -293,7 +293,27 @@ impl Dispatcher {
                 }
             }
         }
+        if errors.is_empty() && skipped_open > 0 {
+            return Err(GatewayError::Overloaded {
+                message: "every deployment of this tier is unavailable (circuit breakers open)".into(),
+                retry_after: self.first_reopening(targets),
+            });
+        }
         Err(summarise(&errors, skipped_open, false))
+    }
+
+    /// Whole seconds until the first open breaker among `targets` lets a probe through: the
+    /// honest `Retry-After` when every deployment is open (at least 1).
+    fn first_reopening(&self, targets: &[Deployment]) -> u64 {
+        let cooldown = self.cfg.breaker_cooldown.0;
+        let breakers = self.breakers.lock();
+        targets
+            .iter()
+            .filter_map(|d| breakers.get(&deployment_key(d))?.opened_at)
+            .map(|t| cooldown.saturating_sub(t.elapsed()))
+            .min()
+            .map_or(crate::api::DEFAULT_RETRY_AFTER_SECS, |left| left.as_secs_f64().ceil() as u64)
+            .max(1)
     }
 }
 
@@ -301,9 +321,9 @@ impl Dispatcher {
 fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadline: bool) -> GatewayError {
     let Some((key, _)) = errors.last() else {
         return if skipped_open > 0 {
-            GatewayError::Overloaded("every deployment of this tier is unavailable (circuit breakers open)".into())
+            GatewayError::overloaded("every deployment of this tier is unavailable (circuit breakers open)")
         } else {
-            GatewayError::Overloaded("no deployment is configured for this tier".into())
+            GatewayError::overloaded("no deployment is configured for this tier")
         };
     };
     let provider = key.split(':').next().unwrap_or_default().to_string();
@@ -318,6 +338,7 @@ fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadline: 
             status: 400,
             provider,
             message: format!("no deployment of this tier can take this request ({trail})"),
+            retry_after: None,
         };
     };
     let provider = key.split(':').next().unwrap_or_default().to_string();
@@ -327,21 +348,43 @@ fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadline: 
                 status: *status,
                 provider,
                 message: format!("provider {key} refused the request: {message}"),
+                retry_after: None,
             },
             401 | 403 => GatewayError::Upstream {
                 status: 502,
                 provider,
                 message: format!("provider {key} rejected the gateway's credentials (HTTP {status})"),
+                retry_after: None,
             },
             429 => GatewayError::Upstream {
                 status: 429,
                 provider,
                 message: format!("every deployment is rate limited ({trail})"),
+                // the longest wait any rate-limited deployment asked for
+                retry_after: errors
+                    .iter()
+                    .filter_map(|(_, e)| match e {
+                        ProviderError::Status { status: 429, retry_after: Some(ra), .. } => {
+                            Some(ra.as_secs_f64().ceil() as u64)
+                        }
+                        _ => None,
+                    })
+                    .max(),
             },
-            _ => GatewayError::Upstream { status: 502, provider, message: format!("upstream failed ({trail})") },
+            _ => GatewayError::Upstream {
+                status: 502,
+                provider,
+                message: format!("upstream failed ({trail})"),
+                retry_after: None,
+            },
         },
         ProviderError::Timeout(_) => GatewayError::Timeout(format!("upstream timed out ({trail})")),
-        _ => GatewayError::Upstream { status: 502, provider, message: format!("upstream failed ({trail})") },
+        _ => GatewayError::Upstream {
+            status: 502,
+            provider,
+            message: format!("upstream failed ({trail})"),
+            retry_after: None,
+        },
     }
 }
 

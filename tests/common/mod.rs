@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use switchyard::app::{self, Running};
@@ -91,7 +92,7 @@ impl MockUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().route("/v1/chat/completions", post(chat)).with_state(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move { axum::serve(listener.tap_io(switchyard::app::no_delay), app).await.unwrap() });
         MockUpstream {
             addr,
             name: name.into(),

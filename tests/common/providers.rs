@@ -17,6 +17,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use serde_json::{json, Value};
 use switchyard::config::Config;
 
@@ -93,7 +94,7 @@ impl ProviderMock {
             Wire::Gemini => axum::Router::new().route("/v1beta/models/{*rest}", post(gemini)),
         }
         .with_state(st.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move { axum::serve(listener.tap_io(switchyard::app::no_delay), app).await.unwrap() });
         ProviderMock { addr, key: key.into(), st }
     }
 
