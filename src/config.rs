@@ -264,8 +264,8 @@ impl Default for RouterConfig {
             premium_share: None,
             model_dir: None,
             affinity: true,
-            share_window: 512,
-            share_warmup: 32,
+            share_window: 128,
+            share_warmup: 16,
             tenant_share: BTreeMap::new(),
         }
     }
