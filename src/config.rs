@@ -664,4 +664,17 @@ mod tests {
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
         assert!(parse_duration("soon").is_err());
     }
+
+    #[test]
+    fn tenant_shares_are_checked_and_name_their_key() {
+        let ok = format!("[server]\ngateway_keys = \"k1\"\n{GOOD}\n[router.tenant_share]\n\"t-0123456789ab\" = 0.1\n");
+        assert_eq!(Config::parse(&ok).unwrap().router.tenant_share["t-0123456789ab"], 0.1);
+        let no_keys = GOOD.to_string() + "\n[router.tenant_share]\n\"t-0123456789ab\" = 0.1\n";
+        assert!(Config::parse(&no_keys).unwrap_err().to_string().contains("needs server.gateway_keys"));
+        let bad_id = GOOD.to_string() + "\n[router.tenant_share]\n\"sk-raw-key\" = 0.1\n";
+        let e = Config::parse(&bad_id).unwrap_err().to_string();
+        assert!(e.starts_with("router.tenant_share.sk-raw-key: must be a tenant id"), "{e}");
+        let bad_share = GOOD.to_string() + "\n[router.tenant_share]\n\"t-0123456789ab\" = 1.5\n";
+        assert!(Config::parse(&bad_share).unwrap_err().to_string().starts_with("router.tenant_share.t-0123456789ab"));
+    }
 }

@@ -335,6 +335,10 @@ impl LiveRouter {
             None => &self.global,
         };
         let mut st = tracker.state.lock();
+        if let (Some(share), false) = (ask.tenant_share, std::ptr::eq(tracker, &self.global)) {
+            // the tenant's share follows what its key says now (a reloaded key file takes effect)
+            st.point = OperatingPoint::Share(share);
+        }
         let threshold = match ask.dial {
             Some(d) => self.threshold_at(&st, d),
             None => match st.point {
@@ -393,15 +397,10 @@ impl LiveRouter {
         }
     }
 
-    /// The tracker of a tenant with its own share, created on first use (its target follows the
-    /// share it is given, so a reloaded key file takes effect). None past `max_tenants`.
+    /// The tracker of a tenant with its own share, created on first use. None past `max_tenants`.
     fn tenant(&self, id: &str, share: f32) -> Option<Arc<ShareTracker>> {
         let point = OperatingPoint::Share(share);
         if let Some(t) = self.tenants.read().get(id) {
-            let mut st = t.state.lock();
-            if st.point != point {
-                st.point = point;
-            }
             return Some(t.clone());
         }
         let mut map = self.tenants.write();
