@@ -30,7 +30,7 @@ fn bench(c: &mut Criterion) {
 /// live-threshold work is timed), for the global window, a tenant's own window (one more map
 /// lookup), and with the other core hammering the same window (lock contention).
 fn live_share(c: &mut Criterion, dir: &std::path::Path) {
-    for window in [512usize, 4096] {
+    for window in [128usize, 512, 4096] {
         let router = Router::with_operating_point(Box::new(TrainedRouter::load(dir).unwrap()), None, Some(0.3));
         let settings = ShareSettings { window, ..ShareSettings::default() };
         let live = LiveRouter::new(router, OperatingPoint::Share(0.3), settings);
@@ -55,7 +55,7 @@ fn live_share(c: &mut Criterion, dir: &std::path::Path) {
                 live.decide_score(std::hint::black_box(scores[i]), &tenant)
             })
         });
-        if window == 512 {
+        if window == 128 {
             let stop = std::sync::atomic::AtomicBool::new(false);
             std::thread::scope(|scope| {
                 scope.spawn(|| {
@@ -65,7 +65,7 @@ fn live_share(c: &mut Criterion, dir: &std::path::Path) {
                         live.decide_score(scores[j], &global);
                     }
                 });
-                c.bench_function("route/live_share_decision/window_512_contended", |b| {
+                c.bench_function("route/live_share_decision/window_128_contended", |b| {
                     b.iter(|| {
                         i = (i + 1) % scores.len();
                         live.decide_score(std::hint::black_box(scores[i]), &global)
