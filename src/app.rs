@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::cache::{CacheRule, CacheSettings, HnswParams, RuleKind, SemanticCache, SharedSettings, SharedTier};
-use crate::classify::{LengthBaseline, Router, TrainedRouter};
+use crate::classify::{LengthBaseline, LiveRouter, OperatingPoint, Router, ShareSettings, TrainedRouter};
 use crate::config::{
     Config, Deployment, DeploymentSpec, DeploymentTable, Dur, Price, ProviderConfig, ProviderKind, SecretSpec, TierSpec,
 };
 use crate::embed::{BertEmbedder, EmbedHandle, EmbedWorker, Embedder};
 use crate::http::{self, AppState};
-use crate::pipeline::{Gateway, Tier};
+use crate::pipeline::{Gateway, Tenant, Tier};
 use crate::providers::{Dispatcher, Provider};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,22 @@ pub fn build_router(config: &Config) -> Router {
     };
     tracing::info!(router = router.name(), threshold = router.threshold(), "router ready");
     router
+}
+
+/// The router at the configured operating point on live traffic: `router.threshold` is a fixed
+/// score; otherwise `router.premium_share` (default 0.3) is held on the traffic served, starting
+/// from the router's training calibration (see `classify::share`).
+pub fn live_router(config: &Config, router: Router) -> LiveRouter {
+    let point = match config.router.threshold {
+        Some(t) => OperatingPoint::Threshold(t),
+        None => OperatingPoint::Share(config.router.premium_share.unwrap_or(0.3)),
+    };
+    let settings = ShareSettings {
+        window: config.router.share_window,
+        warmup: config.router.share_warmup,
+        ..ShareSettings::default()
+    };
+    LiveRouter::new(router, point, settings)
 }
 
 /// `switchyard train router`: embeds the data (cached on disk), fits, saves the router and a
@@ -259,7 +275,7 @@ pub fn build_gateway(
         tiers.insert(name.clone(), Tier::new(name, groups));
     }
 
-    let router = build_router(config);
+    let router = live_router(config, build_router(config));
 
     let shared = match (&cache, config.cache.backend.as_str()) {
         (Some(cache), url) if url.starts_with("redis://") => {
@@ -289,12 +305,25 @@ pub fn build_gateway(
     Ok((Arc::new(gateway), worker))
 }
 
-fn gateway_keys(config: &Config) -> Result<HashMap<String, String>, AppError> {
+/// gateway key → tenant, with the tenant's own premium share from `router.tenant_share`. A share
+/// given for a tenant id that no key has is refused: it would silently do nothing.
+fn gateway_keys(config: &Config) -> Result<HashMap<String, Tenant>, AppError> {
     let mut keys = HashMap::new();
     if let Some(spec) = &config.server.gateway_keys {
         let secret = spec.resolve("server.gateway_keys")?;
         for k in secret.expose().split(',').map(str::trim).filter(|k| !k.is_empty()) {
-            keys.insert(k.to_string(), http::tenant_of(k));
+            let id = http::tenant_of(k);
+            let premium_share = config.router.tenant_share.get(&id).copied();
+            keys.insert(k.to_string(), Tenant { id, premium_share });
+        }
+    }
+    for id in config.router.tenant_share.keys() {
+        if !keys.values().any(|t| &t.id == id) {
+            return Err(crate::config::invalid(
+                format!("router.tenant_share.{id}"),
+                "no key in server.gateway_keys has this tenant id",
+            )
+            .into());
         }
     }
     Ok(keys)

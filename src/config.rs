@@ -18,7 +18,12 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+/// `t-` and 12 lowercase hex digits: the form tenant ids take (`http::tenant_of`).
+pub fn is_tenant_id(s: &str) -> bool {
+    s.strip_prefix("t-").is_some_and(|h| h.len() == 12 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
@@ -258,6 +263,15 @@ pub struct RouterConfig {
     pub model_dir: Option<PathBuf>,
     /// Within one conversation, never move down a tier.
     pub affinity: bool,
+    /// Recent router scores the live threshold is read from (per window: the global one, and one
+    /// per tenant with its own share). Larger follows a change of mix more slowly.
+    pub share_window: usize,
+    /// Scores seen before the live threshold has fully replaced the training calibration.
+    pub share_warmup: usize,
+    /// A premium share of its own for a tenant, keyed by tenant id (`t-` and the first 12 hex
+    /// digits of the key's SHA-256, as `/metrics` shows it; the raw key never goes in the file).
+    /// Such a tenant gets its own score window; every other tenant shares the global one.
+    pub tenant_share: BTreeMap<String, f32>,
 }
 
 impl Default for RouterConfig {
@@ -270,6 +284,9 @@ impl Default for RouterConfig {
             premium_share: None,
             model_dir: None,
             affinity: true,
+            share_window: 128,
+            share_warmup: 16,
+            tenant_share: BTreeMap::new(),
         }
     }
 }
@@ -527,14 +544,35 @@ impl Config {
             return Err(invalid("cache.hnsw_ef_search", "must be between 1 and 4096"));
         }
         if let Some(t) = self.router.threshold {
-            // the trained router scores the expected quality gain, premium − cheap, in −1..1
-            if !(-1.0..=1.0).contains(&t) {
-                return Err(invalid("router.threshold", "must be between -1 and 1"));
+            // a score on the router's own scale, which changes with the router: only finiteness is ours to check
+            if !t.is_finite() {
+                return Err(invalid("router.threshold", "must be a finite number"));
             }
         }
         if let Some(s) = self.router.premium_share {
             if !(0.0..=1.0).contains(&s) {
                 return Err(invalid("router.premium_share", "must be between 0 and 1"));
+            }
+        }
+        if !(16..=65_536).contains(&self.router.share_window) {
+            return Err(invalid("router.share_window", "must be between 16 and 65536"));
+        }
+        if self.router.share_warmup > self.router.share_window {
+            return Err(invalid("router.share_warmup", "must not exceed router.share_window"));
+        }
+        for (tenant, s) in &self.router.tenant_share {
+            let key = format!("router.tenant_share.{tenant}");
+            if !is_tenant_id(tenant) {
+                return Err(invalid(
+                    key,
+                    "must be a tenant id: `t-` and the first 12 hex digits of the key's SHA-256 (as /metrics shows it)",
+                ));
+            }
+            if !(0.0..=1.0).contains(s) {
+                return Err(invalid(key, "must be between 0 and 1"));
+            }
+            if self.server.gateway_keys.is_none() {
+                return Err(invalid(key, "needs server.gateway_keys (tenants are gateway keys)"));
             }
         }
         if self.router.threshold.is_some() && self.router.premium_share.is_some() {
@@ -678,5 +716,18 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn tenant_shares_are_checked_and_name_their_key() {
+        let ok = format!("[server]\ngateway_keys = \"k1\"\n{GOOD}\n[router.tenant_share]\n\"t-0123456789ab\" = 0.1\n");
+        assert_eq!(Config::parse(&ok).unwrap().router.tenant_share["t-0123456789ab"], 0.1);
+        let no_keys = GOOD.to_string() + "\n[router.tenant_share]\n\"t-0123456789ab\" = 0.1\n";
+        assert!(Config::parse(&no_keys).unwrap_err().to_string().contains("needs server.gateway_keys"));
+        let bad_id = GOOD.to_string() + "\n[router.tenant_share]\n\"sk-raw-key\" = 0.1\n";
+        let e = Config::parse(&bad_id).unwrap_err().to_string();
+        assert!(e.starts_with("router.tenant_share.sk-raw-key: must be a tenant id"), "{e}");
+        let bad_share = GOOD.to_string() + "\n[router.tenant_share]\n\"t-0123456789ab\" = 1.5\n";
+        assert!(Config::parse(&bad_share).unwrap_err().to_string().starts_with("router.tenant_share.t-0123456789ab"));
     }
 }

@@ -313,17 +313,22 @@ async fn main() -> anyhow::Result<()> {
             let cfg = load_config(config.as_ref())?;
             let e = app::load_embedder(&cfg)?;
             let v = e.embed_batch(&[&prompt])?.remove(0);
-            let router = app::build_router(&cfg);
-            let d = router.decide(&prompt, Some(&v));
+            // no live traffic here: the threshold is the training calibration's (serve then follows the traffic)
+            let router = app::live_router(&cfg, app::build_router(&cfg));
+            let d = router.decide(&prompt, Some(&v), &classify::Ask::default());
             let tier = match d.tier {
                 classify::TierChoice::Cheap => &cfg.router.cheap,
                 classify::TierChoice::Premium => &cfg.router.premium,
             };
+            let point = match router.point() {
+                classify::OperatingPoint::Threshold(_) => "router.threshold".to_string(),
+                classify::OperatingPoint::Share(s) => format!("premium_share {s} by the training calibration"),
+            };
             println!(
-                "router {}  score {:.4}  threshold {:.4}  tier {tier}",
+                "router {}  score {:.4}  threshold {:.4} ({point})  tier {tier}",
                 router.name(),
                 d.score,
-                router.threshold()
+                d.threshold
             );
             for f in router.explain(&prompt, Some(&v)) {
                 println!("  {:<40} {:+.4}", f.name, f.contribution);

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::api::{response_to_chunks, ChatChunk, ChatRequest, ChatResponse, ChunkAccumulator, GatewayError, Usage};
 use crate::cache::{unix_now, CacheKey, ExactKey, Hit, HitKind, Lookup, Namespace, SemanticCache, StoredAnswer};
-use crate::classify::{Router, TierChoice};
+use crate::classify::{Ask, LiveRouter, Routed, TierChoice};
 use crate::config::{Deployment, Price};
 use crate::embed::EmbedHandle;
 use crate::metrics::Metrics;
@@ -26,10 +26,24 @@ const REPLAY_PIECE: usize = 24;
 /// Threads remembered for routing affinity before the table is cleared.
 const AFFINITY_CAP: usize = 100_000;
 
+/// Who is asking: the tenant id (a hash of the gateway key, never the key) and what its key sets.
+/// Built by the HTTP layer from the key table, so where a per-key setting comes from (the config
+/// today, a keys file later) is not the pipeline's business.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tenant {
+    pub id: String,
+    /// The tenant's own `premium_share` (with its own score window), else the global operating point.
+    pub premium_share: Option<f32>,
+}
+
 /// Request-level options from headers.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCtx {
     pub tenant: String,
+    /// The tenant's own premium share, from its key.
+    pub tenant_share: Option<f32>,
+    /// `x-switchyard-premium-share`: route this request at another share of the live distribution.
+    pub premium_share: Option<f32>,
     /// `Cache-Control: no-cache`: do not look up (but store).
     pub no_cache: bool,
     /// `Cache-Control: no-store`: do not store (nor look up).
@@ -70,6 +84,8 @@ pub struct Meta {
     pub cost_saved: Option<f64>,
     pub attempts: u32,
     pub route_score: Option<f32>,
+    /// The threshold the score was compared with.
+    pub route_threshold: Option<f32>,
 }
 
 pub enum StreamItem {
@@ -190,7 +206,7 @@ impl Tier {
 pub struct Gateway {
     pub embed: Option<EmbedHandle>,
     pub cache: Option<Arc<SemanticCache>>,
-    pub router: Router,
+    pub router: LiveRouter,
     pub router_alias: String,
     pub cheap_tier: String,
     pub premium_tier: String,
@@ -210,7 +226,7 @@ impl Gateway {
     pub fn new(
         embed: Option<EmbedHandle>,
         cache: Option<Arc<SemanticCache>>,
-        router: Router,
+        router: LiveRouter,
         router_alias: String,
         cheap_tier: String,
         premium_tier: String,
@@ -315,7 +331,8 @@ impl Gateway {
         }
 
         // 7. route
-        let (tier, mut targets, route_score) = self.route(&route, &query_text, vector.as_deref(), key.as_ref());
+        let (tier, mut targets, routed) = self.route(&route, &query_text, vector.as_deref(), key.as_ref(), &ctx);
+        let (route_score, route_threshold) = (routed.map(|r| r.score), routed.map(|r| r.threshold));
         // images go only to deployments that can see them
         if req.has_images() {
             targets.retain(|d| d.vision);
@@ -344,6 +361,7 @@ impl Gateway {
                 cost_saved: None,
                 attempts: out.attempts,
                 route_score,
+                route_threshold,
             };
             let origin = Origin { tier, provider: out.provider, model: out.model };
             let stream = self.clone().relay(out.value, req.include_usage(), origin, store, guard);
@@ -383,6 +401,7 @@ impl Gateway {
                 cost_saved: Some(saved),
                 attempts: out.attempts,
                 route_score,
+                route_threshold,
             },
             body: Body::Json(response),
         })
@@ -412,14 +431,17 @@ impl Gateway {
         Ok(Route::Model(found))
     }
 
+    /// The tier for a request. For the alias: the live router's decision, with affinity (a
+    /// conversation that went premium stays premium, and that premium call counts in the share).
     fn route(
         &self,
         route: &Route,
         prompt: &str,
         vector: Option<&[f32]>,
         key: Option<&CacheKey>,
-    ) -> (String, Vec<Deployment>, Option<f32>) {
-        let (tier, score) = match route {
+        ctx: &RequestCtx,
+    ) -> (String, Vec<Deployment>, Option<Routed>) {
+        let (tier, routed) = match route {
             Route::Model(ds) => {
                 let tier = self
                     .tiers
@@ -431,28 +453,37 @@ impl Gateway {
             }
             Route::Tier(t) => (t.clone(), None),
             Route::Auto => {
-                let mut d = self.router.decide(prompt, vector);
-                if self.affinity {
-                    if let Some(k) = key {
-                        let mut threads = self.threads.lock();
-                        if threads.get(&k.thread) == Some(&TierChoice::Premium) {
-                            d.tier = TierChoice::Premium; // never move a thread down a tier
-                        }
-                        if threads.len() >= AFFINITY_CAP {
-                            threads.clear();
-                        }
-                        threads.insert(k.thread, d.tier);
+                // score outside any lock; the thread table is only held for a lookup and an insert
+                let score = self.router.router().score(prompt, vector);
+                let thread = key.filter(|_| self.affinity).map(|k| k.thread);
+                let sticky_premium = thread.is_some_and(|t| self.threads.lock().get(&t) == Some(&TierChoice::Premium));
+                let ask = Ask {
+                    tenant: &ctx.tenant,
+                    tenant_share: ctx.tenant_share,
+                    dial: ctx.premium_share,
+                    sticky_premium,
+                };
+                let d = self.router.decide_score(score, &ask);
+                if let Some(t) = thread {
+                    let mut threads = self.threads.lock();
+                    if threads.len() >= AFFINITY_CAP {
+                        threads.clear();
+                    }
+                    // premium wins a race between two turns of one thread: never move it down
+                    let slot = threads.entry(t).or_insert(d.tier);
+                    if d.tier == TierChoice::Premium {
+                        *slot = TierChoice::Premium;
                     }
                 }
                 let name = match d.tier {
                     TierChoice::Cheap => self.cheap_tier.clone(),
                     TierChoice::Premium => self.premium_tier.clone(),
                 };
-                (name, Some(d.score))
+                (name, Some(d))
             }
         };
         let targets = self.tiers.get(&tier).map(Tier::order).unwrap_or_default();
-        (tier, targets, score)
+        (tier, targets, routed)
     }
 
     async fn embed_text(&self, text: &str) -> Option<Vec<f32>> {
@@ -532,6 +563,7 @@ impl Gateway {
             cost_saved: Some(answer.cost),
             attempts: 0,
             route_score: None,
+            route_threshold: None,
         };
         let body = if req.is_stream() {
             let chunks = response_to_chunks(&response, req.include_usage(), REPLAY_PIECE);

@@ -7,10 +7,12 @@
 
 mod baseline;
 pub mod features;
+pub mod share;
 pub mod train;
 pub mod trained;
 
 pub use baseline::LengthBaseline;
+pub use share::{Ask, LiveRouter, OperatingPoint, Routed, ShareSettings, ShareStats};
 pub use trained::TrainedRouter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,16 @@ impl Router {
 
     pub fn threshold(&self) -> f32 {
         self.threshold
+    }
+
+    /// The classifier's score alone (the live threshold is [`LiveRouter`]'s business).
+    pub fn score(&self, prompt: &str, vector: Option<&[f32]>) -> f32 {
+        self.classifier.score(prompt, vector)
+    }
+
+    /// The threshold the training calibration gives for `share`, if the classifier has one.
+    pub fn calibrated_threshold(&self, share: f32) -> Option<f32> {
+        self.classifier.threshold_for_share(share)
     }
 
     pub fn decide(&self, prompt: &str, vector: Option<&[f32]>) -> Decision {

@@ -14,7 +14,10 @@ use crate::api::{
     ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse, GatewayError,
     ModelInfo, ModelList,
 };
-use crate::pipeline::{Body, RequestCtx, Served, StreamItem};
+use crate::pipeline::{Body, RequestCtx, Served, StreamItem, Tenant};
+
+/// The per-request dial: route this request as if the premium share were this (0..1).
+const PREMIUM_SHARE_HEADER: &str = "x-switchyard-premium-share";
 
 /// Reads the body, mapping axum's rejections (notably 413) to our error JSON.
 fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, GatewayError> {
@@ -59,8 +62,8 @@ fn cache_control(headers: &HeaderMap, ctx: &mut RequestCtx) {
     }
 }
 
-fn request_ctx(headers: &HeaderMap, tenant: String) -> Result<RequestCtx, GatewayError> {
-    let mut ctx = RequestCtx { tenant, ..RequestCtx::default() };
+fn request_ctx(headers: &HeaderMap, tenant: Tenant) -> Result<RequestCtx, GatewayError> {
+    let mut ctx = RequestCtx { tenant: tenant.id, tenant_share: tenant.premium_share, ..RequestCtx::default() };
     cache_control(headers, &mut ctx);
     if let Some(v) = headers.get("x-switchyard-cache-threshold") {
         let t =
@@ -73,6 +76,17 @@ fn request_ctx(headers: &HeaderMap, tenant: String) -> Result<RequestCtx, Gatewa
                 },
             )?;
         ctx.threshold = Some(t);
+    }
+    if let Some(v) = headers.get(PREMIUM_SHARE_HEADER) {
+        let s = v.to_str().ok().and_then(|s| s.trim().parse::<f32>().ok()).filter(|s| (0.0..=1.0).contains(s)).ok_or_else(
+            || {
+                GatewayError::invalid(
+                    format!("{PREMIUM_SHARE_HEADER} must be a number between 0 and 1 (the share of requests like this one to send to the premium tier)"),
+                    Some(PREMIUM_SHARE_HEADER),
+                )
+            },
+        )?;
+        ctx.premium_share = Some(s);
     }
     Ok(ctx)
 }
@@ -163,6 +177,9 @@ fn render(served: Served, rid: &str) -> Response {
     }
     if let Some(s) = m.route_score {
         set(h, "x-switchyard-route-score", format!("{s:.4}"));
+    }
+    if let Some(t) = m.route_threshold {
+        set(h, "x-switchyard-route-threshold", format!("{t:.4}"));
     }
     resp
 }

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::classify::ShareStats;
 use crate::metrics::{Histogram, Labeled, BUCKETS};
 use crate::providers::dispatch::BreakerState;
 
@@ -35,6 +36,45 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// An f32 as the f64 with the same shortest decimal form (0.3, not 0.30000001192092896).
+fn as_f64(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+/// The live operating point per score window: `global` (every tenant without a share of its own)
+/// and each tenant with one, by tenant id (a hash; keys never appear here).
+fn route_shares(out: &mut String, stats: &[ShareStats]) {
+    type Series = (&'static str, &'static str, &'static str, fn(&ShareStats) -> Option<f64>);
+    let series: [Series; 5] = [
+        ("switchyard_route_premium_share_target", "gauge", "The configured premium share (absent for a fixed router.threshold).", |s| {
+            s.target.map(as_f64)
+        }),
+        (
+            "switchyard_route_premium_share_realised",
+            "gauge",
+            "Premium share of the last router.share_window routed decisions (affinity included, dialled requests excluded).",
+            |s| s.realised.map(as_f64),
+        ),
+        ("switchyard_route_threshold", "gauge", "The router-score threshold a request at the configured share is compared with now.", |s| {
+            Some(as_f64(s.threshold))
+        }),
+        ("switchyard_route_decisions_total", "counter", "Routing decisions at the configured operating point.", |s| {
+            Some(s.decisions as f64)
+        }),
+        ("switchyard_route_dialled_total", "counter", "Routing decisions at a per-request x-switchyard-premium-share.", |s| {
+            Some(s.dialled as f64)
+        }),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in stats {
+            if let Some(v) = value(s) {
+                let _ = writeln!(out, "{name}{{tenant=\"{}\"}} {v}", escape(&s.tenant));
+            }
+        }
+    }
+}
+
 pub async fn render(State(state): State<AppState>) -> Response {
     let g = &state.gateway;
     let m = &g.metrics;
@@ -57,6 +97,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
         &m.request_seconds,
     );
     histogram(&mut out, "switchyard_embed_duration_seconds", "Time waiting for a prompt embedding.", &m.embed_seconds);
+    route_shares(&mut out, &g.router.stats());
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     gauge(
         &mut out,

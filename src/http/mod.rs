@@ -17,13 +17,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::api::GatewayError;
-use crate::pipeline::Gateway;
+use crate::pipeline::{Gateway, Tenant};
 
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<Gateway>,
-    /// gateway key → tenant id. Empty: no authentication, one tenant.
-    pub keys: Arc<HashMap<String, String>>,
+    /// gateway key → tenant (id and per-key settings). Empty: no authentication, one tenant.
+    pub keys: Arc<HashMap<String, Tenant>>,
     pub max_body: usize,
     pub request_timeout: Duration,
     pub started: Instant,
@@ -82,9 +82,9 @@ pub fn error_response(err: &GatewayError, request_id: &str) -> Response {
 }
 
 /// Resolves the caller's tenant from `Authorization: Bearer`, or refuses.
-pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String, GatewayError> {
+pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Tenant, GatewayError> {
     if state.keys.is_empty() {
-        return Ok("default".into());
+        return Ok(Tenant { id: "default".into(), premium_share: None });
     }
     let token = headers
         .get("authorization")
