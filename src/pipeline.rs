@@ -330,8 +330,11 @@ impl Gateway {
             }
         }
 
-        // 7. route
-        let (tier, mut targets, routed) = self.route(&route, &query_text, vector.as_deref(), key.as_ref(), &ctx);
+        // 7. route: the router reads the prompt as the user wrote it (its text features count
+        // lines and answer options, which the cache key's whitespace-normalised text has lost);
+        // the vector is the same either way, as the tokenizer splits on any whitespace
+        let route_text = if matches!(route, Route::Auto) { last_user_text(&req) } else { String::new() };
+        let (tier, mut targets, routed) = self.route(&route, &route_text, vector.as_deref(), key.as_ref(), &ctx);
         let (route_score, route_threshold) = (routed.map(|r| r.score), routed.map(|r| r.threshold));
         // images go only to deployments that can see them
         if req.has_images() {
