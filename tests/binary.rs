@@ -2,11 +2,12 @@
 //! The real `switchyard` binary: `serve --demo` answers, SIGTERM drains and writes the snapshot,
 //! and a bad config is refused with a message naming the key.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+mod common;
+
+use common::binary::{spawn_demo, BIN};
 
 #[tokio::test]
 async fn serve_demo_then_sigterm_writes_the_snapshot() {
@@ -14,17 +15,7 @@ async fn serve_demo_then_sigterm_writes_the_snapshot() {
     let snap = dir.path().join("cache.snap");
     let cfg = dir.path().join("demo.toml");
     std::fs::write(&cfg, format!("[cache]\nsnapshot = {:?}\n", snap.display().to_string())).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--demo", "--demo-latency-ms", "0", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    let (mut child, addr) = spawn_demo(&cfg);
     let url = format!("http://{addr}/v1/chat/completions");
     let body =
         serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "How do I reset my password?"}]});

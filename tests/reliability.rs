@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use common::binary::spawn_demo as spawn_gateway;
 use common::*;
 use serde_json::{json, Value};
 use switchyard::app::{self, Running};
@@ -177,24 +176,6 @@ async fn oversized_or_too_many_headers_get_431() {
     assert_eq!(a.calls(), 0);
     let (status, _, _) = post_chat(&g, &ask("normal"), &[]).await;
     assert_eq!(status, 200);
-}
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-/// The real binary, `serve --demo` with the given config; returns it and its address.
-fn spawn_gateway(cfg: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--demo", "--demo-latency-ms", "0", "--listen", "127.0.0.1:0", "--config"])
-        .arg(cfg)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
-    (child, addr)
 }
 
 fn snapshot_entries(path: &std::path::Path) -> usize {

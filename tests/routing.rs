@@ -10,9 +10,9 @@ use switchyard::classify::{Classifier, TrainedRouter};
 
 /// A greeting: the cheap model answers it as well as the premium one.
 const EASY: &str = "hi there";
-/// A programming task, the kind where the premium model's extra quality pays.
-const HARD: &str =
-    "Write a Python function that merges two sorted linked lists in place and explain its time and space complexity.";
+/// An open question asking for expert depth: on the AlpacaEval instructions GPT-4 Turbo's answers
+/// win most clearly on this kind of prompt (the shipped router learned it from them).
+const HARD: &str = "Can you explain quantum entanglement to a physicist?";
 
 fn auto(messages: Value) -> Value {
     json!({"model": "auto", "messages": messages})
@@ -50,7 +50,7 @@ async fn auto_sends_an_easy_prompt_to_cheap_and_a_hard_one_to_premium() {
 
 #[tokio::test]
 async fn an_explicit_threshold_sets_the_operating_point() {
-    for (threshold, prompt, tier) in [("0.9", HARD, "cheap"), ("-0.9", EASY, "premium")] {
+    for (threshold, prompt, tier) in [("2.0", HARD, "cheap"), ("-2.0", EASY, "premium")] {
         let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
         let g = gateway(config_for(&cheap, &premium, &format!("[router]\nthreshold = {threshold}"))).await;
         let (_, h, _) = post_chat(&g, &auto(json!([{"role": "user", "content": prompt}])), &[]).await;
@@ -63,7 +63,7 @@ async fn an_explicit_threshold_sets_the_operating_point() {
 fn follow_up() -> Value {
     auto(json!([
         {"role": "user", "content": HARD},
-        {"role": "assistant", "content": "def merge(a, b): ..."},
+        {"role": "assistant", "content": "Entanglement is a correlation between quantum systems ..."},
         {"role": "user", "content": EASY},
     ]))
 }

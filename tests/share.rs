@@ -6,15 +6,16 @@
 //! `x-switchyard-tier` header. With the training calibration alone (before live calibration) the
 //! configured 0.3 gave 0.60 on chat and 0.17 on MMLU.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use futures_util::StreamExt;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+mod common;
+
+use common::binary::spawn_demo;
 const TARGET: f64 = 0.3;
 const TOLERANCE: f64 = 0.05;
 /// Requests in flight at once: decisions still happen one at a time, in roughly send order.
@@ -30,17 +31,7 @@ impl Demo {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("demo.toml");
         std::fs::write(&cfg, config).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--demo", "--demo-latency-ms", "0", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&cfg)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+        let (child, addr) = spawn_demo(&cfg);
         Demo { child, base: format!("http://{addr}") }
     }
 

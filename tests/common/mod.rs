@@ -2,6 +2,7 @@
 //! servers speaking the OpenAI wire format and counting their calls, and a gateway on port 0.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod providers;
 
 use std::collections::VecDeque;
