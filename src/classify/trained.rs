@@ -158,14 +158,14 @@ impl Classifier for TrainedRouter {
         let p = self.gate_weights(&x);
         let mut out: Vec<Feature> = Vec::new();
         if self.file.heads.len() > 1 {
-            for (h, p) in self.file.heads.iter().zip(&p) {
-                out.push(Feature {
-                    name: format!("gate: looks like {} ({:.0}%)", h.name, p * 100.0),
-                    contribution: 0.0,
-                });
-            }
-            out.sort_by(|a, b| b.name.cmp(&a.name));
-            out.retain(|f| !f.name.ends_with("(0%)"));
+            // the heads that apply, most weight first (those under 0.5% left out)
+            let mut gate: Vec<(&Linear, f32)> =
+                self.file.heads.iter().zip(p.iter().copied()).filter(|(_, p)| *p >= 0.005).collect();
+            gate.sort_by(|a, b| b.1.total_cmp(&a.1));
+            out.extend(gate.into_iter().map(|(h, p)| Feature {
+                name: format!("gate: looks like {} ({:.0}%)", h.name, p * 100.0),
+                contribution: 0.0,
+            }));
         }
         // contributions of the gate-weighted mixture of heads, relative to the training mean
         let w = |j: usize| self.file.heads.iter().zip(&p).map(|(h, p)| p * h.weights[j]).sum::<f32>();

@@ -406,12 +406,14 @@ fn cross_validate(
 ) -> Result<CvScores, RoutingEvalError> {
     let mut scores: Vec<Vec<f64>> = sets.iter().map(|s| vec![0.0; s.1.len()]).collect();
     let mut by_category = scores.clone();
+    let folds: Vec<Vec<usize>> =
+        sets.iter().map(|(_, rows, _)| rows.iter().map(|r| fold_of(&r.id, k, seed)).collect()).collect();
     for f in 0..k {
         let mut rows: Vec<Row> = Vec::new();
         let mut vecs: Vec<Vec<f32>> = Vec::new();
-        for (_, set_rows, set_vecs) in &sets[..n_train.min(sets.len())] {
-            for (row, v) in set_rows.iter().zip(set_vecs) {
-                if fold_of(&row.id, k, seed) != f {
+        for (si, (_, set_rows, set_vecs)) in sets.iter().enumerate().take(n_train) {
+            for (i, (row, v)) in set_rows.iter().zip(set_vecs).enumerate() {
+                if folds[si][i] != f {
                     rows.push(row.clone());
                     vecs.push(v.clone());
                 }
@@ -427,7 +429,7 @@ fn cross_validate(
         let overall = rows.iter().map(|r| r.premium - r.cheap).sum::<f64>() / rows.len().max(1) as f64;
         for (si, (_, set_rows, set_vecs)) in sets.iter().enumerate() {
             for (i, (row, v)) in set_rows.iter().zip(set_vecs).enumerate() {
-                if fold_of(&row.id, k, seed) == f {
+                if folds[si][i] == f {
                     scores[si][i] = r.score(&row.prompt, Some(v)) as f64;
                     by_category[si][i] = gains
                         .get(&(row.source.as_str(), row.category.as_str()))
