@@ -340,6 +340,10 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
     let state = AppState {
         gateway: gateway.clone(),
         keys: Arc::new(keys),
+        admin_key: match &config.server.admin_key {
+            Some(k) => Some(k.resolve("server.admin_key")?.expose().to_string()),
+            None => None,
+        },
         max_body: config.server.max_body_bytes,
         request_timeout: config.server.request_timeout.0,
         started: Instant::now(),

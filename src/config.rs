@@ -135,6 +135,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Comma-separated gateway keys; each key is a tenant. None: no authentication, one tenant.
     pub gateway_keys: Option<SecretSpec>,
+    /// The key for the operator's endpoints (`/admin/*`, `/dashboard`). Separate from gateway
+    /// keys so a tenant can never read another tenant's usage. None: those endpoints are open
+    /// when no gateway keys are set, and refused (401) when gateway keys are set.
+    pub admin_key: Option<SecretSpec>,
     pub max_body_bytes: usize,
     pub request_timeout: Dur,
     pub shutdown_grace: Dur,
@@ -158,6 +162,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             gateway_keys: None,
+            admin_key: None,
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout: Dur(Duration::from_secs(300)),
             shutdown_grace: Dur(Duration::from_secs(30)),
@@ -505,6 +510,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(k) = &self.server.gateway_keys {
             k.resolve("server.gateway_keys")?;
+        }
+        if let Some(k) = &self.server.admin_key {
+            k.resolve("server.admin_key")?;
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));

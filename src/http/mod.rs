@@ -24,6 +24,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// gateway key → tenant (id and per-key settings). Empty: no authentication, one tenant.
     pub keys: Arc<HashMap<String, Tenant>>,
+    /// The operator's key for `/admin/*` and `/dashboard` (see `server.admin_key`).
+    pub admin_key: Option<String>,
     pub max_body: usize,
     pub request_timeout: Duration,
     pub started: Instant,
@@ -93,4 +95,90 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Tenant, Gat
         .map(str::trim)
         .ok_or_else(|| GatewayError::Unauthorized("missing gateway key: send `Authorization: Bearer <key>`".into()))?;
     state.keys.get(token).cloned().ok_or_else(|| GatewayError::Unauthorized("invalid gateway key".into()))
+}
+
+/// Lets the operator in, or refuses: `/admin/*` and `/dashboard` need `server.admin_key` (as
+/// `Authorization: Bearer`, or as the password of HTTP Basic auth so a browser can open the
+/// dashboard). With no admin key they are open only when the gateway has no keys at all, i.e. a
+/// single-tenant deployment where every caller could read everything anyway.
+pub fn authenticate_admin(state: &AppState, headers: &HeaderMap) -> Result<(), GatewayError> {
+    let Some(admin) = state.admin_key.as_deref() else {
+        return if state.keys.is_empty() {
+            Ok(())
+        } else {
+            Err(GatewayError::Unauthorized("admin endpoints need server.admin_key to be configured".into()))
+        };
+    };
+    let value = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let presented = if let Some(t) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+        Some(t.trim().to_string())
+    } else if let Some(b) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) {
+        basic_password(b.trim())
+    } else {
+        None
+    };
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), admin.as_bytes()) => Ok(()),
+        Some(_) => Err(GatewayError::Unauthorized("invalid admin key".into())),
+        None => Err(GatewayError::Unauthorized("missing admin key: send `Authorization: Bearer <admin key>`".into())),
+    }
+}
+
+/// The password of an HTTP Basic credential (`base64(user:password)`); the user is ignored.
+fn basic_password(b64: &str) -> Option<String> {
+    let bytes = base64_decode(b64)?;
+    let s = String::from_utf8(bytes).ok()?;
+    s.split_once(':').map(|(_, p)| p.to_string())
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some((c - b'A') as u32),
+            b'a'..=b'z' => Some((c - b'a' + 26) as u32),
+            b'0'..=b'9' => Some((c - b'0' + 52) as u32),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in s.as_bytes() {
+        acc = (acc << 6) | val(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Compares secrets without an early exit, so response timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_password_is_decoded() {
+        // "admin:s3cret" and ":s3cret"
+        assert_eq!(basic_password("YWRtaW46czNjcmV0").as_deref(), Some("s3cret"));
+        assert_eq!(basic_password("OnMzY3JldA==").as_deref(), Some("s3cret"));
+        assert_eq!(basic_password("not base64!"), None);
+        assert_eq!(basic_password("bm9jb2xvbg=="), None); // "nocolon"
+    }
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
 }
