@@ -9,8 +9,15 @@ pub enum GatewayError {
     InvalidRequest { message: String, param: Option<String> },
     #[error("{0}")]
     Unauthorized(String),
+    /// A model that does not exist (OpenAI's `model_not_found`).
     #[error("{0}")]
     NotFound(String),
+    /// A path the gateway does not serve, in OpenAI's own words and code (`unknown_url`).
+    #[error("Unknown request URL: {method} {path}. Please check the URL for typos, or see the docs at https://platform.openai.com/docs/api-reference/.")]
+    UnknownUrl { method: String, path: String },
+    /// A path the gateway serves, with the wrong method (405), in OpenAI's own words.
+    #[error("Invalid method for URL ({method} {path})")]
+    MethodNotAllowed { method: String, path: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -62,7 +69,8 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { .. } => 400,
             GatewayError::Unauthorized(_) => 401,
-            GatewayError::NotFound(_) => 404,
+            GatewayError::NotFound(_) | GatewayError::UnknownUrl { .. } => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::PayloadTooLarge { .. } => 413,
             GatewayError::RateLimited(_) => 429,
             GatewayError::Overloaded { .. } => 503,
@@ -77,6 +85,8 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } => ("invalid_request_error", None),
             GatewayError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             GatewayError::NotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            GatewayError::UnknownUrl { .. } => ("invalid_request_error", Some("unknown_url")),
+            GatewayError::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
             GatewayError::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             GatewayError::RateLimited(_) => ("rate_limit_error", Some("rate_limit_exceeded")),
             GatewayError::Overloaded { .. } => ("server_error", Some("overloaded")),
@@ -132,6 +142,16 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["param"], "messages");
         assert!(v["error"].as_object().unwrap().contains_key("code"));
+    }
+
+    #[test]
+    fn unknown_urls_and_wrong_methods_speak_openai() {
+        let e = GatewayError::UnknownUrl { method: "POST".into(), path: "/v1/foo".into() };
+        assert_eq!(e.status(), 404);
+        assert!(e.to_string().starts_with("Unknown request URL: POST /v1/foo."), "{e}");
+        assert_eq!(e.body().error.code.as_deref(), Some("unknown_url"));
+        let e = GatewayError::MethodNotAllowed { method: "GET".into(), path: "/v1/chat/completions".into() };
+        assert_eq!((e.status(), e.to_string().as_str()), (405, "Invalid method for URL (GET /v1/chat/completions)"));
     }
 
     #[test]

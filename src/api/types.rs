@@ -170,7 +170,7 @@ impl Message {
             Some(Content::Parts(parts)) => parts
                 .iter()
                 .filter_map(|p| match p {
-                    ContentPart::Text { text } => Some(text.as_str()),
+                    ContentPart::Text { text, .. } => Some(text.as_str()),
                     _ => None,
                 })
                 .collect::<Vec<_>>()
@@ -189,11 +189,18 @@ pub enum Content {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
+    /// `cache_control` (Anthropic prompt caching, as LiteLLM-style clients put it on parts) is
+    /// carried so the Anthropic adapter can place the breakpoint and OpenAI-compatible proxies
+    /// that understand it (OpenRouter) get it as sent.
     Text {
         text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     ImageUrl {
         image_url: ImageUrl,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     InputAudio {
         input_audio: Value,
@@ -217,6 +224,9 @@ pub struct Tool {
     #[serde(rename = "type")]
     pub kind: String,
     pub function: FunctionDef,
+    /// Anthropic prompt caching on a tool definition (a breakpoint after the tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -288,16 +298,79 @@ pub struct Choice {
     pub logprobs: Option<Value>,
 }
 
+/// The assistant's message in a response. `refusal` is always written (`null` when absent): the
+/// OpenAI spec lists it as required. `reasoning_content` is the field OpenAI-compatible clients
+/// (DeepSeek's, vLLM's, LiteLLM's) read thinking from; upstreams that call it `reasoning`
+/// (OpenRouter, newer vLLM) are read into it too.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(from = "WireAssistantMessage")]
 pub struct AssistantMessage {
-    #[serde(default = "assistant_role")]
     pub role: String,
-    #[serde(default)]
     pub content: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Anthropic's thinking blocks with their signatures, to be echoed back on the next turn
+    /// (LiteLLM's field; see `providers::anthropic`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_blocks: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+}
+
+impl AssistantMessage {
+    /// An empty assistant message, the start of one being built.
+    pub fn empty() -> Self {
+        AssistantMessage {
+            role: "assistant".into(),
+            content: None,
+            reasoning_content: None,
+            thinking_blocks: None,
+            tool_calls: None,
+            refusal: None,
+        }
+    }
+}
+
+/// What an upstream may send as the message (either name for the reasoning).
+#[derive(Deserialize)]
+struct WireAssistantMessage {
+    #[serde(default = "assistant_role")]
+    role: String,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<Value>,
+    #[serde(default)]
+    thinking_blocks: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+impl From<WireAssistantMessage> for AssistantMessage {
+    fn from(w: WireAssistantMessage) -> Self {
+        AssistantMessage {
+            role: w.role,
+            content: w.content,
+            reasoning_content: w.reasoning_content.or_else(|| reasoning_text(w.reasoning)),
+            thinking_blocks: w.thinking_blocks,
+            tool_calls: w.tool_calls,
+            refusal: w.refusal,
+        }
+    }
+}
+
+/// `reasoning` as text: a string as it is; anything else (an object some proxies send) is not
+/// text a client can show, and is dropped.
+fn reasoning_text(v: Option<Value>) -> Option<String> {
+    match v {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    }
 }
 
 fn assistant_role() -> String {
@@ -309,11 +382,26 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// How much of the prompt the provider served from its prompt cache (OpenAI's own field;
+    /// Anthropic's `cache_read_input_tokens` lands here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 impl Usage {
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: None,
+        }
     }
 }
 
@@ -349,6 +437,10 @@ pub struct Delta {
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Thinking, as the streams of DeepSeek/vLLM-style servers carry it (`reasoning` from
+    /// OpenRouter is read into it; an upstream that sends both names is not known).
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "reasoning")]
+    pub reasoning_content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -398,14 +490,14 @@ impl ChunkAccumulator {
         for c in &chunk.choices {
             let i = c.index as usize;
             while self.choices.len() <= i {
-                self.choices.push((
-                    AssistantMessage { role: "assistant".into(), content: None, tool_calls: None, refusal: None },
-                    None,
-                ));
+                self.choices.push((AssistantMessage::empty(), None));
             }
             let (msg, finish) = &mut self.choices[i];
             if let Some(text) = &c.delta.content {
                 msg.content.get_or_insert_with(String::new).push_str(text);
+            }
+            if let Some(r) = &c.delta.reasoning_content {
+                msg.reasoning_content.get_or_insert_with(String::new).push_str(r);
             }
             if let Some(r) = &c.delta.refusal {
                 msg.refusal.get_or_insert_with(String::new).push_str(r);
@@ -480,6 +572,16 @@ pub fn response_to_chunks(resp: &ChatResponse, include_usage: bool, piece: usize
             }],
             None,
         ));
+        if let Some(r) = c.message.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
+            out.push(mk(
+                vec![ChunkChoice {
+                    index: c.index,
+                    delta: Delta { reasoning_content: Some(r.to_string()), ..Delta::default() },
+                    finish_reason: None,
+                }],
+                None,
+            ));
+        }
         if let Some(text) = &c.message.content {
             let mut start = 0;
             let chars: Vec<(usize, char)> = text.char_indices().collect();
@@ -559,11 +661,15 @@ pub struct EmbeddingsRequest {
     pub user: Option<String>,
 }
 
+/// Every input form the OpenAI spec allows: a string, strings, token ids, arrays of token ids
+/// (cl100k_base ids; see `embed::cl100k`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum EmbeddingInput {
     One(String),
     Many(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenArrays(Vec<Vec<u32>>),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -602,6 +708,8 @@ mod tests {
                 message: AssistantMessage {
                     role: "assistant".into(),
                     content: Some(text.into()),
+                    reasoning_content: Some("thinking it over".into()),
+                    thinking_blocks: None,
                     tool_calls: Some(vec![ToolCall {
                         id: "call_1".into(),
                         kind: "function".into(),

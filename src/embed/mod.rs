@@ -7,6 +7,7 @@
 //! concurrent requests are micro-batched into one forward pass.
 
 mod bert;
+pub mod cl100k;
 mod encoder;
 pub mod kernel;
 mod pool;

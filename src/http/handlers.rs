@@ -199,6 +199,28 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
     axum::Json(ModelList { object: "list".into(), data }).into_response()
 }
 
+/// `GET /v1/models/{id}`: one entry of the list (the SDKs' `models.retrieve`), or `model_not_found`.
+pub async fn model(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let rid = request_id(&headers);
+    if let Err(e) = authenticate(&state, &headers) {
+        return error_response(&e, &rid);
+    }
+    match state.gateway.model_ids().into_iter().find(|(m, _)| *m == id) {
+        Some((id, owned_by)) => {
+            axum::Json(ModelInfo { id, object: "model".into(), created: crate::cache::unix_now(), owned_by })
+                .into_response()
+        }
+        None => error_response(
+            &GatewayError::NotFound(format!("The model `{id}` does not exist on this gateway (see GET /v1/models)")),
+            &rid,
+        ),
+    }
+}
+
 /// Most inputs one embeddings call may carry (OpenAI's own limit).
 const MAX_EMBED_INPUTS: usize = 2048;
 
@@ -226,15 +248,21 @@ async fn embeddings_inner(
     authenticate(state, headers)?;
     let bytes = body_or_error(body, state.max_body)?;
     let req: EmbeddingsRequest = parse_json(&bytes)?;
-    let inputs = match req.input {
-        EmbeddingInput::One(s) => vec![s],
-        EmbeddingInput::Many(v) => v,
+    // token ids are billed as the client counted them; text by our model's tokenizer (below)
+    let (inputs, given_tokens) = match req.input {
+        EmbeddingInput::One(s) => (vec![s], None),
+        EmbeddingInput::Many(v) => (v, None),
+        EmbeddingInput::Tokens(ids) => (vec![decode_tokens(&ids)?], Some(ids.len() as u64)),
+        EmbeddingInput::TokenArrays(arrays) => {
+            let n = arrays.iter().map(|a| a.len() as u64).sum();
+            (arrays.iter().map(|ids| decode_tokens(ids)).collect::<Result<_, _>>()?, Some(n))
+        }
     };
     if inputs.is_empty() || inputs.len() > MAX_EMBED_INPUTS {
-        return Err(GatewayError::invalid(format!("`input` must hold 1 to {MAX_EMBED_INPUTS} strings"), Some("input")));
+        return Err(GatewayError::invalid(format!("`input` must hold 1 to {MAX_EMBED_INPUTS} inputs"), Some("input")));
     }
     if inputs.iter().any(|s| s.is_empty()) {
-        return Err(GatewayError::invalid("`input` strings must not be empty", Some("input")));
+        return Err(GatewayError::invalid("`input` strings and token arrays must not be empty", Some("input")));
     }
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -256,7 +284,8 @@ async fn embeddings_inner(
             ));
         }
     }
-    let tokens: u64 = inputs.iter().map(|s| embed.embedder().count_tokens(s) as u64).sum();
+    let tokens: u64 =
+        given_tokens.unwrap_or_else(|| inputs.iter().map(|s| embed.embedder().count_tokens(s) as u64).sum());
     let vectors = embed.embed_many(inputs).await.map_err(|e| match e {
         crate::embed::EmbedError::Overloaded => GatewayError::overloaded("the embedding queue is full; retry shortly"),
         other => GatewayError::Internal(other.to_string()),
@@ -279,6 +308,13 @@ async fn embeddings_inner(
         data,
         model: req.model.unwrap_or_else(|| "all-MiniLM-L6-v2".into()),
         usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
+    })
+}
+
+/// One token-id input as the text it encodes (OpenAI's embedding models take cl100k_base ids).
+fn decode_tokens(ids: &[u32]) -> Result<String, GatewayError> {
+    crate::embed::cl100k::decode(ids).map_err(|e| {
+        GatewayError::invalid(format!("{e}: token-array inputs must be cl100k_base token ids"), Some("input"))
     })
 }
 
@@ -307,9 +343,14 @@ pub async fn health(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-pub async fn not_found(headers: HeaderMap, uri: axum::http::Uri) -> Response {
+pub async fn not_found(headers: HeaderMap, method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let rid = request_id(&headers);
-    error_response(&GatewayError::NotFound(format!("no route for {}", uri.path())), &rid)
+    error_response(&GatewayError::UnknownUrl { method: method.to_string(), path: uri.path().to_string() }, &rid)
+}
+
+pub async fn wrong_method(headers: HeaderMap, method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let rid = request_id(&headers);
+    error_response(&GatewayError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_string() }, &rid)
 }
 
 #[cfg(test)]

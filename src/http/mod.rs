@@ -43,9 +43,12 @@ pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/models", get(handlers::models))
+        .route("/v1/models/{*id}", get(handlers::model))
         .route("/v1/embeddings", post(handlers::embeddings))
         .route("/health", get(handlers::health))
         .route("/metrics", get(metrics::render))
+        // after every route: it applies to the routes registered before it
+        .method_not_allowed_fallback(handlers::wrong_method)
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

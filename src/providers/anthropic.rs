@@ -9,19 +9,34 @@
 //! lifted into the top-level `system`; consecutive messages of one role are merged, so tool
 //! results (`tool_result` blocks) and the user text after them share one user turn; `max_tokens`
 //! is always sent; `temperature` is clamped to Anthropic's 0..1. Back: text blocks are joined,
-//! `tool_use` blocks become `tool_calls`, thinking blocks are dropped. Streams are translated
+//! `tool_use` blocks become `tool_calls`, thinking blocks become `reasoning_content`. Streams are translated
 //! event by event; the role chunk waits for the first content block so that an `error` event
 //! right after `message_start` (typically `overloaded_error`) still lets the dispatcher fail over.
+
+//!
+//! Prompt caching: `cache_control` on a content part, on a whole message (it marks the message's
+//! last block, as LiteLLM reads it) or on a tool goes to the same place in Anthropic's request; a
+//! system prompt with any `cache_control` is sent as blocks, the only form that can carry it.
+//! Usage reports cache reads as `prompt_tokens_details.cached_tokens` (and, as OpenAI counts
+//! them, inside `prompt_tokens`, with cache writes).
+//!
+//! Extended thinking: `thinking` (Anthropic's own object, as LiteLLM clients send it) is passed
+//! on, and `reasoning_effort` low/medium/high asks for a 1024/2048/4096-token budget (LiteLLM's
+//! mapping). With thinking on, Anthropic requires that the last assistant turn with tool use be
+//! sent back beginning with its thinking blocks, signatures intact. The thinking text is needed
+//! verbatim, too long for a tool call id, so the answer carries the blocks as
+//! `message.thinking_blocks` (LiteLLM's field, which OpenAI SDK clients echo back when they append
+//! the response message to the conversation) and they are put back from there.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::sse::SseEvent;
-use super::wire::{arguments_object, decode_multi, parse_data_url, unix_now, ChunkIds};
+use super::wire::{arguments_object, bare_call_id, decode_multi, parse_data_url, unix_now, ChunkIds};
 use super::{ChunkStream, ProviderError, Upstream};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FunctionCall,
-    FunctionCallDelta, Role, ToolCall, ToolCallDelta, Usage,
+    FunctionCallDelta, Message, PromptTokensDetails, Role, ToolCall, ToolCallDelta, Usage,
 };
 
 pub const DEFAULT_VERSION: &str = "2023-06-01";
@@ -89,7 +104,7 @@ pub struct MessagesRequest {
     pub max_tokens: u32,
     pub messages: Vec<AMessage>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
+    pub system: Option<SystemPrompt>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,6 +119,16 @@ pub struct MessagesRequest {
     pub tool_choice: Option<AToolChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<AMetadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<Value>,
+}
+
+/// The system prompt: a string, or text blocks when any of it carries `cache_control`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum SystemPrompt {
+    Text(String),
+    Blocks(Vec<Block>),
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -115,10 +140,53 @@ pub struct AMessage {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Block {
-    Text { text: String },
-    Image { source: ImageSource },
-    ToolUse { id: String, name: String, input: Value },
-    ToolResult { tool_use_id: String, content: Vec<Block> },
+    Text {
+        text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
+    },
+    Image {
+        source: ImageSource,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: Vec<Block>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
+    },
+    Thinking {
+        thinking: String,
+        signature: String,
+    },
+    RedactedThinking {
+        data: String,
+    },
+}
+
+impl Block {
+    fn text(text: impl Into<String>) -> Block {
+        Block::Text { text: text.into(), cache_control: None }
+    }
+
+    /// Marks the block as a prompt-cache breakpoint (thinking blocks cannot be marked).
+    fn set_cache_control(&mut self, cc: Value) {
+        match self {
+            Block::Text { cache_control, .. }
+            | Block::Image { cache_control, .. }
+            | Block::ToolUse { cache_control, .. }
+            | Block::ToolResult { cache_control, .. } => *cache_control = Some(cc),
+            Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -134,6 +202,8 @@ pub struct ATool {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub input_schema: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -171,32 +241,35 @@ pub fn to_anthropic(
     if req.n.is_some_and(|n| n > 1) {
         return Err(ProviderError::unsupported("anthropic: `n` greater than 1 is not supported by the Messages API"));
     }
-    let mut system: Vec<String> = Vec::new();
+    let mut system: Vec<Block> = Vec::new();
     let mut messages: Vec<AMessage> = Vec::with_capacity(req.messages.len());
     for m in &req.messages {
-        let (role, blocks) = match m.role {
+        let (role, mut blocks) = match m.role {
             Role::System | Role::Developer => {
-                let text = m.text_content();
-                if !text.is_empty() {
-                    system.push(text);
-                }
+                let mut blocks = content_blocks(m.content.as_ref())?;
+                blocks.retain(|b| matches!(b, Block::Text { .. }));
+                mark_last(&mut blocks, m);
+                system.extend(blocks);
                 continue;
             }
             Role::User => ("user", content_blocks(m.content.as_ref())?),
             Role::Assistant => {
-                let mut blocks = content_blocks(m.content.as_ref())?;
+                let mut blocks = thinking_blocks(m);
+                blocks.extend(content_blocks(m.content.as_ref())?);
                 for call in m.tool_calls.iter().flatten() {
                     blocks.push(Block::ToolUse {
-                        id: call.id.clone(),
+                        id: bare_call_id(&call.id).to_string(),
                         name: call.function.name.clone(),
                         input: arguments_object(&call.function.arguments)?,
+                        cache_control: None,
                     });
                 }
                 ("assistant", blocks)
             }
             Role::Tool => {
-                let id = m.tool_call_id.clone().unwrap_or_default();
-                ("user", vec![Block::ToolResult { tool_use_id: id, content: content_blocks(m.content.as_ref())? }])
+                let id = bare_call_id(m.tool_call_id.as_deref().unwrap_or_default()).to_string();
+                let content = content_blocks(m.content.as_ref())?;
+                ("user", vec![Block::ToolResult { tool_use_id: id, content, cache_control: None }])
             }
             Role::Function => {
                 return Err(ProviderError::unsupported(
@@ -207,6 +280,7 @@ pub fn to_anthropic(
         if blocks.is_empty() {
             continue; // Anthropic rejects empty content; an empty turn carries nothing anyway
         }
+        mark_last(&mut blocks, m);
         match messages.last_mut() {
             Some(last) if last.role == role => last.content.extend(blocks),
             _ => messages.push(AMessage { role, content: blocks }),
@@ -218,6 +292,7 @@ pub fn to_anthropic(
             .iter()
             .filter(|t| t.kind == "function")
             .map(|t| ATool {
+                cache_control: t.cache_control.clone(),
                 name: t.function.name.clone(),
                 description: t.function.description.clone(),
                 input_schema: t
@@ -231,19 +306,84 @@ pub fn to_anthropic(
     let no_parallel = (req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false))).then_some(true);
     let tool_choice = if tools.is_some() { tool_choice(req.tool_choice.as_ref(), no_parallel) } else { None };
 
+    let thinking = thinking(req);
+    let budget = thinking.as_ref().and_then(|t| t.get("budget_tokens")).and_then(Value::as_u64).unwrap_or(0);
+    let mut max_tokens = req.max_output_tokens().unwrap_or(default_max_tokens);
+    if u64::from(max_tokens) <= budget {
+        // Anthropic requires max_tokens > budget_tokens; the client's budget is for the answer
+        max_tokens = max_tokens.saturating_add(u32::try_from(budget).unwrap_or(u32::MAX));
+    }
+    let cached_system = system.iter().any(|b| matches!(b, Block::Text { cache_control: Some(_), .. }));
+    let system = if system.is_empty() {
+        None
+    } else if cached_system {
+        Some(SystemPrompt::Blocks(system))
+    } else {
+        let texts: Vec<&str> = system
+            .iter()
+            .filter_map(|b| match b {
+                Block::Text { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        Some(SystemPrompt::Text(texts.join("\n\n")))
+    };
     Ok(MessagesRequest {
         model: model.to_string(),
-        max_tokens: req.max_output_tokens().unwrap_or(default_max_tokens),
+        max_tokens,
         messages,
-        system: (!system.is_empty()).then(|| system.join("\n\n")),
-        temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
-        top_p: req.top_p,
+        system,
+        // with thinking on, Anthropic accepts only the default temperature and top_p
+        temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)).filter(|_| thinking.is_none()),
+        top_p: req.top_p.filter(|_| thinking.is_none()),
         stop_sequences: req.stop.as_ref().map(|s| s.to_vec()).filter(|v| !v.is_empty()),
         stream: stream.then_some(true),
         tools,
         tool_choice,
         metadata: req.user.clone().map(|user_id| AMetadata { user_id }),
+        thinking,
     })
+}
+
+/// Anthropic's `thinking` object: the client's own, else one for its `reasoning_effort`.
+fn thinking(req: &ChatRequest) -> Option<Value> {
+    if let Some(t) = req.extra.get("thinking").filter(|t| t.is_object()) {
+        return Some(t.clone());
+    }
+    let budget = match req.extra.get("reasoning_effort").and_then(Value::as_str)? {
+        "low" | "minimal" => 1024,
+        "medium" => 2048,
+        "high" => 4096,
+        _ => return None,
+    };
+    Some(serde_json::json!({"type": "enabled", "budget_tokens": budget}))
+}
+
+/// A message-level `cache_control` marks the message's last block.
+fn mark_last(blocks: &mut [Block], m: &Message) {
+    if let (Some(cc), Some(last)) = (m.extra.get("cache_control"), blocks.last_mut()) {
+        last.set_cache_control(cc.clone());
+    }
+}
+
+/// The thinking blocks an assistant message brings back (`thinking_blocks`, see the module doc).
+fn thinking_blocks(m: &Message) -> Vec<Block> {
+    let Some(Value::Array(items)) = m.extra.get("thinking_blocks") else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|b| match b.get("type").and_then(Value::as_str) {
+            Some("thinking") => Some(Block::Thinking {
+                thinking: b.get("thinking").and_then(Value::as_str).unwrap_or_default().to_string(),
+                signature: b.get("signature").and_then(Value::as_str)?.to_string(),
+            }),
+            Some("redacted_thinking") => {
+                Some(Block::RedactedThinking { data: b.get("data").and_then(Value::as_str)?.to_string() })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// `auto | none | required | {"type":"function","function":{"name"}}` → Anthropic's tool_choice.
@@ -267,21 +407,23 @@ fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>, ProviderError
     match content {
         None => Ok(Vec::new()),
         Some(Content::Text(t)) if t.is_empty() => Ok(Vec::new()),
-        Some(Content::Text(t)) => Ok(vec![Block::Text { text: t.clone() }]),
+        Some(Content::Text(t)) => Ok(vec![Block::text(t.clone())]),
         Some(Content::Parts(parts)) => {
             let mut out = Vec::with_capacity(parts.len());
             for p in parts {
                 match p {
-                    ContentPart::Text { text } if text.is_empty() => {}
-                    ContentPart::Text { text } => out.push(Block::Text { text: text.clone() }),
-                    ContentPart::ImageUrl { image_url } => {
+                    ContentPart::Text { text, .. } if text.is_empty() => {}
+                    ContentPart::Text { text, cache_control } => {
+                        out.push(Block::Text { text: text.clone(), cache_control: cache_control.clone() })
+                    }
+                    ContentPart::ImageUrl { image_url, cache_control } => {
                         let source = match parse_data_url(&image_url.url) {
                             Some((media_type, data)) => {
                                 ImageSource::Base64 { media_type: media_type.to_string(), data: data.to_string() }
                             }
                             None => ImageSource::Url { url: image_url.url.clone() },
                         };
-                        out.push(Block::Image { source });
+                        out.push(Block::Image { source, cache_control: cache_control.clone() });
                     }
                     ContentPart::InputAudio { .. } | ContentPart::File { .. } | ContentPart::Unknown => {
                         return Err(ProviderError::unsupported(
@@ -322,7 +464,17 @@ pub enum RespBlock {
         #[serde(default)]
         input: Value,
     },
-    /// thinking, redacted_thinking, server tool blocks: not part of an OpenAI answer
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        #[serde(default)]
+        data: String,
+    },
+    /// server tool blocks and the like: not part of an OpenAI answer
     #[serde(other)]
     Other,
 }
@@ -344,6 +496,12 @@ impl AUsage {
     fn prompt_tokens(&self) -> Option<u64> {
         let parts = [self.input_tokens, self.cache_creation_input_tokens, self.cache_read_input_tokens];
         parts.iter().any(Option::is_some).then(|| parts.iter().flatten().sum())
+    }
+
+    /// The prompt tokens read from Anthropic's prompt cache, in OpenAI's place for them.
+    fn details(&self) -> Option<PromptTokensDetails> {
+        let cached = self.cache_read_input_tokens.or(self.cache_creation_input_tokens.map(|_| 0))?;
+        Some(PromptTokensDetails { cached_tokens: cached })
     }
 }
 
@@ -379,10 +537,19 @@ fn serialise_input(input: &Value) -> String {
 
 pub fn from_anthropic(resp: MessagesResponse, requested_model: &str) -> ChatResponse {
     let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut thinking = Vec::new();
     let mut calls = Vec::new();
     for block in resp.content {
         match block {
             RespBlock::Text { text: t } => text.push_str(&t),
+            RespBlock::Thinking { thinking: t, signature } => {
+                reasoning.push_str(&t);
+                thinking.push(serde_json::json!({"type": "thinking", "thinking": t, "signature": signature}));
+            }
+            RespBlock::RedactedThinking { data } => {
+                thinking.push(serde_json::json!({"type": "redacted_thinking", "data": data}));
+            }
             RespBlock::ToolUse { id, name, input } => calls.push(ToolCall {
                 id,
                 kind: "function".into(),
@@ -392,7 +559,8 @@ pub fn from_anthropic(resp: MessagesResponse, requested_model: &str) -> ChatResp
         }
     }
     let content = (calls.is_empty() || !text.is_empty()).then_some(text);
-    let usage = Usage::new(resp.usage.prompt_tokens().unwrap_or(0), resp.usage.output_tokens.unwrap_or(0));
+    let mut usage = Usage::new(resp.usage.prompt_tokens().unwrap_or(0), resp.usage.output_tokens.unwrap_or(0));
+    usage.prompt_tokens_details = resp.usage.details();
     ChatResponse {
         id: resp.id,
         object: "chat.completion".into(),
@@ -403,6 +571,8 @@ pub fn from_anthropic(resp: MessagesResponse, requested_model: &str) -> ChatResp
             message: AssistantMessage {
                 role: "assistant".into(),
                 content,
+                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                thinking_blocks: (!thinking.is_empty()).then_some(thinking),
                 tool_calls: (!calls.is_empty()).then_some(calls),
                 refusal: None,
             },
@@ -466,7 +636,10 @@ enum BlockDelta {
     InputJsonDelta {
         partial_json: String,
     },
-    /// thinking_delta, signature_delta, citations_delta
+    ThinkingDelta {
+        thinking: String,
+    },
+    /// signature_delta, citations_delta
     #[serde(other)]
     Other,
 }
@@ -494,6 +667,7 @@ pub struct StreamState {
     next_call: u32,
     prompt_tokens: Option<u64>,
     completion_tokens: u64,
+    cached: Option<PromptTokensDetails>,
 }
 
 impl StreamState {
@@ -505,6 +679,7 @@ impl StreamState {
             next_call: 0,
             prompt_tokens: None,
             completion_tokens: 0,
+            cached: None,
         }
     }
 
@@ -551,6 +726,7 @@ impl StreamState {
                     self.ids.model = message.model;
                 }
                 self.prompt_tokens = message.usage.prompt_tokens();
+                self.cached = message.usage.details();
                 self.completion_tokens = message.usage.output_tokens.unwrap_or(0);
                 Vec::new()
             }
@@ -574,7 +750,10 @@ impl StreamState {
                     self.tools.push(OpenTool { block: index, call, sent_arguments: whole.is_some() });
                     vec![self.tool_delta(call, Some(id), Some(name), Some(whole.unwrap_or_default()))]
                 }
-                RespBlock::Other => Vec::new(),
+                RespBlock::Thinking { thinking, .. } if !thinking.is_empty() => {
+                    vec![self.chunk(Delta { reasoning_content: Some(thinking), ..Delta::default() }, None)]
+                }
+                RespBlock::Thinking { .. } | RespBlock::RedactedThinking { .. } | RespBlock::Other => Vec::new(),
             },
             StreamEvent::ContentBlockDelta { index, delta } => match delta {
                 BlockDelta::TextDelta { text } if text.is_empty() => Vec::new(),
@@ -591,6 +770,10 @@ impl StreamState {
                     tool.sent_arguments = true;
                     let call = tool.call;
                     vec![self.tool_delta(call, None, None, Some(partial_json))]
+                }
+                BlockDelta::ThinkingDelta { thinking } if thinking.is_empty() => Vec::new(),
+                BlockDelta::ThinkingDelta { thinking } => {
+                    vec![self.chunk(Delta { reasoning_content: Some(thinking), ..Delta::default() }, None)]
                 }
                 BlockDelta::Other => Vec::new(),
             },
@@ -611,9 +794,11 @@ impl StreamState {
                 }
                 if let Some(p) = usage.prompt_tokens() {
                     self.prompt_tokens = Some(p);
+                    self.cached = usage.details().or(self.cached);
                 }
                 let finish = finish_reason(delta.stop_reason.as_deref().unwrap_or("end_turn")).to_string();
-                let usage = Usage::new(self.prompt_tokens.unwrap_or(0), self.completion_tokens);
+                let mut usage = Usage::new(self.prompt_tokens.unwrap_or(0), self.completion_tokens);
+                usage.prompt_tokens_details = self.cached;
                 vec![self.chunk(Delta::default(), Some(finish)), self.ids.usage_chunk(usage)]
             }
             StreamEvent::MessageStop | StreamEvent::Ping | StreamEvent::Unknown => Vec::new(),

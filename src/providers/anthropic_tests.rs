@@ -203,14 +203,22 @@ fn tool_use_response_with_thinking_and_cached_input() {
              "input": {"location": "San Francisco, CA", "unit": "celsius"}}],
         "usage": {"input_tokens": 10, "cache_read_input_tokens": 90, "output_tokens": 5}}));
     let m = &r.choices[0].message;
-    assert_eq!(m.content.as_deref(), Some("I'll check the weather."), "thinking blocks are dropped");
+    assert_eq!(m.content.as_deref(), Some("I'll check the weather."), "thinking is not answer text");
+    assert_eq!(m.reasoning_content.as_deref(), Some("the user wants SF"));
+    assert_eq!(
+        m.thinking_blocks,
+        Some(vec![json!({"type": "thinking", "thinking": "the user wants SF", "signature": "sig"})]),
+        "the signed block is returned so the client can send it back"
+    );
     let calls = m.tool_calls.as_ref().unwrap();
     assert_eq!(calls[0].id, "toolu_01SanFrancisco");
     assert_eq!(calls[0].function.name, "get_weather");
     let args: serde_json::Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
     assert_eq!(args, json!({"location": "San Francisco, CA", "unit": "celsius"}));
     assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
-    assert_eq!(r.usage, Some(Usage::new(100, 5)), "cached input counts as prompt tokens, as OpenAI counts it");
+    let mut want = Usage::new(100, 5);
+    want.prompt_tokens_details = Some(crate::api::PromptTokensDetails { cached_tokens: 90 });
+    assert_eq!(r.usage, Some(want), "cached input counts as prompt tokens and as cached_tokens, as OpenAI counts it");
 }
 
 #[test]
@@ -290,7 +298,9 @@ fn tool_use_stream_with_argument_deltas() {
         json!({"location": "Paris", "unit": "celsius"})
     );
     assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
-    assert_eq!(r.usage, Some(Usage::new(412, 58)));
+    let mut want = Usage::new(412, 58);
+    want.prompt_tokens_details = Some(crate::api::PromptTokensDetails { cached_tokens: 12 });
+    assert_eq!(r.usage, Some(want));
 }
 
 #[test]
@@ -371,4 +381,66 @@ fn base_url_is_the_sdks_and_a_trailing_v1_is_not_doubled() {
     let rb = adapter("https://api.anthropic.com", None).request(&body).build().unwrap();
     assert_eq!(rb.headers()["anthropic-version"], DEFAULT_VERSION);
     assert!(rb.headers().get("x-api-key").is_none(), "no key configured, none sent");
+}
+
+#[test]
+fn cache_control_goes_where_the_client_put_it() {
+    let b = body(json!({"model": "x",
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}},
+                   "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "A long policy.", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": [{"type": "text", "text": "Here is a book."},
+                                      {"type": "text", "text": "Chapter one.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "Summarise it.", "cache_control": {"type": "ephemeral"}}]}));
+    assert_eq!(
+        b["system"],
+        json!([{"type": "text", "text": "A long policy.", "cache_control": {"type": "ephemeral"}}])
+    );
+    assert_eq!(b["tools"][0]["cache_control"], json!({"type": "ephemeral"}));
+    let first = &b["messages"][0]["content"];
+    assert!(first[0].get("cache_control").is_none());
+    assert_eq!(first[1]["cache_control"], json!({"type": "ephemeral", "ttl": "1h"}));
+    assert_eq!(
+        b["messages"][2]["content"][0],
+        json!({"type": "text", "text": "Summarise it.", "cache_control": {"type": "ephemeral"}})
+    );
+    // without any cache_control the system prompt stays a plain string
+    let b =
+        body(json!({"model": "x", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]}));
+    assert_eq!(b["system"], "s");
+}
+
+#[test]
+fn thinking_blocks_come_back_first_in_the_assistant_turn_and_effort_sets_a_budget() {
+    let b =
+        body(json!({"model": "x", "reasoning_effort": "medium", "max_tokens": 1000, "temperature": 0.2, "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null,
+         "thinking_blocks": [{"type": "thinking", "thinking": "call the tool", "signature": "EqQBCg"}],
+         "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"}]}));
+    assert_eq!(b["thinking"], json!({"type": "enabled", "budget_tokens": 2048}));
+    assert!(b["max_tokens"].as_u64().unwrap() > 2048, "max_tokens must exceed the budget");
+    assert!(b.get("temperature").is_none(), "thinking allows only the default temperature");
+    let turn = &b["messages"][1]["content"];
+    assert_eq!(turn[0], json!({"type": "thinking", "thinking": "call the tool", "signature": "EqQBCg"}));
+    assert_eq!(turn[1]["type"], "tool_use");
+}
+
+#[test]
+fn thinking_deltas_stream_as_reasoning_content() {
+    let wire = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n\
+        event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}\n\n\
+        event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Hmm, \"}}\n\n\
+        event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"easy.\"}}\n\n\
+        event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQB\"}}\n\n\
+        event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+        event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+        event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"4\"}}\n\n\
+        event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n";
+    let r = fold(&run(wire).unwrap());
+    assert_eq!(r.choices[0].message.reasoning_content.as_deref(), Some("Hmm, easy."));
+    assert_eq!(r.choices[0].message.content.as_deref(), Some("4"));
 }

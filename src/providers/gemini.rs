@@ -10,15 +10,22 @@
 //! roles are `user`/`model`; consecutive turns of one role are merged (parallel tool results share
 //! one turn, as Gemini expects); tool results become `functionResponse` parts named after the
 //! earlier tool call with that id; tool schemas go as `parametersJsonSchema` (full JSON Schema, so
-//! OpenAI's `additionalProperties`/`strict` schemas are accepted). Back: text parts are joined
-//! (thought parts dropped), each `functionCall` becomes one tool call with a generated id (Gemini
-//! gives none, except when it does), candidates become choices.
+//! OpenAI's `additionalProperties`/`strict` schemas are accepted). Back: text parts are joined,
+//! thought parts (`thought: true`) become `reasoning_content`, each `functionCall` becomes one
+//! tool call with a generated id (Gemini gives none, except when it does), candidates become
+//! choices. `reasoning_effort` asks for the thoughts (`thinkingConfig.includeThoughts`).
+//!
+//! Thought signatures: Gemini 3 returns a `thoughtSignature` on the part beside (the first)
+//! `functionCall` of a turn and rejects a follow-up whose `functionCall` part lacks it ("function
+//! call is missing a thought_signature"). The signature rides inside the tool call id we give the
+//! client ([`super::wire::encode_call_id`] says why the id rather than a gateway-side record) and
+//! is put back beside the `functionCall` when the conversation returns.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::sse::SseEvent;
-use super::wire::{arguments_object, decode_multi, parse_data_url, unix_now, ChunkIds};
+use super::wire::{arguments_object, decode_multi, encode_call_id, parse_data_url, split_call_id, unix_now, ChunkIds};
 use super::{ChunkStream, ProviderError, Upstream};
 use crate::api::{
     AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FunctionCall,
@@ -124,7 +131,23 @@ pub struct GenerateRequest {
 pub struct GContent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
-    pub parts: Vec<GPart>,
+    pub parts: Vec<Part>,
+}
+
+/// A part as sent: its one data field, and the thought signature Gemini gave it, if any.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Part {
+    #[serde(flatten)]
+    pub data: GPart,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thought_signature: Option<String>,
+}
+
+impl From<GPart> for Part {
+    fn from(data: GPart) -> Self {
+        Part { data, thought_signature: None }
+    }
 }
 
 /// One part: exactly one of these keys, which is how serde writes an externally tagged enum.
@@ -188,6 +211,16 @@ pub struct GenerationConfig {
     pub response_mime_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_json_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_config: Option<ThinkingConfig>,
+}
+
+/// Only `includeThoughts` is set: budgets and levels differ per Gemini generation (a wrong one is
+/// a 400), so the model's own default applies.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ThinkingConfig {
+    pub include_thoughts: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -223,25 +256,29 @@ pub struct FunctionCallingConfig {
 /// The Gemini request for `req`. Fails (as a 400) only for what Gemini cannot express: a tool
 /// result whose call is not in the conversation, non-object tool arguments, the `function` role.
 pub fn to_gemini(req: &ChatRequest) -> Result<GenerateRequest, ProviderError> {
-    let mut system: Vec<GPart> = Vec::new();
+    let mut system: Vec<Part> = Vec::new();
     let mut contents: Vec<GContent> = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
         let (role, parts) = match m.role {
             Role::System | Role::Developer => {
                 let text = m.text_content();
                 if !text.is_empty() {
-                    system.push(GPart::Text(text));
+                    system.push(GPart::Text(text).into());
                 }
                 continue;
             }
-            Role::User => ("user", content_parts(m.content.as_ref())?),
+            Role::User => ("user", parts_of(content_parts(m.content.as_ref())?)),
             Role::Assistant => {
-                let mut parts = content_parts(m.content.as_ref())?;
+                let mut parts = parts_of(content_parts(m.content.as_ref())?);
                 for call in m.tool_calls.iter().flatten() {
-                    parts.push(GPart::FunctionCall(GFunctionCall {
-                        name: call.function.name.clone(),
-                        args: arguments_object(&call.function.arguments)?,
-                    }));
+                    let (_, thought_signature) = split_call_id(&call.id);
+                    parts.push(Part {
+                        data: GPart::FunctionCall(GFunctionCall {
+                            name: call.function.name.clone(),
+                            args: arguments_object(&call.function.arguments)?,
+                        }),
+                        thought_signature,
+                    });
                 }
                 ("model", parts)
             }
@@ -252,7 +289,7 @@ pub fn to_gemini(req: &ChatRequest) -> Result<GenerateRequest, ProviderError> {
                         m.tool_call_id.as_deref().unwrap_or_default()
                     ))
                 })?;
-                ("user", vec![GPart::FunctionResponse(GFunctionResponse { name, response: tool_response(m) })])
+                ("user", vec![GPart::FunctionResponse(GFunctionResponse { name, response: tool_response(m) }).into()])
             }
             Role::Function => {
                 return Err(ProviderError::unsupported(
@@ -299,6 +336,7 @@ pub fn to_gemini(req: &ChatRequest) -> Result<GenerateRequest, ProviderError> {
         frequency_penalty: req.extra.get("frequency_penalty").and_then(Value::as_f64),
         response_mime_type,
         response_json_schema,
+        thinking_config: wants_thoughts(req).then_some(ThinkingConfig { include_thoughts: true }),
     };
 
     Ok(GenerateRequest {
@@ -308,6 +346,15 @@ pub fn to_gemini(req: &ChatRequest) -> Result<GenerateRequest, ProviderError> {
         tools,
         tool_config,
     })
+}
+
+fn parts_of(parts: Vec<GPart>) -> Vec<Part> {
+    parts.into_iter().map(Part::from).collect()
+}
+
+/// A client that sets `reasoning_effort` (other than `none`) wants to see the reasoning.
+fn wants_thoughts(req: &ChatRequest) -> bool {
+    req.extra.get("reasoning_effort").and_then(Value::as_str).is_some_and(|e| e != "none")
 }
 
 /// `auto | none | required | {"type":"function","function":{"name"}}` → `functionCallingConfig`.
@@ -370,9 +417,9 @@ fn content_parts(content: Option<&Content>) -> Result<Vec<GPart>, ProviderError>
             let mut out = Vec::with_capacity(parts.len());
             for p in parts {
                 match p {
-                    ContentPart::Text { text } if text.is_empty() => {}
-                    ContentPart::Text { text } => out.push(GPart::Text(text.clone())),
-                    ContentPart::ImageUrl { image_url } => out.push(media_part(&image_url.url)),
+                    ContentPart::Text { text, .. } if text.is_empty() => {}
+                    ContentPart::Text { text, .. } => out.push(GPart::Text(text.clone())),
+                    ContentPart::ImageUrl { image_url, .. } => out.push(media_part(&image_url.url)),
                     ContentPart::InputAudio { input_audio } => {
                         let data = input_audio.get("data").and_then(Value::as_str).unwrap_or_default();
                         let format = input_audio.get("format").and_then(Value::as_str).unwrap_or("wav");
@@ -465,6 +512,8 @@ pub struct RespPart {
     pub thought: Option<bool>,
     #[serde(default)]
     pub function_call: Option<RespFunctionCall>,
+    #[serde(default)]
+    pub thought_signature: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -496,6 +545,9 @@ pub struct UsageMetadata {
     pub tool_use_prompt_token_count: u64,
     #[serde(default)]
     pub total_token_count: Option<u64>,
+    /// Prompt tokens served from Gemini's (implicit or explicit) context cache.
+    #[serde(default)]
+    pub cached_content_token_count: Option<u64>,
 }
 
 impl UsageMetadata {
@@ -503,7 +555,10 @@ impl UsageMetadata {
     pub fn to_usage(self) -> Usage {
         let prompt = self.prompt_token_count + self.tool_use_prompt_token_count;
         let completion = self.candidates_token_count + self.thoughts_token_count;
-        Usage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+        let mut usage = Usage::new(prompt, completion);
+        usage.prompt_tokens_details =
+            self.cached_content_token_count.map(|cached_tokens| crate::api::PromptTokensDetails { cached_tokens });
+        usage
     }
 }
 
@@ -546,36 +601,47 @@ fn call_id(given: Option<String>) -> String {
         .unwrap_or_else(|| format!("call_{}", &uuid::Uuid::new_v4().simple().to_string()[..24]))
 }
 
-fn tool_call(fc: RespFunctionCall) -> ToolCall {
+fn tool_call(fc: RespFunctionCall, signature: Option<&str>) -> ToolCall {
     let arguments = match &fc.args {
         None | Some(Value::Null) => "{}".to_string(),
         Some(v) => serde_json::to_string(v).unwrap_or_else(|_| "{}".to_string()),
     };
-    ToolCall { id: call_id(fc.id), kind: "function".into(), function: FunctionCall { name: fc.name, arguments } }
+    let id = encode_call_id(&call_id(fc.id), signature);
+    ToolCall { id, kind: "function".into(), function: FunctionCall { name: fc.name, arguments } }
+}
+
+/// One candidate's parts split into answer text, thought text and tool calls.
+fn split_parts(parts: Vec<RespPart>) -> (String, String, Vec<ToolCall>) {
+    let (mut text, mut thoughts, mut calls) = (String::new(), String::new(), Vec::new());
+    for part in parts {
+        if part.thought == Some(true) {
+            if let Some(t) = part.text {
+                thoughts.push_str(&t);
+            }
+            continue;
+        }
+        if let Some(t) = part.text {
+            text.push_str(&t);
+        }
+        if let Some(fc) = part.function_call {
+            calls.push(tool_call(fc, part.thought_signature.as_deref()));
+        }
+    }
+    (text, thoughts, calls)
 }
 
 pub fn from_gemini(resp: GenerateResponse, requested_model: &str) -> ChatResponse {
     let mut choices = Vec::with_capacity(resp.candidates.len().max(1));
     for (pos, cand) in resp.candidates.into_iter().enumerate() {
-        let mut text = String::new();
-        let mut calls = Vec::new();
-        for part in cand.content.map(|c| c.parts).unwrap_or_default() {
-            if part.thought == Some(true) {
-                continue;
-            }
-            if let Some(t) = part.text {
-                text.push_str(&t);
-            }
-            if let Some(fc) = part.function_call {
-                calls.push(tool_call(fc));
-            }
-        }
+        let (text, thoughts, calls) = split_parts(cand.content.map(|c| c.parts).unwrap_or_default());
         let finish = finish_reason(cand.finish_reason.as_deref().unwrap_or("STOP"), !calls.is_empty());
         choices.push(Choice {
             index: cand.index.unwrap_or(pos as u32),
             message: AssistantMessage {
                 role: "assistant".into(),
                 content: (calls.is_empty() || !text.is_empty()).then_some(text),
+                reasoning_content: (!thoughts.is_empty()).then_some(thoughts),
+                thinking_blocks: None,
                 tool_calls: (!calls.is_empty()).then_some(calls),
                 refusal: None,
             },
@@ -587,7 +653,7 @@ pub fn from_gemini(resp: GenerateResponse, requested_model: &str) -> ChatRespons
         // the prompt itself was blocked (promptFeedback.blockReason): no candidates at all
         choices.push(Choice {
             index: 0,
-            message: AssistantMessage { role: "assistant".into(), content: None, tool_calls: None, refusal: None },
+            message: AssistantMessage::empty(),
             finish_reason: Some("content_filter".into()),
             logprobs: None,
         });
@@ -692,18 +758,9 @@ impl StreamState {
         }
         for (pos, cand) in resp.candidates.into_iter().enumerate() {
             let index = cand.index.unwrap_or(pos as u32);
-            let mut text = String::new();
-            let mut calls = Vec::new();
-            for part in cand.content.map(|c| c.parts).unwrap_or_default() {
-                if part.thought == Some(true) {
-                    continue;
-                }
-                if let Some(t) = part.text {
-                    text.push_str(&t);
-                }
-                if let Some(fc) = part.function_call {
-                    calls.push(tool_call(fc));
-                }
+            let (text, thoughts, calls) = split_parts(cand.content.map(|c| c.parts).unwrap_or_default());
+            if !thoughts.is_empty() {
+                out.push(self.chunk(index, Delta { reasoning_content: Some(thoughts), ..Delta::default() }, None));
             }
             if !text.is_empty() {
                 out.push(self.chunk(index, Delta { content: Some(text), ..Delta::default() }, None));

@@ -166,7 +166,8 @@ fn function_call_response_gets_ids_and_tool_calls_finish() {
             {"functionCall": {"id": "fc_7", "name": "get_time"}}], "role": "model"}, "finishReason": "STOP"}],
         "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 10, "thoughtsTokenCount": 5, "totalTokenCount": 45}}));
     let m = &r.choices[0].message;
-    assert_eq!(m.content, None, "thought parts are dropped; pure calls have null content");
+    assert_eq!(m.content, None, "thought parts are not answer text; pure calls have null content");
+    assert_eq!(m.reasoning_content.as_deref(), Some("thinking about it"));
     let calls = m.tool_calls.as_ref().unwrap();
     assert!(calls[0].id.starts_with("call_") && calls[0].id.len() > 10);
     assert_eq!(calls[0].function.arguments, r#"{"location":"Paris"}"#);
@@ -311,4 +312,57 @@ fn urls_versions_and_the_key_only_in_a_header() {
     assert_eq!(r.url().path(), "/v1/models/m:generateContent");
     let r = adapter("https://proxy.internal/google/v1beta/", None).request(&body, "m", false).build().unwrap();
     assert_eq!(r.url().as_str(), "https://proxy.internal/google/v1beta/models/m:generateContent");
+}
+
+#[test]
+fn thought_signatures_ride_in_the_call_id_and_come_back_beside_the_call() {
+    // Gemini 3: the signature is on the part of the first functionCall of the turn
+    let r = parse(json!({
+        "candidates": [{"content": {"parts": [
+            {"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}, "thoughtSignature": "CiQBcs/+ab=="},
+            {"functionCall": {"name": "get_weather", "args": {"location": "Rome"}}}], "role": "model"},
+            "finishReason": "STOP"}]}));
+    let calls = r.choices[0].message.tool_calls.clone().unwrap();
+    assert!(calls[0].id.contains(".ts."), "{}", calls[0].id);
+    assert!(!calls[1].id.contains(".ts."), "the second call had no signature");
+    let follow_up = json!({"model": "x", "messages": [
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": null, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny"},
+        {"role": "tool", "tool_call_id": calls[1].id, "content": "rainy"}]});
+    let b = body(follow_up);
+    let parts = &b["contents"][1]["parts"];
+    assert_eq!(parts[0]["functionCall"]["name"], "get_weather");
+    assert_eq!(parts[0]["thoughtSignature"], "CiQBcs/+ab==", "exactly the signature Gemini sent");
+    assert!(parts[1].get("thoughtSignature").is_none());
+    assert_eq!(b["contents"][2]["parts"][0]["functionResponse"]["name"], "get_weather");
+}
+
+#[test]
+fn reasoning_effort_asks_for_thoughts_and_streams_them_as_reasoning_content() {
+    let b = body(json!({"model": "x", "reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(b["generationConfig"]["thinkingConfig"], json!({"includeThoughts": true}));
+    let b = body(json!({"model": "x", "messages": [{"role": "user", "content": "hi"}]}));
+    assert!(b.get("generationConfig").is_none());
+
+    let mut st = StreamState::new("gemini-3-pro-preview", 1);
+    let ev = |v: serde_json::Value| SseEvent { event: None, data: v.to_string() };
+    let mut chunks = st
+        .on_event(&ev(json!({"candidates": [{"content": {"parts": [{"text": "Let me think.", "thought": true}], "role": "model"}}]})))
+        .unwrap();
+    chunks.extend(
+        st.on_event(&ev(json!({"candidates": [{"content": {"parts": [
+            {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"}], "role": "model"},
+            "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2}})))
+            .unwrap(),
+    );
+    assert_eq!(chunks[0].choices[0].delta.reasoning_content.as_deref(), Some("Let me think."));
+    let mut acc = ChunkAccumulator::default();
+    for c in &chunks {
+        acc.push(c);
+    }
+    let r = acc.finish();
+    assert_eq!(r.choices[0].message.reasoning_content.as_deref(), Some("Let me think."));
+    let id = &r.choices[0].message.tool_calls.as_ref().unwrap()[0].id;
+    assert_eq!(crate::providers::wire::split_call_id(id).1.as_deref(), Some("c2ln"));
 }

@@ -3,7 +3,9 @@
 //! OpenAI as a variant (deployment in the path, `api-version` query, `api-key` header).
 //!
 //! The request goes out as the client sent it, unknown fields included, with only `model` (and,
-//! for streams, `stream_options.include_usage`, so we can price the call) changed.
+//! for streams, `stream_options.include_usage`, so we can price the call) changed, and tool call
+//! ids stripped of state they carry for Gemini (`wire::encode_call_id`). Reasoning comes back as
+//! `reasoning_content` whether the upstream calls it that or `reasoning` (`api::AssistantMessage`).
 
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -45,6 +47,16 @@ impl OpenAi {
     pub fn to_openai(req: &ChatRequest, model: &str, stream: bool) -> Value {
         let mut out = req.clone();
         out.model = model.to_string();
+        // ids that carry another provider's state (a conversation begun on Gemini) go bare:
+        // OpenAI caps tool call ids at 40 characters
+        for m in &mut out.messages {
+            for call in m.tool_calls.iter_mut().flatten() {
+                call.id = super::wire::bare_call_id(&call.id).to_string();
+            }
+            if let Some(id) = &mut m.tool_call_id {
+                *id = super::wire::bare_call_id(id).to_string();
+            }
+        }
         if stream {
             out.stream = Some(true);
             out.stream_options = Some(crate::api::StreamOptions { include_usage: true });

@@ -34,6 +34,77 @@ pub fn arguments_object(arguments: &str) -> Result<Value, ProviderError> {
     }
 }
 
+/// Between a tool call's own id and the provider state carried with it (see [`encode_call_id`]).
+/// A `.` never occurs in base64url, so the last separator in an id is always ours.
+const CARRY_SEP: &str = ".ts.";
+
+/// Longest provider state a tool call id carries. Gemini's signatures are a few hundred bytes to
+/// a few KiB; past this the id would burden every client that stores it, and the state is dropped
+/// (with a warning) instead.
+pub const MAX_CARRIED: usize = 32 * 1024;
+
+/// A tool call id that carries `state` (Gemini's `thoughtSignature`, base64) back to us: an
+/// OpenAI client echoes exactly what it was given in `tool_calls[].id` on the next turn and
+/// nothing else, so the id is the one carrier that needs no gateway-side memory. That makes it
+/// work across replicas without the Redis tier, survive restarts, cache replays and TTLs, and
+/// cost nothing per request. The state is re-spelt as unpadded base64url so the id stays within
+/// `[A-Za-z0-9_.-]`. Returns `base` unchanged when there is no state or it is too long.
+pub fn encode_call_id(base: &str, state: Option<&str>) -> String {
+    match state {
+        Some(s) if !s.is_empty() && s.len() <= MAX_CARRIED && is_base64(s) => {
+            let url: String = s
+                .chars()
+                .filter(|&c| c != '=')
+                .map(|c| match c {
+                    '+' => '-',
+                    '/' => '_',
+                    c => c,
+                })
+                .collect();
+            format!("{base}{CARRY_SEP}{url}")
+        }
+        Some(s) if !s.is_empty() => {
+            tracing::warn!(len = s.len(), "a provider signature was too long or not base64; it is not carried");
+            base.to_string()
+        }
+        _ => base.to_string(),
+    }
+}
+
+/// The inverse of [`encode_call_id`]: the call's own id, and the carried state as standard padded
+/// base64 (what Gemini sent). Ids we did not make come back as they are, without state.
+pub fn split_call_id(id: &str) -> (&str, Option<String>) {
+    match id.rsplit_once(CARRY_SEP) {
+        Some((base, url))
+            if !url.is_empty() && url.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            let mut s: String = url
+                .chars()
+                .map(|c| match c {
+                    '-' => '+',
+                    '_' => '/',
+                    c => c,
+                })
+                .collect();
+            while s.len() % 4 != 0 {
+                s.push('=');
+            }
+            (base, Some(s))
+        }
+        _ => (id, None),
+    }
+}
+
+/// The id an upstream that does not know our carrier should see (OpenAI caps ids at 40
+/// characters; Anthropic allows only `[A-Za-z0-9_-]`).
+pub fn bare_call_id(id: &str) -> &str {
+    split_call_id(id).0
+}
+
+fn is_base64(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+}
+
 /// The identity every chunk of one stream shares.
 #[derive(Debug, Clone, Default)]
 pub struct ChunkIds {
@@ -94,6 +165,25 @@ mod tests {
         assert_eq!(parse_data_url("data:image/png;base64,iVBO"), Some(("image/png", "iVBO")));
         assert_eq!(parse_data_url("https://example.com/cat.png"), None);
         assert_eq!(parse_data_url("data:text/plain,hello"), None);
+    }
+
+    #[test]
+    fn call_ids_carry_signatures_both_ways() {
+        for sig in ["CiQBcsjafE+/abc==", "Zm9vYmFy", "Zm9vYg==", "a-b_c"] {
+            let id = encode_call_id("call_1", Some(sig));
+            assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)), "{id}");
+            let (base, back) = split_call_id(&id);
+            assert_eq!(base, "call_1");
+            let want = sig.replace('-', "+").replace('_', "/");
+            let want =
+                format!("{}{}", want.trim_end_matches('='), "=".repeat((4 - want.trim_end_matches('=').len() % 4) % 4));
+            assert_eq!(back.as_deref(), Some(want.as_str()));
+        }
+        assert_eq!(encode_call_id("call_1", None), "call_1");
+        assert_eq!(encode_call_id("call_1", Some("not base64!")), "call_1");
+        assert_eq!(encode_call_id("call_1", Some(&"A".repeat(MAX_CARRIED + 1))), "call_1");
+        assert_eq!(split_call_id("call_abc"), ("call_abc", None));
+        assert_eq!(bare_call_id("toolu_01.ts.QUJD"), "toolu_01");
     }
 
     #[test]
