@@ -20,8 +20,21 @@ fn weather_tool() -> Value {
 
 /// POSTs a streaming request; returns the response headers and every chunk (asserts `[DONE]`).
 async fn stream_chat(g: &switchyard::app::Running, body: &Value) -> (reqwest::header::HeaderMap, Vec<Value>) {
+    stream_chat_with(g, body, &[]).await
+}
+
+/// [`stream_chat`] with request headers (`cache-control: no-cache` for a fresh upstream answer).
+async fn stream_chat_with(
+    g: &switchyard::app::Running,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (reqwest::header::HeaderMap, Vec<Value>) {
     use eventsource_stream::Eventsource;
-    let resp = reqwest::Client::new().post(url(g, "/v1/chat/completions")).json(body).send().await.unwrap();
+    let mut rb = reqwest::Client::new().post(url(g, "/v1/chat/completions")).json(body);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let resp = rb.send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let headers = resp.headers().clone();
     let mut events = resp.bytes_stream().eventsource();
@@ -430,4 +443,147 @@ async fn keys_in_the_environment_build_anthropic_and_gemini_tiers() {
     assert!(cheap.iter().all(|d| d.vision));
     assert_eq!(config.providers["anthropic"].base_url, "https://api.anthropic.com");
     assert_eq!(config.providers["gemini"].base_url, "https://generativelanguage.googleapis.com");
+}
+
+// ---- what current models need (issue 14) ------------------------------------------------------
+
+/// Every upstream answer in these tests must be fresh (they check what the upstream returned).
+const FRESH: &[(&str, &str)] = &[("cache-control", "no-cache")];
+
+/// Gemini 3 rejects a follow-up whose functionCall part lacks the thoughtSignature it returned;
+/// the gateway carries it in the tool call id, so a plain OpenAI client's conversation works.
+#[tokio::test]
+async fn gemini_3_multi_turn_tool_calling_carries_the_thought_signature() {
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["gemini:gemini-3-pro-preview"], None, Some(&gm))).await;
+    for stream in [false, true] {
+        let question = if stream { "And the weather in Paris tonight?" } else { "Weather in Paris now?" };
+        let mut messages = vec![json!({"role": "user", "content": question})];
+        let req = json!({"model": "cheap", "messages": messages, "tools": [weather_tool()], "stream": stream,
+            "reasoning_effort": "low"});
+        let message = if stream {
+            let (_, chunks) = stream_chat_with(&g, &req, FRESH).await;
+            let calls = streamed_calls(&chunks);
+            let reasoning: String =
+                chunks.iter().filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str()).collect();
+            assert_eq!(reasoning, format!("Considering: {question}"), "thought parts stream as reasoning_content");
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": calls[0].0, "type": "function",
+                "function": {"name": calls[0].1, "arguments": calls[0].2}}]})
+        } else {
+            let (s, _, body) = post_chat(&g, &req, FRESH).await;
+            assert_eq!(s, 200, "{body}");
+            assert_eq!(body["choices"][0]["message"]["reasoning_content"], format!("Considering: {question}"));
+            body["choices"][0]["message"].clone()
+        };
+        let sent = gm.last().body;
+        assert_eq!(sent["generationConfig"]["thinkingConfig"], json!({"includeThoughts": true}));
+        let id = message["tool_calls"][0]["id"].as_str().unwrap().to_string();
+        messages.push(message.clone());
+        messages.push(json!({"role": "tool", "tool_call_id": id, "content": "18°C"}));
+        let follow_up = json!({"model": "cheap", "messages": messages, "tools": [weather_tool()], "stream": stream});
+        let text = if stream {
+            streamed_text(&stream_chat_with(&g, &follow_up, FRESH).await.1)
+        } else {
+            let (s, _, body) = post_chat(&g, &follow_up, FRESH).await;
+            assert_eq!(s, 200, "the follow-up is accepted: {body}");
+            content(&body).to_string()
+        };
+        assert_eq!(text, "tool said: 18°C");
+        let sent = gm.last().body;
+        let part = &sent["contents"][1]["parts"][0];
+        assert!(part["functionCall"].is_object(), "{sent}");
+        assert!(part["thoughtSignature"].as_str().unwrap().starts_with("Cn8Bmock+/sig"), "{part}");
+
+        // the control: the same follow-up with the signature stripped from the id is what Gemini 3
+        // rejects, so the mock is really enforcing the rule
+        let bare = id.split(".ts.").next().unwrap().to_string();
+        let mut stripped = messages.clone();
+        stripped[1]["tool_calls"][0]["id"] = json!(bare);
+        stripped[2]["tool_call_id"] = json!(bare);
+        let req = json!({"model": "cheap", "messages": stripped, "tools": [weather_tool()]});
+        let (s, _, body) = post_chat(&g, &req, &[("cache-control", "no-cache")]).await;
+        assert_eq!(s, 400, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("thought_signature"), "{body}");
+    }
+    g.shutdown().await;
+}
+
+/// Prompt-caching controls reach Anthropic where the client put them; cache reads come back as
+/// `prompt_tokens_details.cached_tokens`.
+#[tokio::test]
+async fn anthropic_prompt_caching_controls_pass_through_and_cached_tokens_come_back() {
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-sonnet-4-5"], Some(&a), None)).await;
+    let policy = "You are the support agent for a large bookshop. ".repeat(20);
+    let mut tool = weather_tool();
+    tool["cache_control"] = json!({"type": "ephemeral"});
+    let req = |question: &str, stream: bool| {
+        json!({"model": "cheap", "stream": stream, "stream_options": {"include_usage": true}, "tools": [tool], "messages": [
+            {"role": "system", "content": [{"type": "text", "text": policy, "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Here is our catalogue: war and peace, ulysses, dubliners.",
+                 "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                {"type": "text", "text": question}]}]})
+    };
+    let (s, _, first) = post_chat(&g, &req("Do you stock Ulysses?", false), FRESH).await;
+    assert_eq!(s, 200, "{first}");
+    let sent = a.last().body;
+    assert_eq!(sent["system"][0]["cache_control"], json!({"type": "ephemeral"}));
+    assert_eq!(sent["tools"][0]["cache_control"], json!({"type": "ephemeral"}));
+    assert_eq!(sent["messages"][0]["content"][0]["cache_control"], json!({"type": "ephemeral", "ttl": "1h"}));
+    assert!(sent["messages"][0]["content"][1].get("cache_control").is_none());
+    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0, "first sight writes the cache");
+    assert_eq!(first["usage"]["prompt_tokens"], 1011, "cache writes count as prompt tokens");
+
+    let (s, _, second) = post_chat(&g, &req("What opening hours does the shop keep on Sundays?", false), FRESH).await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(second["usage"]["prompt_tokens_details"]["cached_tokens"], 1000);
+
+    let (_, chunks) = stream_chat_with(&g, &req("Can I order a gift card by phone?", true), FRESH).await;
+    let usage = chunks.iter().rev().find_map(|c| c.get("usage").filter(|u| u.is_object())).unwrap();
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 1000, "{usage}");
+    g.shutdown().await;
+}
+
+/// Anthropic thinking comes back as `reasoning_content` with the signed blocks in
+/// `thinking_blocks`; echoing the message back (as OpenAI SDK users do) satisfies Anthropic's rule
+/// that a tool-use turn be resent with its thinking.
+#[tokio::test]
+async fn anthropic_thinking_is_returned_and_its_signature_survives_a_tool_round_trip() {
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-sonnet-4-5"], Some(&a), None)).await;
+    let mut messages = vec![json!({"role": "user", "content": "Is it raining in Paris?"})];
+    let req = json!({"model": "cheap", "messages": messages, "tools": [weather_tool()], "reasoning_effort": "low"});
+    let (s, _, body) = post_chat(&g, &req, FRESH).await;
+    assert_eq!(s, 200, "{body}");
+    let message = body["choices"][0]["message"].clone();
+    assert_eq!(message["reasoning_content"], "Considering: Is it raining in Paris?");
+    assert_eq!(message["thinking_blocks"][0]["signature"], "EqQBmock1");
+    assert_eq!(a.last().body["thinking"], json!({"type": "enabled", "budget_tokens": 1024}));
+    let id = message["tool_calls"][0]["id"].as_str().unwrap().to_string();
+    messages.push(message.clone());
+    messages.push(json!({"role": "tool", "tool_call_id": id, "content": "light rain"}));
+    let follow = json!({"model": "cheap", "messages": messages, "tools": [weather_tool()], "reasoning_effort": "low"});
+    let (s, _, body) = post_chat(&g, &follow, FRESH).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(content(&body), "tool said: light rain");
+    assert_eq!(a.last().body["messages"][1]["content"][0]["type"], "thinking");
+
+    // the control: without the thinking blocks Anthropic (the mock) refuses the follow-up
+    let mut bare = messages.clone();
+    bare[1].as_object_mut().unwrap().remove("thinking_blocks");
+    let req = json!({"model": "cheap", "messages": bare, "tools": [weather_tool()], "reasoning_effort": "low"});
+    let (s, _, body) = post_chat(&g, &req, &[("cache-control", "no-cache")]).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("thinking"), "{body}");
+
+    // streamed: thinking deltas arrive as delta.reasoning_content
+    let req = json!({"model": "cheap", "stream": true, "reasoning_effort": "medium",
+        "messages": [{"role": "user", "content": "Name a quiet museum in Rome."}]});
+    let (_, chunks) = stream_chat_with(&g, &req, FRESH).await;
+    let reasoning: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str()).collect();
+    assert_eq!(reasoning, "Considering: Name a quiet museum in Rome.");
+    assert!(streamed_text(&chunks).starts_with("claude answer"));
+    g.shutdown().await;
 }

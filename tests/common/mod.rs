@@ -199,8 +199,14 @@ async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Re
         }
         Behavior::Ok | Behavior::Truncated | Behavior::Dated => {
             let finish = if matches!(behavior, Behavior::Truncated) { "length" } else { "stop" };
+            // a reasoning model when asked for effort: DeepSeek's `reasoning_content` in streams,
+            // OpenRouter's `reasoning` in whole answers (the gateway reads both)
+            let thinks = body.get("reasoning_effort").is_some();
             if stream {
                 let mut out = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+                if thinks {
+                    out.push_str(&chunk(json!({"reasoning_content": "Thinking it over."}), Value::Null));
+                }
                 for w in text.split_inclusive(' ') {
                     out.push_str(&chunk(json!({"content": w}), Value::Null));
                 }
@@ -211,9 +217,13 @@ async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Re
                 out.push_str("data: [DONE]\n\n");
                 Response::builder().header("content-type", "text/event-stream").body(Body::from(out)).unwrap()
             } else {
+                let mut message = json!({"role": "assistant", "content": text});
+                if thinks {
+                    message["reasoning"] = json!("Thinking it over.");
+                }
                 axum::Json(json!({
                     "id": "chatcmpl-mock", "object": "chat.completion", "created": 1700000000, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": null}],
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
                     "usage": usage, "system_fingerprint": "fp_mock"
                 }))
                 .into_response()

@@ -6,6 +6,19 @@
 //! Both answer from the request: with tools offered and no tool result yet, they call the first
 //! tool with `{"location": "Paris"}`; after a tool result they answer `tool said: <result>`;
 //! otherwise `<name> answer #<n> to: <last user text>`.
+//!
+//! Rules of current models they enforce (and the fields they answer with):
+//! - Gemini 3 (`gemini-3*` models): a `thoughtSignature` beside the first `functionCall` of a
+//!   turn, which must come back on that part in the follow-up, or 400 "missing a
+//!   thought_signature" (the part shape of googleapis/python-genai's `types.Part`); thought parts
+//!   (`thought: true`) when `thinkingConfig.includeThoughts` is set.
+//! - Anthropic prompt caching: `cache_control` only on content blocks, system blocks and tools,
+//!   `{"type":"ephemeral"}` with an optional `ttl` of 5m/1h, at most 4 breakpoints; usage reports
+//!   `cache_creation_input_tokens` the first time a cached prefix is seen, `cache_read_input_tokens`
+//!   after.
+//! - Anthropic extended thinking (`thinking: {type: enabled, budget_tokens}`): budget ≥ 1024 and
+//!   below `max_tokens`, no `temperature`; the answer starts with a signed thinking block; a
+//!   follow-up whose last assistant turn has tool use must start that turn with the signed block.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -61,6 +74,10 @@ struct St {
     calls: Arc<AtomicUsize>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Signatures this mock issued (Gemini thought signatures, Anthropic thinking signatures).
+    signatures: Arc<Mutex<Vec<String>>>,
+    /// Anthropic: cached prefixes seen (their cache_control blocks, serialised).
+    cached: Arc<Mutex<Vec<String>>>,
 }
 
 pub struct ProviderMock {
@@ -86,6 +103,8 @@ impl ProviderMock {
             calls: Arc::default(),
             script: Arc::default(),
             requests: Arc::default(),
+            signatures: Arc::default(),
+            cached: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -148,7 +167,9 @@ pub fn config(deployments: &[&str], anthropic: Option<&ProviderMock>, gemini: Op
         premium = [{tier}]
         [prices]
         "claude-haiku-4-5" = {{ input = 1.0, output = 5.0 }}
+        "claude-sonnet-4-5" = {{ input = 3.0, output = 15.0 }}
         "gemini-2.5-flash" = {{ input = 0.3, output = 2.5 }}
+        "gemini-3-pro-preview" = {{ input = 2.0, output = 12.0 }}
         "#
     );
     if let Some(a) = anthropic {
@@ -204,6 +225,9 @@ fn anthropic_invalid(headers: &HeaderMap, body: &Value) -> Option<String> {
     if msgs[0]["role"] != "user" {
         return Some("messages.0: first message must use the \"user\" role".into());
     }
+    if let Some(msg) = anthropic_cache_control_invalid(body) {
+        return Some(msg);
+    }
     for key in body.as_object()?.keys() {
         let known = [
             "model",
@@ -218,12 +242,100 @@ fn anthropic_invalid(headers: &HeaderMap, body: &Value) -> Option<String> {
             "tools",
             "tool_choice",
             "metadata",
+            "thinking",
         ];
         if !known.contains(&key.as_str()) {
             return Some(format!("{key}: Extra inputs are not permitted"));
         }
     }
     None
+}
+
+/// Where `cache_control` may appear and what it may say; at most 4 breakpoints.
+fn anthropic_cache_control_invalid(body: &Value) -> Option<String> {
+    fn check(cc: &Value, at: &str) -> Option<String> {
+        let ok_keys = cc.as_object().is_some_and(|o| o.keys().all(|k| k == "type" || k == "ttl"));
+        let ok_ttl = cc.get("ttl").is_none_or(|t| t == "5m" || t == "1h");
+        (!(cc["type"] == "ephemeral" && ok_keys && ok_ttl))
+            .then(|| format!("{at}.cache_control: invalid cache_control {cc}"))
+    }
+    let mut breakpoints = 0;
+    let blocks = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let mut all: Vec<(String, Value)> = Vec::new();
+    for (i, b) in blocks(&body["system"]).into_iter().enumerate() {
+        if b["type"] != "text" {
+            return Some(format!("system.{i}.type: system blocks must be text"));
+        }
+        all.push((format!("system.{i}"), b));
+    }
+    for (i, t) in blocks(&body["tools"]).into_iter().enumerate() {
+        all.push((format!("tools.{i}"), t));
+    }
+    for (i, m) in blocks(&body["messages"]).into_iter().enumerate() {
+        for (j, b) in blocks(&m["content"]).into_iter().enumerate() {
+            let at = format!("messages.{i}.content.{j}");
+            let allowed: &[&str] = match b["type"].as_str().unwrap_or("") {
+                "text" => &["type", "text", "cache_control", "citations"],
+                "image" => &["type", "source", "cache_control"],
+                "tool_use" => &["type", "id", "name", "input", "cache_control"],
+                "tool_result" => &["type", "tool_use_id", "content", "is_error", "cache_control"],
+                "thinking" => &["type", "thinking", "signature"],
+                "redacted_thinking" => &["type", "data"],
+                other => return Some(format!("{at}.type: unknown block type {other:?}")),
+            };
+            if let Some(k) = b.as_object().and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str()))) {
+                return Some(format!("{at}.{k}: Extra inputs are not permitted"));
+            }
+            if b["type"] == "tool_use"
+                && !b["id"].as_str().unwrap_or("").bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+            {
+                return Some(format!("{at}.id: String should match pattern '^[a-zA-Z0-9_-]+$'"));
+            }
+            all.push((at, b));
+        }
+    }
+    for (at, b) in &all {
+        if let Some(cc) = b.get("cache_control") {
+            breakpoints += 1;
+            if let Some(msg) = check(cc, at) {
+                return Some(msg);
+            }
+        }
+    }
+    (breakpoints > 4).then(|| format!("A maximum of 4 blocks with cache_control may be provided. Found {breakpoints}."))
+}
+
+/// Extended thinking's rules (see the module doc); `Ok(true)` when thinking is on.
+fn anthropic_thinking_invalid(s: &St, body: &Value) -> Result<bool, String> {
+    let Some(t) = body.get("thinking") else { return Ok(false) };
+    if t["type"] != "enabled" {
+        return Ok(false);
+    }
+    let budget = t["budget_tokens"].as_u64().unwrap_or(0);
+    if budget < 1024 {
+        return Err("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024".into());
+    }
+    if budget >= body["max_tokens"].as_u64().unwrap_or(0) {
+        return Err("`max_tokens` must be greater than `thinking.budget_tokens`".into());
+    }
+    if body.get("temperature").is_some_and(|t| t != 1.0) {
+        return Err("`temperature` may only be set to 1 when thinking is enabled".into());
+    }
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    if let Some((i, last)) = msgs.iter().enumerate().rev().find(|(_, m)| m["role"] == "assistant") {
+        let content = last["content"].as_array().cloned().unwrap_or_default();
+        if content.iter().any(|b| b["type"] == "tool_use") {
+            let first = content.first().cloned().unwrap_or(Value::Null);
+            if first["type"] != "thinking" && first["type"] != "redacted_thinking" {
+                return Err(format!("messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block", first["type"].as_str().unwrap_or("")));
+            }
+            let sig = first["signature"].as_str().unwrap_or("");
+            if first["type"] == "thinking" && !s.signatures.lock().unwrap().iter().any(|x| x == sig) {
+                return Err(format!("messages.{i}.content.0: Invalid `signature` in `thinking` block"));
+            }
+        }
+    }
+    Ok(true)
 }
 
 async fn anthropic(State(s): State<St>, headers: HeaderMap, body: Bytes) -> Response {
@@ -241,6 +353,10 @@ async fn anthropic(State(s): State<St>, headers: HeaderMap, body: Bytes) -> Resp
     if let Some(msg) = anthropic_invalid(&headers, &body) {
         return anthropic_error(400, "invalid_request_error", &msg);
     }
+    let thinks = match anthropic_thinking_invalid(&s, &body) {
+        Ok(t) => t,
+        Err(msg) => return anthropic_error(400, "invalid_request_error", &msg),
+    };
     let stream = body["stream"] == true;
     match s.script.lock().unwrap().pop_front().unwrap_or(Reply::Answer) {
         Reply::Error(status, kind, message) => return anthropic_error(status, kind, &message),
@@ -277,15 +393,46 @@ async fn anthropic(State(s): State<St>, headers: HeaderMap, body: Bytes) -> Resp
     let stop = if call.is_some() { "tool_use" } else { "end_turn" };
     let input_tokens = 10 + msgs.len() as u64;
     let output_tokens = 20u64;
+    // prompt caching: the marked blocks are the cached prefix; seen before ⇒ read, else written
+    let mut marked = Vec::new();
+    for v in [&body["system"], &body["tools"]] {
+        marked.extend(v.as_array().into_iter().flatten().filter(|b| b.get("cache_control").is_some()).cloned());
+    }
+    for m in &msgs {
+        marked.extend(
+            m["content"].as_array().into_iter().flatten().filter(|b| b.get("cache_control").is_some()).cloned(),
+        );
+    }
+    let mut usage = json!({"input_tokens": input_tokens, "output_tokens": output_tokens});
+    if !marked.is_empty() {
+        let key = Value::Array(marked).to_string();
+        let mut seen = s.cached.lock().unwrap();
+        if seen.contains(&key) {
+            usage["cache_read_input_tokens"] = json!(1000);
+            usage["cache_creation_input_tokens"] = json!(0);
+        } else {
+            seen.push(key);
+            usage["cache_read_input_tokens"] = json!(0);
+            usage["cache_creation_input_tokens"] = json!(1000);
+        }
+    }
+    let thinking = thinks.then(|| {
+        let sig = format!("EqQBmock{n}");
+        s.signatures.lock().unwrap().push(sig.clone());
+        (format!("Considering: {user_text}"), sig)
+    });
 
     if !stream {
-        let mut content = vec![json!({"type": "text", "text": text})];
+        let mut content = Vec::new();
+        if let Some((t, sig)) = &thinking {
+            content.push(json!({"type": "thinking", "thinking": t, "signature": sig}));
+        }
+        content.push(json!({"type": "text", "text": text}));
         if let Some((id, name)) = &call {
             content.push(json!({"type": "tool_use", "id": id, "name": name, "input": {"location": "Paris"}}));
         }
         return axum::Json(json!({"id": id, "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": stop, "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}))
+            "content": content, "stop_reason": stop, "stop_sequence": null, "usage": usage}))
         .into_response();
     }
 
@@ -295,33 +442,54 @@ async fn anthropic(State(s): State<St>, headers: HeaderMap, body: Bytes) -> Resp
         "message_start",
         json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
         "content": [], "model": model, "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+        "usage": {"input_tokens": input_tokens, "output_tokens": 1,
+                  "cache_read_input_tokens": usage.get("cache_read_input_tokens"),
+                  "cache_creation_input_tokens": usage.get("cache_creation_input_tokens")}}}),
     );
+    // blocks after a thinking block are numbered from 1
+    let base = u64::from(thinking.is_some());
+    if let Some((t, sig)) = &thinking {
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        );
+        for p in pieces(t) {
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": p}}),
+            );
+        }
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": sig}}),
+        );
+        ev("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+    }
     ev(
         "content_block_start",
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_start", "index": base, "content_block": {"type": "text", "text": ""}}),
     );
     ev("ping", json!({"type": "ping"}));
     for p in pieces(&text) {
         ev(
             "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}),
+            json!({"type": "content_block_delta", "index": base, "delta": {"type": "text_delta", "text": p}}),
         );
     }
-    ev("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+    ev("content_block_stop", json!({"type": "content_block_stop", "index": base}));
     if let Some((id, name)) = &call {
         ev(
             "content_block_start",
-            json!({"type": "content_block_start", "index": 1,
+            json!({"type": "content_block_start", "index": base + 1,
             "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
         );
         for p in ["", "{\"locat", "ion\": \"Pa", "ris\"}"] {
             ev(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": p}}),
+                json!({"type": "content_block_delta", "index": base + 1, "delta": {"type": "input_json_delta", "partial_json": p}}),
             );
         }
-        ev("content_block_stop", json!({"type": "content_block_stop", "index": 1}));
+        ev("content_block_stop", json!({"type": "content_block_stop", "index": base + 1}));
     }
     ev(
         "message_delta",
@@ -340,7 +508,7 @@ fn google_error(status: u16, code_name: &str, message: &str) -> Response {
 }
 
 /// The checks the real Gemini API makes that our translation could get wrong.
-fn gemini_invalid(body: &Value) -> Option<String> {
+fn gemini_invalid(s: &St, model: &str, body: &Value) -> Option<String> {
     let Some(contents) = body["contents"].as_array() else {
         return Some("* GenerateContentRequest.contents: contents is not specified".into());
     };
@@ -352,9 +520,26 @@ fn gemini_invalid(body: &Value) -> Option<String> {
         if role != "user" && role != "model" {
             return Some(format!("Please use a valid role: user, model. (contents[{i}].role = {role:?})"));
         }
-        let parts = c["parts"].as_array().map_or(0, Vec::len);
-        if parts == 0 {
+        let parts = c["parts"].as_array().cloned().unwrap_or_default();
+        if parts.is_empty() {
             return Some(format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."));
+        }
+        for (j, p) in parts.iter().enumerate() {
+            let known =
+                ["text", "inlineData", "fileData", "functionCall", "functionResponse", "thought", "thoughtSignature"];
+            if let Some(k) = p.as_object().and_then(|o| o.keys().find(|k| !known.contains(&k.as_str()))) {
+                return Some(format!("Invalid JSON payload received. Unknown name \"{k}\" at 'contents[{i}].parts[{j}]': Cannot find field."));
+            }
+        }
+        // Gemini 3: the first functionCall of each model turn needs the signature it was given
+        if model.starts_with("gemini-3") && role == "model" {
+            if let Some((j, p)) = parts.iter().enumerate().find(|(_, p)| p.get("functionCall").is_some()) {
+                let sig = p["thoughtSignature"].as_str().unwrap_or("");
+                if !s.signatures.lock().unwrap().iter().any(|x| x == sig) {
+                    let name = p["functionCall"]["name"].as_str().unwrap_or("");
+                    return Some(format!("Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly. Additional data, function call `default_api:{name}` , position {}. (contents[{i}].parts[{j}])", j + 1));
+                }
+            }
         }
     }
     for key in body.as_object()?.keys() {
@@ -392,7 +577,7 @@ async fn gemini(
         "streamGenerateContent" if query.as_deref() == Some("alt=sse") => true,
         _ => return google_error(404, "NOT_FOUND", &format!("unknown action {action} (query {query:?})")),
     };
-    if let Some(msg) = gemini_invalid(&body) {
+    if let Some(msg) = gemini_invalid(&s, model, &body) {
         return google_error(400, "INVALID_ARGUMENT", &msg);
     }
     match s.script.lock().unwrap().pop_front().unwrap_or(Reply::Answer) {
@@ -430,17 +615,39 @@ async fn gemini(
         }
         json!({"candidates": [cand], "usageMetadata": usage, "modelVersion": model, "responseId": format!("mock{n}")})
     };
-    let call_part = |name: &str| json!({"functionCall": {"name": name, "args": {"location": "Paris"}}});
+    let gemini3 = model.starts_with("gemini-3");
+    let call_part = |name: &str| {
+        let mut part = json!({"functionCall": {"name": name, "args": {"location": "Paris"}}});
+        if gemini3 {
+            // bytes in python-genai's Part.thought_signature, base64 on the wire (with + / =)
+            let sig = format!("Cn8Bmock+/sig{n}==");
+            s.signatures.lock().unwrap().push(sig.clone());
+            part["thoughtSignature"] = json!(sig);
+        }
+        part
+    };
+    let thought = (body["generationConfig"]["thinkingConfig"]["includeThoughts"] == true)
+        .then(|| json!({"text": format!("Considering: {user_text}"), "thought": true}));
+    let with_thought = |parts: Value| match (&thought, parts) {
+        (Some(t), Value::Array(mut p)) => {
+            p.insert(0, t.clone());
+            Value::Array(p)
+        }
+        (_, p) => p,
+    };
 
     if !stream {
         let parts = match &call {
             Some(name) => json!([call_part(name)]),
             None => json!([{"text": text}]),
         };
-        return axum::Json(envelope(parts, Some("STOP"), usage_final)).into_response();
+        return axum::Json(envelope(with_thought(parts), Some("STOP"), usage_final)).into_response();
     }
     let mut out = String::new();
     let running = json!({"promptTokenCount": prompt, "totalTokenCount": prompt});
+    if let Some(t) = &thought {
+        out.push_str(&format!("data: {}\r\n\r\n", envelope(json!([t]), None, running.clone())));
+    }
     match &call {
         Some(name) => {
             out.push_str(&format!("data: {}\r\n\r\n", envelope(json!([call_part(name)]), Some("STOP"), usage_final)))
