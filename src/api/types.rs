@@ -432,19 +432,49 @@ pub struct ChunkChoice {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(from = "WireDelta")]
 pub struct Delta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
-    /// Thinking, as the streams of DeepSeek/vLLM-style servers carry it (`reasoning` from
-    /// OpenRouter is read into it; an upstream that sends both names is not known).
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "reasoning")]
+    /// Thinking, as the streams of DeepSeek/vLLM-style servers carry it; `reasoning` (OpenRouter,
+    /// newer vLLM) is read into it. Not a serde alias: an upstream that sends both names in one
+    /// delta must not turn into a decode error that breaks the stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireDelta {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallDelta>>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+impl From<WireDelta> for Delta {
+    fn from(w: WireDelta) -> Self {
+        Delta {
+            role: w.role,
+            content: w.content,
+            reasoning_content: w.reasoning_content.or_else(|| reasoning_text(w.reasoning)),
+            tool_calls: w.tool_calls,
+            refusal: w.refusal,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -748,6 +778,26 @@ mod tests {
         assert_eq!(back["logit_bias"]["1"], 2);
         let bad = serde_json::from_str::<ChatRequest>(r#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn reasoning_is_read_under_either_name() {
+        let m: AssistantMessage =
+            serde_json::from_str(r#"{"role":"assistant","content":"4","reasoning":"2+2"}"#).unwrap();
+        assert_eq!(m.reasoning_content.as_deref(), Some("2+2"));
+        let m: AssistantMessage = serde_json::from_str(
+            r#"{"role":"assistant","content":"4","reasoning_content":"a","reasoning":"b","refusal":null}"#,
+        )
+        .unwrap();
+        assert_eq!(m.reasoning_content.as_deref(), Some("a"));
+        let back = serde_json::to_value(&m).unwrap();
+        assert_eq!(back["refusal"], Value::Null, "refusal is always written");
+        assert!(back.get("reasoning").is_none());
+        let d: Delta = serde_json::from_str(r#"{"reasoning":"x","reasoning_content":"x"}"#).unwrap();
+        assert_eq!(d.reasoning_content.as_deref(), Some("x"), "both names at once are not an error");
+        let d: Delta = serde_json::from_str(r#"{"reasoning":"y"}"#).unwrap();
+        assert_eq!(d.reasoning_content.as_deref(), Some("y"));
+        assert_eq!(serde_json::to_string(&Delta::default()).unwrap(), "{}");
     }
 
     #[test]

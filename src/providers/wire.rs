@@ -86,7 +86,7 @@ pub fn split_call_id(id: &str) -> (&str, Option<String>) {
                     c => c,
                 })
                 .collect();
-            while s.len() % 4 != 0 {
+            while !s.len().is_multiple_of(4) {
                 s.push('=');
             }
             (base, Some(s))
