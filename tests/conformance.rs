@@ -257,6 +257,7 @@ async fn every_response_shape_validates_against_the_openai_openapi_spec() {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {py}: {e}; run .ci/run (it installs jsonschema into .venv)"));
     let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{} bodies validated: {stdout}", s.0.len());
     assert!(
         out.status.success() && stdout.contains("ALL OK"),
         "{} bodies checked against the OpenAPI schemas ({py}):\n{stdout}\n{}",

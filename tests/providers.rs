@@ -585,5 +585,10 @@ async fn anthropic_thinking_is_returned_and_its_signature_survives_a_tool_round_
         chunks.iter().filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str()).collect();
     assert_eq!(reasoning, "Considering: Name a quiet museum in Rome.");
     assert!(streamed_text(&chunks).starts_with("claude answer"));
+    let blocks: Vec<&Value> =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["thinking_blocks"].as_array()).flatten().collect();
+    assert_eq!(blocks.len(), 1, "the signed block arrives whole: {blocks:?}");
+    assert_eq!(blocks[0]["thinking"], "Considering: Name a quiet museum in Rome.");
+    assert!(blocks[0]["signature"].as_str().unwrap().starts_with("EqQBmock"));
     g.shutdown().await;
 }

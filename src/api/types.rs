@@ -443,6 +443,9 @@ pub struct Delta {
     /// delta must not turn into a decode error that breaks the stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// Completed, signed Anthropic thinking blocks (see [`AssistantMessage::thinking_blocks`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_blocks: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -460,6 +463,8 @@ struct WireDelta {
     #[serde(default)]
     reasoning: Option<Value>,
     #[serde(default)]
+    thinking_blocks: Option<Vec<Value>>,
+    #[serde(default)]
     tool_calls: Option<Vec<ToolCallDelta>>,
     #[serde(default)]
     refusal: Option<String>,
@@ -471,6 +476,7 @@ impl From<WireDelta> for Delta {
             role: w.role,
             content: w.content,
             reasoning_content: w.reasoning_content.or_else(|| reasoning_text(w.reasoning)),
+            thinking_blocks: w.thinking_blocks,
             tool_calls: w.tool_calls,
             refusal: w.refusal,
         }
@@ -528,6 +534,9 @@ impl ChunkAccumulator {
             }
             if let Some(r) = &c.delta.reasoning_content {
                 msg.reasoning_content.get_or_insert_with(String::new).push_str(r);
+            }
+            if let Some(b) = &c.delta.thinking_blocks {
+                msg.thinking_blocks.get_or_insert_with(Vec::new).extend(b.iter().cloned());
             }
             if let Some(r) = &c.delta.refusal {
                 msg.refusal.get_or_insert_with(String::new).push_str(r);
@@ -607,6 +616,16 @@ pub fn response_to_chunks(resp: &ChatResponse, include_usage: bool, piece: usize
                 vec![ChunkChoice {
                     index: c.index,
                     delta: Delta { reasoning_content: Some(r.to_string()), ..Delta::default() },
+                    finish_reason: None,
+                }],
+                None,
+            ));
+        }
+        if let Some(b) = c.message.thinking_blocks.as_ref().filter(|b| !b.is_empty()) {
+            out.push(mk(
+                vec![ChunkChoice {
+                    index: c.index,
+                    delta: Delta { thinking_blocks: Some(b.clone()), ..Delta::default() },
                     finish_reason: None,
                 }],
                 None,
@@ -739,7 +758,9 @@ mod tests {
                     role: "assistant".into(),
                     content: Some(text.into()),
                     reasoning_content: Some("thinking it over".into()),
-                    thinking_blocks: None,
+                    thinking_blocks: Some(vec![
+                        serde_json::json!({"type": "thinking", "thinking": "t", "signature": "s"}),
+                    ]),
                     tool_calls: Some(vec![ToolCall {
                         id: "call_1".into(),
                         kind: "function".into(),

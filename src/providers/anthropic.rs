@@ -639,7 +639,10 @@ enum BlockDelta {
     ThinkingDelta {
         thinking: String,
     },
-    /// signature_delta, citations_delta
+    SignatureDelta {
+        signature: String,
+    },
+    /// citations_delta
     #[serde(other)]
     Other,
 }
@@ -668,6 +671,9 @@ pub struct StreamState {
     prompt_tokens: Option<u64>,
     completion_tokens: u64,
     cached: Option<PromptTokensDetails>,
+    /// The thinking block in flight (its index, text and signature): sent whole, as a
+    /// `thinking_blocks` delta, when it stops, so a streamed answer can be echoed back too.
+    thinking: Option<(u32, String, String)>,
 }
 
 impl StreamState {
@@ -680,6 +686,7 @@ impl StreamState {
             prompt_tokens: None,
             completion_tokens: 0,
             cached: None,
+            thinking: None,
         }
     }
 
@@ -750,10 +757,19 @@ impl StreamState {
                     self.tools.push(OpenTool { block: index, call, sent_arguments: whole.is_some() });
                     vec![self.tool_delta(call, Some(id), Some(name), Some(whole.unwrap_or_default()))]
                 }
-                RespBlock::Thinking { thinking, .. } if !thinking.is_empty() => {
-                    vec![self.chunk(Delta { reasoning_content: Some(thinking), ..Delta::default() }, None)]
+                RespBlock::Thinking { thinking, signature } => {
+                    self.thinking = Some((index, thinking.clone(), signature));
+                    if thinking.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![self.chunk(Delta { reasoning_content: Some(thinking), ..Delta::default() }, None)]
+                    }
                 }
-                RespBlock::Thinking { .. } | RespBlock::RedactedThinking { .. } | RespBlock::Other => Vec::new(),
+                RespBlock::RedactedThinking { data } => {
+                    let block = serde_json::json!({"type": "redacted_thinking", "data": data});
+                    vec![self.chunk(Delta { thinking_blocks: Some(vec![block]), ..Delta::default() }, None)]
+                }
+                RespBlock::Other => Vec::new(),
             },
             StreamEvent::ContentBlockDelta { index, delta } => match delta {
                 BlockDelta::TextDelta { text } if text.is_empty() => Vec::new(),
@@ -773,10 +789,24 @@ impl StreamState {
                 }
                 BlockDelta::ThinkingDelta { thinking } if thinking.is_empty() => Vec::new(),
                 BlockDelta::ThinkingDelta { thinking } => {
+                    if let Some((_, text, _)) = self.thinking.as_mut().filter(|t| t.0 == index) {
+                        text.push_str(&thinking);
+                    }
                     vec![self.chunk(Delta { reasoning_content: Some(thinking), ..Delta::default() }, None)]
+                }
+                BlockDelta::SignatureDelta { signature } => {
+                    if let Some((_, _, sig)) = self.thinking.as_mut().filter(|t| t.0 == index) {
+                        sig.push_str(&signature);
+                    }
+                    Vec::new()
                 }
                 BlockDelta::Other => Vec::new(),
             },
+            StreamEvent::ContentBlockStop { index } if self.thinking.as_ref().is_some_and(|t| t.0 == index) => {
+                let Some((_, thinking, signature)) = self.thinking.take() else { return Ok(Vec::new()) };
+                let block = serde_json::json!({"type": "thinking", "thinking": thinking, "signature": signature});
+                vec![self.chunk(Delta { thinking_blocks: Some(vec![block]), ..Delta::default() }, None)]
+            }
             StreamEvent::ContentBlockStop { index } => {
                 // a tool called without arguments: OpenAI clients expect "{}", not ""
                 match self.tools.iter_mut().rev().find(|t| t.block == index) {

@@ -442,5 +442,10 @@ fn thinking_deltas_stream_as_reasoning_content() {
         event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n";
     let r = fold(&run(wire).unwrap());
     assert_eq!(r.choices[0].message.reasoning_content.as_deref(), Some("Hmm, easy."));
+    assert_eq!(
+        r.choices[0].message.thinking_blocks,
+        Some(vec![json!({"type": "thinking", "thinking": "Hmm, easy.", "signature": "EqQB"})]),
+        "the signed block is sent whole when it stops"
+    );
     assert_eq!(r.choices[0].message.content.as_deref(), Some("4"));
 }
