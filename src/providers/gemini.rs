@@ -501,9 +501,10 @@ pub struct UsageMetadata {
 impl UsageMetadata {
     /// Thinking tokens are billed as output, as OpenAI counts reasoning tokens in completion_tokens.
     pub fn to_usage(self) -> Usage {
-        let prompt = self.prompt_token_count + self.tool_use_prompt_token_count;
-        let completion = self.candidates_token_count + self.thoughts_token_count;
-        Usage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+        // saturating: the counts come from the upstream, and u64::MAX + 1 must not panic
+        let prompt = self.prompt_token_count.saturating_add(self.tool_use_prompt_token_count);
+        let completion = self.candidates_token_count.saturating_add(self.thoughts_token_count);
+        Usage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt.saturating_add(completion) }
     }
 }
 
@@ -692,6 +693,12 @@ impl StreamState {
         }
         for (pos, cand) in resp.candidates.into_iter().enumerate() {
             let index = cand.index.unwrap_or(pos as u32);
+            if index >= crate::api::MAX_CHOICES {
+                // one state slot per index up to it: a hostile index would allocate gigabytes
+                return Err(ProviderError::Decode(format!(
+                    "gemini stream event: candidate index {index} out of range"
+                )));
+            }
             let mut text = String::new();
             let mut calls = Vec::new();
             for part in cand.content.map(|c| c.parts).unwrap_or_default() {
