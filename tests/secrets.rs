@@ -27,8 +27,8 @@ const GEMINI_KEY: &str = "AIzaLEAKCHECK-1d7f3b9e5c2a0846";
 const GATEWAY_KEYS: [&str; 2] = ["gwk-LEAKCHECK-alpha-7c1e9d2b5a", "gwk-LEAKCHECK-beta-3f8a6e0c4d"];
 const ADMIN_KEY: &str = "adm-LEAKCHECK-0b4e8a2c6f1d3957";
 /// What the mocks put in their mid-stream error events: the key itself.
-const ANTHROPIC_STREAM_ERROR: &str = concat!("overloaded; your key was sk-ant-LEAKCHECK-8e2b6d0f4a1c3957");
-const GEMINI_STREAM_ERROR: &str = concat!("quota exceeded for AIzaLEAKCHECK-1d7f3b9e5c2a0846");
+const ANTHROPIC_STREAM_ERROR: &str = "overloaded; your key was sk-ant-LEAKCHECK-8e2b6d0f4a1c3957";
+const GEMINI_STREAM_ERROR: &str = "quota exceeded for AIzaLEAKCHECK-1d7f3b9e5c2a0846";
 
 // ---- an OpenAI-wire upstream that echoes the credential it was sent ---------------------------
 
@@ -221,6 +221,7 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_provider_or_gateway_key_appears_in_logs_errors_metrics_health_snapshots_or_redis() {
+    assert!(ANTHROPIC_STREAM_ERROR.contains(ANTHROPIC_KEY) && GEMINI_STREAM_ERROR.contains(GEMINI_KEY));
     let (_redis, redis_port) = redis().await;
     let (openai_url, openai_seen) = start_openai_echo().await;
     let anthropic = ProviderMock::anthropic("an", ANTHROPIC_KEY).await;
