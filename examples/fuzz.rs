@@ -1,8 +1,9 @@
 //! Fuzzes the gateway's parsers and decoders (see `src/fuzz/`).
 //!
-//! `cargo run --release --example fuzz -- --target all --iters 1000000 [--seed N]`
-//! `cargo run --release --example fuzz -- --target request --seed 1 --replay 4711` re-runs one
-//! input unprotected, so a panic shows with its backtrace.
+//! `cargo run --example fuzz -- --target all --iters 1000000 [--seed N]`
+//! `cargo run --example fuzz -- --target request --seed 1 --replay 4711` re-runs one input
+//! unprotected, so a panic shows with its backtrace; `--list` names the targets, `--seeds` shows
+//! what each target makes of its seeds.
 
 use std::process::ExitCode;
 use std::time::Duration;

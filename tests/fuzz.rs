@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A short run of the fuzzer (`src/fuzz/`) over every target: 20k inputs each, the same
-//! contract as the million-input runs (`cargo run --release --example fuzz`), in seconds.
+//! contract as the million-input runs (`cargo run --example fuzz`), in seconds.
 
 use switchyard::fuzz::{self, Options, TrackingAlloc, TARGETS};
 
