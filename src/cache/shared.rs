@@ -366,4 +366,37 @@ mod tests {
         assert!(matches!(decode(&got[1].1, "me"), Decoded::Malformed), "not a record: counted, not a panic");
         assert!(stream_entries(&Value::Nil).is_empty());
     }
+
+    /// Anything that can write to the Redis can write to the stream: records with a NaN or
+    /// wrong-sized vector (NaN ones used to be indexed) or a length field claiming 2^64 bytes are
+    /// skipped and counted, and never reach the index.
+    #[test]
+    fn hostile_records_are_counted_as_malformed_and_never_indexed() {
+        use crate::cache::{CacheSettings, ExactKey, Namespace};
+        let cache = SemanticCache::new(CacheSettings::default(), 3);
+        let now = super::super::unix_now();
+        let answer = r#"{"response": {"id": "x", "created": 1, "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}, "tier": "cheap", "provider": "p", "cost": 0.0}"#;
+        let rec = |vector: Option<Vec<f32>>| Record {
+            namespace: Namespace([1; 16]),
+            exact: ExactKey([2; 32]),
+            question: "q".into(),
+            vector,
+            answer: answer.into(),
+            stored_at: now,
+            expires_at: now + 60,
+        };
+        let fields =
+            |r: &Record| vec![("r".to_string(), b"other".to_vec()), ("e".to_string(), bincode::serialize(r).unwrap())];
+        assert_eq!(apply(&cache, &fields(&rec(Some(vec![f32::NAN, 0.0, 1.0]))), "me"), Applied::Malformed);
+        assert_eq!(apply(&cache, &fields(&rec(Some(vec![f32::INFINITY, 0.0, 1.0]))), "me"), Applied::Malformed);
+        assert_eq!(apply(&cache, &fields(&rec(Some(vec![1.0, 0.0]))), "me"), Applied::Malformed);
+        // the question's length prefix (after the 16 + 32 key bytes) set to u64::MAX
+        let mut huge = bincode::serialize(&rec(None)).unwrap();
+        huge[48..56].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(apply(&cache, &[("e".to_string(), huge)], "me"), Applied::Malformed);
+        assert_eq!(apply(&cache, &[("x".to_string(), b"no record field".to_vec())], "me"), Applied::Malformed);
+        assert_eq!(cache.stats().entries, 0);
+        assert_eq!(apply(&cache, &fields(&rec(Some(vec![1.0, 0.0, 0.0]))), "me"), Applied::Inserted);
+        assert_eq!(cache.stats().entries, 1);
+    }
 }
