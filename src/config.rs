@@ -96,6 +96,9 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// 100 years: longer than any timeout, TTL or interval means anything.
+const MAX_DURATION_SECS: f64 = 100.0 * 365.0 * 86400.0;
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
@@ -111,6 +114,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));
+    }
+    // Durations are added to `Instant::now()` on the request path; one that overflows it would
+    // panic there (and one past `Duration::MAX` panicked here, found by the fuzzer).
+    if secs > MAX_DURATION_SECS {
+        return Err(format!("duration {s:?} is too long (at most 100 years)"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -653,6 +661,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzzer (`config`): `"9999999999999999h"` panicked in `Duration::from_secs_f64`
+    /// instead of failing validation; durations past 100 years are refused by name.
+    #[test]
+    fn absurd_durations_are_errors_not_panics() {
+        assert!(parse_duration("9999999999999999h").unwrap_err().contains("too long"));
+        assert!(parse_duration("5000000000000000000s").is_err());
+        assert_eq!(parse_duration("3650d").unwrap(), Duration::from_secs(3650 * 86400));
+        let text = "[tiers]\ncheap = [\"x:m\"]\n[providers.x]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nfirst_byte_timeout = \"9999999999999999h\"\n";
+        let e = Config::parse(text).unwrap_err().to_string();
+        assert!(e.contains("too long"), "{e}");
+    }
 
     const GOOD: &str = r#"
         [cache]

@@ -11,6 +11,9 @@ pub mod config;
 pub mod demo;
 pub mod embed;
 pub mod eval;
+/// The fuzz harness (`examples/fuzz.rs`, `tests/fuzz.rs`); not part of the gateway's API.
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

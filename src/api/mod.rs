@@ -5,7 +5,9 @@
 //! serialise back to what OpenAI clients parse.
 
 mod error;
+mod parse;
 mod types;
 
 pub use error::{ErrorBody, ErrorDetail, GatewayError, DEFAULT_RETRY_AFTER_SECS};
+pub use parse::parse_json;
 pub use types::*;

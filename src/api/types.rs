@@ -399,7 +399,7 @@ impl Usage {
         Usage {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
             prompt_tokens_details: None,
         }
     }
@@ -504,6 +504,13 @@ pub struct FunctionCallDelta {
 
 /// Folds a stream of chunks back into the complete response, so a streamed answer can be cached
 /// and later replayed either way.
+/// Choice indices of a stream run below this (`n` is at most 128).
+pub const MAX_CHOICES: u32 = 128;
+/// Tool-call indices within one choice run below this. Both bounds exist because accumulating a
+/// chunk allocates one slot per index up to it: an upstream that sends index 3,360,957,551 (the
+/// fuzzer did) would otherwise make the gateway allocate gigabytes and stall.
+pub const MAX_TOOL_CALLS: u32 = 1024;
+
 #[derive(Debug, Default)]
 pub struct ChunkAccumulator {
     id: String,
@@ -523,7 +530,9 @@ impl ChunkAccumulator {
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
         }
-        for c in &chunk.choices {
+        // the stream decoders refuse out-of-range indices; ignored here too, so no caller can
+        // make this allocate without bound
+        for c in chunk.choices.iter().filter(|c| c.index < MAX_CHOICES) {
             let i = c.index as usize;
             while self.choices.len() <= i {
                 self.choices.push((AssistantMessage::empty(), None));
@@ -541,7 +550,7 @@ impl ChunkAccumulator {
             if let Some(r) = &c.delta.refusal {
                 msg.refusal.get_or_insert_with(String::new).push_str(r);
             }
-            for d in c.delta.tool_calls.iter().flatten() {
+            for d in c.delta.tool_calls.iter().flatten().filter(|d| d.index < MAX_TOOL_CALLS) {
                 let calls = msg.tool_calls.get_or_insert_with(Vec::new);
                 let k = d.index as usize;
                 while calls.len() <= k {

@@ -8,7 +8,7 @@ pub mod index;
 mod key;
 pub mod rule;
 pub mod shared;
-mod snapshot;
+pub(crate) mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,6 +143,11 @@ impl SemanticCache {
 
     pub fn settings(&self) -> &CacheSettings {
         &self.settings
+    }
+
+    /// The vector size this cache indexes.
+    pub fn dim(&self) -> usize {
+        self.dim
     }
 
     fn tick(&self) -> u64 {

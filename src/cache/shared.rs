@@ -21,7 +21,9 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 
-use super::snapshot::Record;
+use bincode::Options;
+
+use super::snapshot::{codec, Record};
 use super::{CacheKey, SemanticCache, StoredAnswer};
 
 /// Inserts waiting to be published; beyond this, new ones are dropped (and counted).
@@ -44,6 +46,9 @@ pub struct SharedStats {
     pub received: AtomicU64,
     pub dropped: AtomicU64,
     pub errors: AtomicU64,
+    /// Stream entries that were not a record we can use (undecodable, wrong vector size, not
+    /// finite): skipped. Anything that can write to the Redis can write to the stream.
+    pub malformed: AtomicU64,
 }
 
 /// A running shared tier: the publish queue and the two background tasks (stopped on drop).
@@ -232,11 +237,11 @@ async fn tail_loop(
                 Ok(v) => {
                     for (id, fields) in stream_entries(&v) {
                         last_id = id;
-                        if let Some(rec) = decode(&fields, &replica) {
-                            if cache.insert_record(rec) {
-                                stats.received.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+                        match apply(&cache, &fields, &replica) {
+                            Applied::Inserted => stats.received.fetch_add(1, Ordering::Relaxed),
+                            Applied::Malformed => stats.malformed.fetch_add(1, Ordering::Relaxed),
+                            Applied::Skipped => 0,
+                        };
                     }
                 }
                 Err(e) => {
@@ -251,16 +256,55 @@ async fn tail_loop(
 }
 
 /// A stream entry's field/value pairs.
-type Fields = Vec<(String, Vec<u8>)>;
+pub(crate) type Fields = Vec<(String, Vec<u8>)>;
+
+/// What one stream entry did to the local cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    Inserted,
+    /// Written by this replica, or expired: nothing to do.
+    Skipped,
+    /// Not a usable record: counted, never a panic.
+    Malformed,
+}
+
+/// Decodes one stream entry and inserts it into `cache`. The fuzzer drives this too.
+pub(crate) fn apply(cache: &SemanticCache, fields: &[(String, Vec<u8>)], replica: &str) -> Applied {
+    match decode(fields, replica) {
+        Decoded::Own => Applied::Skipped,
+        Decoded::Malformed => Applied::Malformed,
+        Decoded::Record(rec) => {
+            if rec.vector.as_ref().is_some_and(|v| v.len() != cache.dim() || v.iter().any(|x| !x.is_finite())) {
+                Applied::Malformed
+            } else if cache.insert_record(rec) {
+                Applied::Inserted
+            } else {
+                Applied::Skipped
+            }
+        }
+    }
+}
+
+enum Decoded {
+    Own,
+    Malformed,
+    Record(Record),
+}
 
 /// A stream entry's record, unless this replica wrote it (it is in the local cache already).
-fn decode(fields: &[(String, Vec<u8>)], replica: &str) -> Option<Record> {
+/// Decoded within the entry's own size: no length field in it can make us allocate more.
+fn decode(fields: &[(String, Vec<u8>)], replica: &str) -> Decoded {
     let from = fields.iter().find(|(k, _)| k == "r").map(|(_, v)| v.as_slice());
     if from == Some(replica.as_bytes()) {
-        return None;
+        return Decoded::Own;
     }
-    let bytes = fields.iter().find(|(k, _)| k == "e").map(|(_, v)| v.as_slice())?;
-    bincode::deserialize(bytes).ok()
+    let Some(bytes) = fields.iter().find(|(k, _)| k == "e").map(|(_, v)| v.as_slice()) else {
+        return Decoded::Malformed;
+    };
+    match codec(bytes.len() as u64).deserialize(bytes) {
+        Ok(rec) => Decoded::Record(rec),
+        Err(_) => Decoded::Malformed,
+    }
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -273,7 +317,7 @@ fn text(v: &Value) -> Option<String> {
 
 /// `XREAD`'s reply as (entry id, fields). RESP2: `[[stream, [[id, [k, v, …]], …]]]`; RESP3 may
 /// give a map of stream → entries. Anything else (a timeout's nil) is no entries.
-fn stream_entries(v: &Value) -> Vec<(String, Fields)> {
+pub(crate) fn stream_entries(v: &Value) -> Vec<(String, Fields)> {
     let streams: Vec<&Value> = match v {
         Value::Array(s) => s.iter().filter_map(|s| if let Value::Array(p) = s { p.get(1) } else { None }).collect(),
         Value::Map(m) => m.iter().map(|(_, e)| e).collect(),
@@ -318,8 +362,41 @@ mod tests {
         ])]);
         let got = stream_entries(&reply);
         assert_eq!(got.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["1-0", "2-0"]);
-        assert!(decode(&got[0].1, "me").is_none(), "own entry");
-        assert!(decode(&got[1].1, "me").is_none(), "not a record: ignored, not a panic");
+        assert!(matches!(decode(&got[0].1, "me"), Decoded::Own), "own entry");
+        assert!(matches!(decode(&got[1].1, "me"), Decoded::Malformed), "not a record: counted, not a panic");
         assert!(stream_entries(&Value::Nil).is_empty());
+    }
+
+    /// Anything that can write to the Redis can write to the stream: records with a NaN or
+    /// wrong-sized vector (NaN ones used to be indexed) or a length field claiming 2^64 bytes are
+    /// skipped and counted, and never reach the index.
+    #[test]
+    fn hostile_records_are_counted_as_malformed_and_never_indexed() {
+        use crate::cache::{CacheSettings, ExactKey, Namespace};
+        let cache = SemanticCache::new(CacheSettings::default(), 3);
+        let now = super::super::unix_now();
+        let answer = r#"{"response": {"id": "x", "created": 1, "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}, "tier": "cheap", "provider": "p", "cost": 0.0}"#;
+        let rec = |vector: Option<Vec<f32>>| Record {
+            namespace: Namespace([1; 16]),
+            exact: ExactKey([2; 32]),
+            question: "q".into(),
+            vector,
+            answer: answer.into(),
+            stored_at: now,
+            expires_at: now + 60,
+        };
+        let fields =
+            |r: &Record| vec![("r".to_string(), b"other".to_vec()), ("e".to_string(), bincode::serialize(r).unwrap())];
+        assert_eq!(apply(&cache, &fields(&rec(Some(vec![f32::NAN, 0.0, 1.0]))), "me"), Applied::Malformed);
+        assert_eq!(apply(&cache, &fields(&rec(Some(vec![f32::INFINITY, 0.0, 1.0]))), "me"), Applied::Malformed);
+        assert_eq!(apply(&cache, &fields(&rec(Some(vec![1.0, 0.0]))), "me"), Applied::Malformed);
+        // the question's length prefix (after the 16 + 32 key bytes) set to u64::MAX
+        let mut huge = bincode::serialize(&rec(None)).unwrap();
+        huge[48..56].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(apply(&cache, &[("e".to_string(), huge)], "me"), Applied::Malformed);
+        assert_eq!(apply(&cache, &[("x".to_string(), b"no record field".to_vec())], "me"), Applied::Malformed);
+        assert_eq!(cache.stats().entries, 0);
+        assert_eq!(apply(&cache, &fields(&rec(Some(vec![1.0, 0.0, 0.0]))), "me"), Applied::Inserted);
+        assert_eq!(cache.stats().entries, 1);
     }
 }

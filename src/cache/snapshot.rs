@@ -25,14 +25,14 @@ use sha2::{Digest, Sha256};
 
 use super::{unix_now, ExactKey, Namespace, SemanticCache, StoredAnswer, VectorIndex};
 
-const MAGIC_V1: &[u8] = b"SWITCHYARD-CACHE-SNAPSHOT v1\n";
-const MAGIC: &[u8] = b"SWITCHYARD-CACHE-SNAPSHOT v2\n";
+pub(crate) const MAGIC_V1: &[u8] = b"SWITCHYARD-CACHE-SNAPSHOT v1\n";
+pub(crate) const MAGIC: &[u8] = b"SWITCHYARD-CACHE-SNAPSHOT v2\n";
 /// Body length (u64 LE) + SHA-256 of the body.
 const TRAILER: usize = 8 + 32;
 
 /// bincode as `bincode::serialize` writes it (fixed-width integers, little endian), but reading at
 /// most `limit` bytes in all: every length prefix is checked against it before allocating.
-fn codec(limit: u64) -> impl Options {
+pub(crate) fn codec(limit: u64) -> impl Options {
     bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes().with_limit(limit)
 }
 
@@ -97,6 +97,10 @@ impl SemanticCache {
     /// Inserts an entry another replica stored (shared tier). False if expired or unreadable.
     pub(crate) fn insert_record(&self, rec: Record) -> bool {
         if rec.expires_at <= unix_now() {
+            return false;
+        }
+        // the stream is writable by anything that can reach Redis: check what a snapshot checks
+        if rec.vector.as_ref().is_some_and(|v| v.len() != self.dim || v.iter().any(|x| !x.is_finite())) {
             return false;
         }
         let Ok(answer) = serde_json::from_str::<StoredAnswer>(&rec.answer) else { return false };
@@ -196,6 +200,18 @@ impl SemanticCache {
             }
             Err(e) => return Err(e),
         };
+        Ok(self.restore(records))
+    }
+
+    /// Restores from a snapshot held in memory: the same checks as a file, for the fuzzer.
+    pub(crate) fn load_snapshot_bytes(&self, bytes: &[u8]) -> Result<usize, SnapshotError> {
+        let records = read_records_from(std::io::Cursor::new(bytes), bytes.len() as u64, "<memory>")?;
+        Ok(self.restore(records))
+    }
+
+    /// Inserts what a verified snapshot holds; entries that fail a check (expired, unreadable
+    /// answer, a vector of the wrong size or not finite) are skipped.
+    fn restore(&self, records: Vec<Record>) -> usize {
         let now = unix_now();
         let mut n = 0;
         let mut by_ns: HashMap<Namespace, Vec<(u64, Vec<f32>)>> = HashMap::new();
@@ -243,7 +259,7 @@ impl SemanticCache {
                 inner.indexes.insert(ns, ix);
             }
         }
-        Ok(n)
+        n
     }
 }
 
@@ -262,20 +278,26 @@ fn remove_leftovers(path: &Path) {
 /// Reads and verifies a snapshot: nothing is returned unless the whole file checks out.
 fn read_records(path: &Path) -> Result<Vec<Record>, SnapshotError> {
     let p = path.display().to_string();
-    let bad = |detail: String| SnapshotError::Format { path: p.clone(), detail };
     let io = |source| SnapshotError::Io { path: p.clone(), source };
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => return Err(io(source)),
     };
     let size = file.metadata().map_err(io)?.len();
+    read_records_from(file, size, &p)
+}
+
+/// [`read_records`] on any seekable source of `size` bytes (`p` names it in errors).
+fn read_records_from<R: Read + Seek>(mut file: R, size: u64, p: &str) -> Result<Vec<Record>, SnapshotError> {
+    let bad = |detail: String| SnapshotError::Format { path: p.to_string(), detail };
+    let io = |source| SnapshotError::Io { path: p.to_string(), source };
     let mut magic = vec![0u8; MAGIC.len()];
     file.read_exact(&mut magic).map_err(|e| bad(format!("header: {e}")))?;
     if magic == MAGIC_V1 {
         // the old format has no checksum: decoded within the file's size, and whatever decodes
         // is checked entry by entry as for v2
-        let body = size - MAGIC_V1.len() as u64;
+        let body = size.saturating_sub(MAGIC_V1.len() as u64);
         return codec(body).deserialize_from(BufReader::new(file)).map_err(|e| bad(e.to_string()));
     }
     if magic != MAGIC {

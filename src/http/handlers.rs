@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 
 use super::{authenticate, error_response, request_id, AppState};
 use crate::api::{
-    ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse, GatewayError,
-    ModelInfo, ModelList,
+    parse_json, ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
+    GatewayError, ModelInfo, ModelList,
 };
 use crate::pipeline::{Body, RequestCtx, Served, StreamItem, Tenant};
 
@@ -27,21 +27,6 @@ fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<By
         } else {
             GatewayError::invalid(format!("could not read the request body: {rej}"), None)
         }
-    })
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
-    if bytes.is_empty() {
-        return Err(GatewayError::invalid("the request body is empty; send a JSON object", None));
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let msg = match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                format!("the request body is not valid JSON: {e}")
-            }
-            _ => format!("invalid request: {e}"),
-        };
-        GatewayError::invalid(msg, None)
     })
 }
 

@@ -136,6 +136,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
             ("published", st.published.load(Relaxed)),
             ("received", st.received.load(Relaxed)),
             ("dropped", st.dropped.load(Relaxed)),
+            ("malformed", st.malformed.load(Relaxed)),
         ] {
             let _ = writeln!(out, "switchyard_shared_tier_entries_total{{event=\"{event}\"}} {v}");
         }

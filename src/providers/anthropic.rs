@@ -495,7 +495,7 @@ impl AUsage {
     /// OpenAI's `prompt_tokens` counts cached input too; Anthropic reports it separately.
     fn prompt_tokens(&self) -> Option<u64> {
         let parts = [self.input_tokens, self.cache_creation_input_tokens, self.cache_read_input_tokens];
-        parts.iter().any(Option::is_some).then(|| parts.iter().flatten().sum())
+        parts.iter().any(Option::is_some).then(|| parts.iter().flatten().fold(0u64, |a, b| a.saturating_add(*b)))
     }
 
     /// The prompt tokens read from Anthropic's prompt cache, in OpenAI's place for them.

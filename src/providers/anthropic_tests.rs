@@ -449,3 +449,18 @@ fn thinking_deltas_stream_as_reasoning_content() {
     );
     assert_eq!(r.choices[0].message.content.as_deref(), Some("4"));
 }
+
+/// Found by the fuzzer (`anthropic-response`): token counts near u64::MAX overflowed the sum of
+/// input and cached tokens (a panic in debug builds, a wrapped count in release).
+#[test]
+fn huge_token_counts_saturate_instead_of_overflowing() {
+    let resp: MessagesResponse = serde_json::from_value(json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+        "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 4, "cache_read_input_tokens": u64::MAX, "output_tokens": u64::MAX}
+    }))
+    .unwrap();
+    let usage = from_anthropic(resp, "claude").usage.unwrap();
+    assert_eq!(usage.prompt_tokens, u64::MAX);
+    assert_eq!(usage.total_tokens, u64::MAX);
+}

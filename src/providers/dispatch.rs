@@ -317,8 +317,9 @@ impl Dispatcher {
     }
 }
 
-/// One honest client-facing error from every attempt's failure.
-fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadline: bool) -> GatewayError {
+/// One honest client-facing error from every attempt's failure. Public for the fuzzer, which
+/// checks that every translator rejection becomes an OpenAI-shaped error through this same path.
+pub fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadline: bool) -> GatewayError {
     let Some((key, _)) = errors.last() else {
         return if skipped_open > 0 {
             GatewayError::overloaded("every deployment of this tier is unavailable (circuit breakers open)")

@@ -553,8 +553,9 @@ pub struct UsageMetadata {
 impl UsageMetadata {
     /// Thinking tokens are billed as output, as OpenAI counts reasoning tokens in completion_tokens.
     pub fn to_usage(self) -> Usage {
-        let prompt = self.prompt_token_count + self.tool_use_prompt_token_count;
-        let completion = self.candidates_token_count + self.thoughts_token_count;
+        // saturating: the counts come from the upstream, and u64::MAX + 1 must not panic
+        let prompt = self.prompt_token_count.saturating_add(self.tool_use_prompt_token_count);
+        let completion = self.candidates_token_count.saturating_add(self.thoughts_token_count);
         let mut usage = Usage::new(prompt, completion);
         usage.prompt_tokens_details =
             self.cached_content_token_count.map(|cached_tokens| crate::api::PromptTokensDetails { cached_tokens });
@@ -758,6 +759,12 @@ impl StreamState {
         }
         for (pos, cand) in resp.candidates.into_iter().enumerate() {
             let index = cand.index.unwrap_or(pos as u32);
+            if index >= crate::api::MAX_CHOICES {
+                // one state slot per index up to it: a hostile index would allocate gigabytes
+                return Err(ProviderError::Decode(format!(
+                    "gemini stream event: candidate index {index} out of range"
+                )));
+            }
             let (text, thoughts, calls) = split_parts(cand.content.map(|c| c.parts).unwrap_or_default());
             if !thoughts.is_empty() {
                 out.push(self.chunk(index, Delta { reasoning_content: Some(thoughts), ..Delta::default() }, None));

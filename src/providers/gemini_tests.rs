@@ -366,3 +366,35 @@ fn reasoning_effort_asks_for_thoughts_and_streams_them_as_reasoning_content() {
     let id = &r.choices[0].message.tool_calls.as_ref().unwrap()[0].id;
     assert_eq!(crate::providers::wire::split_call_id(id).1.as_deref(), Some("c2ln"));
 }
+
+/// Found by the fuzzer (`gemini-response`): usage counts near u64::MAX overflowed when summed.
+#[test]
+fn huge_usage_counts_saturate_instead_of_overflowing() {
+    let resp: GenerateResponse = serde_json::from_value(json!({
+        "candidates": [{"content": {"parts": [{"text": "hi"}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": u64::MAX, "thoughtsTokenCount": 5, "totalTokenCount": 3}
+    }))
+    .unwrap();
+    let usage = from_gemini(resp, "gemini-2.5-flash").usage.unwrap();
+    assert_eq!(usage.completion_tokens, u64::MAX);
+    assert_eq!(usage.total_tokens, u64::MAX);
+}
+
+/// A stream event naming candidate 3,360,957,551 would have allocated a state slot for every
+/// index below it; it is a broken stream instead.
+#[test]
+fn a_candidate_index_out_of_range_ends_the_stream_instead_of_allocating() {
+    let mut st = StreamState::new("gemini-2.5-flash", 1);
+    let ev = SseEvent {
+        event: None,
+        data:
+            json!({"candidates": [{"content": {"parts": [{"text": "x"}], "role": "model"}, "index": 3_360_957_551u64}]})
+                .to_string(),
+    };
+    assert!(matches!(st.on_event(&ev), Err(ProviderError::Decode(m)) if m.contains("out of range")));
+    let ok = SseEvent {
+        event: None,
+        data: json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "index": 127}]}).to_string(),
+    };
+    assert_eq!(st.on_event(&ok).unwrap().len(), 1);
+}

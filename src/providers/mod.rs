@@ -66,6 +66,23 @@ impl ProviderError {
         ProviderError::Unsupported(message.into())
     }
 
+    /// The same error with `key` replaced by `*****` wherever a message could carry it (an
+    /// upstream's error text, a decoder's quote of an unexpected value, a broken stream's event).
+    pub fn scrubbed(self, key: Option<&Secret>) -> Self {
+        let Some(k) = key.map(Secret::expose).filter(|k| !k.is_empty()) else { return self };
+        let clean = |m: String| if m.contains(k) { m.replace(k, "*****") } else { m };
+        match self {
+            ProviderError::Connect(m) => ProviderError::Connect(clean(m)),
+            ProviderError::Status { status, message, retry_after } => {
+                ProviderError::Status { status, message: clean(message), retry_after }
+            }
+            ProviderError::Decode(m) => ProviderError::Decode(clean(m)),
+            ProviderError::Stream(m) => ProviderError::Stream(clean(m)),
+            ProviderError::Unsupported(m) => ProviderError::Unsupported(clean(m)),
+            t @ ProviderError::Timeout(_) => t,
+        }
+    }
+
     fn from_reqwest(e: reqwest::Error, phase: TimeoutPhase) -> Self {
         if e.is_timeout() {
             ProviderError::Timeout(phase)
@@ -219,19 +236,40 @@ impl Provider {
         }
     }
 
-    pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, ProviderError> {
+    fn key(&self) -> Option<&Secret> {
         match self {
-            Provider::OpenAi(p) => p.chat(req, model).await,
-            Provider::Anthropic(p) => p.chat(req, model).await,
-            Provider::Gemini(p) => p.chat(req, model).await,
+            Provider::OpenAi(p) => p.up.key.as_ref(),
+            Provider::Anthropic(p) => p.up.key.as_ref(),
+            Provider::Gemini(p) => p.up.key.as_ref(),
         }
     }
 
+    /// Every error leaves through here with the provider key scrubbed from its message: the one
+    /// place that covers all adapters and every error kind. (An OpenAI-wire upstream that quoted
+    /// the key in a mid-stream error event reached the client's error event and the logs before
+    /// this existed; `tests/secrets.rs` found it.)
+    pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, ProviderError> {
+        let r = match self {
+            Provider::OpenAi(p) => p.chat(req, model).await,
+            Provider::Anthropic(p) => p.chat(req, model).await,
+            Provider::Gemini(p) => p.chat(req, model).await,
+        };
+        r.map_err(|e| e.scrubbed(self.key()))
+    }
+
+    /// As [`Provider::chat`]: the error that fails the call and every error item of the stream
+    /// are scrubbed.
     pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream, ProviderError> {
-        match self {
+        use futures_util::StreamExt;
+        let r = match self {
             Provider::OpenAi(p) => p.chat_stream(req, model).await,
             Provider::Anthropic(p) => p.chat_stream(req, model).await,
             Provider::Gemini(p) => p.chat_stream(req, model).await,
+        };
+        let key = self.key().cloned();
+        match r {
+            Ok(stream) => Ok(Box::pin(stream.map(move |item| item.map_err(|e| e.scrubbed(key.as_ref()))))),
+            Err(e) => Err(e.scrubbed(key.as_ref())),
         }
     }
 
@@ -255,6 +293,25 @@ mod tests {
         let d = parse_retry_after(&later).unwrap();
         assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28));
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn every_error_kind_is_scrubbed_of_the_key() {
+        let key = Secret::new("sk-live-0123456789");
+        // serde_json quotes the offending value: a malformed success body can carry the key
+        let decode = serde_json::from_str::<u64>("\"sk-live-0123456789\"").unwrap_err().to_string();
+        assert!(decode.contains("sk-live-0123456789"), "{decode}");
+        for e in [
+            ProviderError::Decode(decode),
+            ProviderError::Stream("aborted for Bearer sk-live-0123456789".into()),
+            ProviderError::Connect("sk-live-0123456789".into()),
+            ProviderError::Unsupported("sk-live-0123456789".into()),
+            ProviderError::Status { status: 401, message: "bad key sk-live-0123456789".into(), retry_after: None },
+        ] {
+            let s = e.scrubbed(Some(&key)).to_string();
+            assert!(!s.contains("sk-live-0123456789") && s.contains("*****"), "{s}");
+        }
+        assert_eq!(ProviderError::Stream("x".into()).scrubbed(None), ProviderError::Stream("x".into()));
     }
 
     #[test]

@@ -92,18 +92,40 @@ impl OpenAi {
             return Err(self.up.error_from(resp).await);
         }
         let deadline = tokio::time::Instant::now() + self.up.total_timeout;
-        Ok(decode_stream(resp, deadline, |data| {
-            if data.trim() == "[DONE]" {
-                return Ok(None);
-            }
-            let v: Value = serde_json::from_str(data).map_err(|e| ProviderError::Decode(e.to_string()))?;
-            if let Some(err) = v.get("error") {
-                let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream error");
-                return Err(ProviderError::Stream(message.to_string()));
-            }
-            serde_json::from_value::<ChatChunk>(v).map(Some).map_err(|e| ProviderError::Decode(e.to_string()))
-        }))
+        Ok(decode_stream(resp, deadline, parse_stream_event))
     }
+}
+
+/// One event of an OpenAI stream: a chunk, `None` at `[DONE]`, or the error event an upstream
+/// sends mid-stream.
+pub fn parse_stream_event(data: &str) -> Result<Option<ChatChunk>, ProviderError> {
+    if data.trim() == "[DONE]" {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_str(data).map_err(|e| ProviderError::Decode(e.to_string()))?;
+    if let Some(err) = v.get("error") {
+        let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream error");
+        return Err(ProviderError::Stream(message.to_string()));
+    }
+    let chunk = serde_json::from_value::<ChatChunk>(v).map_err(|e| ProviderError::Decode(e.to_string()))?;
+    check_indices(&chunk)?;
+    Ok(Some(chunk))
+}
+
+/// A chunk whose choice or tool-call index is out of range is a broken stream, not a reason to
+/// allocate a slot for every index below it.
+fn check_indices(chunk: &ChatChunk) -> Result<(), ProviderError> {
+    for c in &chunk.choices {
+        if c.index >= crate::api::MAX_CHOICES {
+            return Err(ProviderError::Decode(format!("choice index {} out of range", c.index)));
+        }
+        for d in c.delta.tool_calls.iter().flatten() {
+            if d.index >= crate::api::MAX_TOOL_CALLS {
+                return Err(ProviderError::Decode(format!("tool call index {} out of range", d.index)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns an SSE response into chunks with `parse` (which returns `Ok(None)` at the end marker).
@@ -184,4 +206,32 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the fuzzer (`openai-sse`): a chunk with choice index 3,360,957,551 made the
+    /// accumulator allocate a slot for every index below it (gigabytes; the input hung the run).
+    #[test]
+    fn out_of_range_indices_are_a_broken_stream() {
+        let chunk = |choice: u64, call: u64| {
+            serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": choice, "delta": {"tool_calls": [{"index": call, "function": {"arguments": "{}"}}]}, "finish_reason": null}]})
+            .to_string()
+        };
+        assert!(
+            matches!(parse_stream_event(&chunk(3_360_957_551, 0)), Err(ProviderError::Decode(m)) if m.contains("out of range"))
+        );
+        assert!(
+            matches!(parse_stream_event(&chunk(0, 4_000_000_000)), Err(ProviderError::Decode(m)) if m.contains("out of range"))
+        );
+        assert!(parse_stream_event(&chunk(127, 1023)).unwrap().is_some());
+        // and the accumulator, whoever feeds it, ignores what is out of range
+        let mut acc = crate::api::ChunkAccumulator::default();
+        let far: ChatChunk = serde_json::from_str(&chunk(u32::MAX as u64, 0)).unwrap();
+        acc.push(&far);
+        assert!(acc.finish().choices.is_empty());
+    }
 }
