@@ -11,10 +11,17 @@ pub enum GatewayError {
     Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
+    /// 403: the key is valid but may not do this (a model outside its allowed list).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     RateLimited(String),
+    /// 429 from a key's own limits or budget (`code`: `rate_limit_exceeded` or
+    /// `budget_exceeded`); `retry_after` is the seconds until the window resets.
+    #[error("{message}")]
+    LimitExceeded { message: String, code: &'static str, retry_after: u64 },
     /// 503: the gateway cannot take the request now (concurrency limit, a full queue, every
     /// deployment's breaker open). `retry_after` (seconds) becomes the `Retry-After` header.
     #[error("{message}")]
@@ -47,6 +54,7 @@ impl GatewayError {
         match self {
             GatewayError::Overloaded { retry_after, .. } => Some((*retry_after).max(1)),
             GatewayError::RateLimited(_) => Some(DEFAULT_RETRY_AFTER_SECS),
+            GatewayError::LimitExceeded { retry_after, .. } => Some((*retry_after).max(1)),
             GatewayError::Upstream { status: 429 | 503, retry_after, .. } => {
                 Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS).max(1))
             }
@@ -63,8 +71,9 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } => 400,
             GatewayError::Unauthorized(_) => 401,
             GatewayError::NotFound(_) => 404,
+            GatewayError::Forbidden(_) => 403,
             GatewayError::PayloadTooLarge { .. } => 413,
-            GatewayError::RateLimited(_) => 429,
+            GatewayError::RateLimited(_) | GatewayError::LimitExceeded { .. } => 429,
             GatewayError::Overloaded { .. } => 503,
             GatewayError::Upstream { status, .. } => *status,
             GatewayError::Timeout(_) => 504,
@@ -77,8 +86,13 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } => ("invalid_request_error", None),
             GatewayError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             GatewayError::NotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            GatewayError::Forbidden(_) => ("permission_error", Some("model_not_allowed")),
             GatewayError::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             GatewayError::RateLimited(_) => ("rate_limit_error", Some("rate_limit_exceeded")),
+            GatewayError::LimitExceeded { code: "budget_exceeded", .. } => {
+                ("insufficient_quota", Some("budget_exceeded"))
+            }
+            GatewayError::LimitExceeded { code, .. } => ("rate_limit_error", Some(*code)),
             GatewayError::Overloaded { .. } => ("server_error", Some("overloaded")),
             GatewayError::Upstream { status, .. } if *status < 500 => ("invalid_request_error", Some("upstream_error")),
             GatewayError::Upstream { .. } => ("upstream_error", Some("upstream_error")),
