@@ -139,7 +139,8 @@ async fn limits_and_budgets_hold_when_requests_alternate_between_replicas() {
     let r = redis_on(free_port()).await;
     let dir = tempfile::tempdir().unwrap();
     // mini answers cost $0.00005 each: a $0.00012 day budget pays for three, refuses the fourth
-    let (path, keys) = key_file(dir.path(), &[("limited", "rpm = 4\ntpm = 100000"), ("budget", "budget_day = 0.00012"), ("free", "")]);
+    let (path, keys) =
+        key_file(dir.path(), &[("limited", "rpm = 4\ntpm = 100000"), ("budget", "budget_day = 0.00012"), ("free", "")]);
     let server = format!("keys_file = {:?}", path.display().to_string());
     let tables = format!("[cache]\nbackend = \"redis://127.0.0.1:{}\"", r.port);
     let (c1, p1) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
@@ -260,7 +261,11 @@ async fn the_soft_budget_level_turns_premium_off_for_that_key_only() {
     assert_eq!((s, code(&body)), (429, "budget_exceeded"));
     assert_eq!(p.calls(), 1 + 2);
     // a model outside a key's list is refused
-    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("name = \"rich\"", "name = \"rich\"\nmodels = [\"cheap\"]")).unwrap();
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path).unwrap().replace("name = \"rich\"", "name = \"rich\"\nmodels = [\"cheap\"]"),
+    )
+    .unwrap();
     let mut refused = false;
     for _ in 0..50 {
         let (s, _, body) = chat(&g, rich, &ask("premium", "Is this allowed?")).await;
@@ -278,13 +283,17 @@ async fn the_soft_budget_level_turns_premium_off_for_that_key_only() {
 #[tokio::test]
 async fn a_pricier_fallback_is_refused_unless_the_tier_allows_it() {
     let (c, p) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
-    let tiers = "cheap = { deployments = [\"cheap:mini\"], fallback_tier = \"premium\" }\npremium = [\"premium:large\"]";
+    let tiers =
+        "cheap = { deployments = [\"cheap:mini\"], fallback_tier = \"premium\" }\npremium = [\"premium:large\"]";
     let g = gateway(config(&c, &p, "", tiers, "[cache]\nenabled = false")).await;
     c.then(Behavior::Status(500, None)).then(Behavior::Status(500, None));
     let (s, _, body) = post_chat(&g, &ask("cheap", "q1"), &[]).await;
     assert_eq!(s, 502, "{body}");
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("fallback to pricier premium:large refused") && msg.contains("tiers.cheap.allow_pricier_fallback"), "{msg}");
+    assert!(
+        msg.contains("fallback to pricier premium:large refused") && msg.contains("tiers.cheap.allow_pricier_fallback"),
+        "{msg}"
+    );
     assert_eq!(p.calls(), 0, "the pricier deployment was never called");
     assert_eq!(metric(&metrics(&g).await, "switchyard_fallbacks_total{direction=\"pricier_refused\"}"), 1.0);
     g.shutdown().await;
@@ -367,11 +376,13 @@ async fn the_log_never_contains_a_key_and_the_admin_endpoints_read_it() {
     }
     assert_eq!(lines.len(), 5, "{lines:?}");
     let all = lines.join("\n");
-    for secret in [team.as_str(), "gw-plain-key-0123", "sk-bogus-key-0123", "sk-cheap-secret-key", "admin-secret-0123"] {
+    for secret in [team.as_str(), "gw-plain-key-0123", "sk-bogus-key-0123", "sk-cheap-secret-key", "admin-secret-0123"]
+    {
         assert!(!all.contains(secret), "a key reached the request log");
     }
     let recs: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let by_prompt = |p: &str| recs.iter().filter(|r| r["prompt"].as_str().is_some_and(|x| x.contains(p))).collect::<Vec<_>>();
+    let by_prompt =
+        |p: &str| recs.iter().filter(|r| r["prompt"].as_str().is_some_and(|x| x.contains(p))).collect::<Vec<_>>();
     let france = by_prompt("France");
     assert_eq!(france.len(), 2);
     assert_eq!((france[0]["key"].as_str(), france[0]["cache"].as_str()), (Some("team-a"), Some("miss")));
@@ -421,8 +432,12 @@ async fn the_log_never_contains_a_key_and_the_admin_endpoints_read_it() {
 
     // with the log off, /admin/requests is a 404 in OpenAI's error shape
     let g = gateway(config(&c, &p, "", TIERS, "")).await;
-    let resp =
-        reqwest::Client::new().get(url(&g, "/admin/requests")).header("authorization", bearer("admin-secret-0123")).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(url(&g, "/admin/requests"))
+        .header("authorization", bearer("admin-secret-0123"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert!(resp.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().contains("request log is off"));
     g.shutdown().await;
@@ -463,7 +478,10 @@ async fn sighup_reloads_the_key_file() {
     let cfg = dir.path().join("switchyard.toml");
     std::fs::write(
         &cfg,
-        format!("[server]\nkeys_file = {:?}\nkeys_reload_interval = \"0s\"\n[cache]\nenabled = false\n", keys_path.display().to_string()),
+        format!(
+            "[server]\nkeys_file = {:?}\nkeys_reload_interval = \"0s\"\n[cache]\nenabled = false\n",
+            keys_path.display().to_string()
+        ),
     )
     .unwrap();
     let mut child = Command::new(common::binary::BIN)
@@ -537,5 +555,8 @@ fn keys_new_prints_the_key_alone_then_the_entry() {
     assert!(!entry.contains(key));
     let table = switchyard::keys::parse(entry, Path::new("new")).unwrap();
     let p = &table[&switchyard::keys::hash_key(key)];
-    assert_eq!((p.name.as_str(), p.rpm, p.tpm, p.budget_day, p.budget_month), ("team-b", Some(60), Some(90000), Some(5.0), Some(100.0)));
+    assert_eq!(
+        (p.name.as_str(), p.rpm, p.tpm, p.budget_day, p.budget_month),
+        ("team-b", Some(60), Some(90000), Some(5.0), Some(100.0))
+    );
 }

@@ -29,7 +29,7 @@ impl State {
 
     fn incr(&mut self, key: &str, by: i64, ttl: u64, now: u64) -> i64 {
         self.inserts += 1;
-        if self.inserts % SWEEP_EVERY == 0 {
+        if self.inserts.is_multiple_of(SWEEP_EVERY) {
             self.map.retain(|_, (_, exp)| *exp > now);
         }
         let e = self.map.entry(key.to_string()).or_insert((0, 0));
