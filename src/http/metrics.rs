@@ -115,7 +115,7 @@ fn spend(out: &mut String, state: &AppState) {
         gauge(
             out,
             "switchyard_limits_redis_errors_total",
-            "Failed Redis calls of the limits backend.",
+            "Limit checks and settles that could not use Redis (counted on this replica instead).",
             l.redis_errors.load(Relaxed) as f64,
         );
     }

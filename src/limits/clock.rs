@@ -2,6 +2,11 @@
 //! (budgets), each with the counter key suffix every replica computes alike and the seconds
 //! until it resets. Plain integer arithmetic on Unix time; no time-zone crate needed for UTC.
 
+/// Seconds since the Unix epoch, now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// Days since 1970-01-01 → (year, month 1-12, day 1-31), Howard Hinnant's `civil_from_days`.
 pub fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

@@ -239,7 +239,7 @@ impl Limits {
 
     /// Checks and counts one request of `key` with an estimate of its tokens.
     pub async fn admit(&self, key: &KeyPolicy, estimate: u64) -> Result<Admission, Refusal> {
-        let now = crate::cache::unix_now();
+        let now = clock::now();
         let w = Windows::at(now);
         let keys = CounterKeys::new(&key.name, &w);
         let nano = |b: Option<f64>| b.map_or(-1, |b| (b * NANO).round() as i64);
@@ -360,7 +360,7 @@ impl Limits {
                 }
             }
         }
-        let (day, month) = out.unwrap_or_else(|| self.local.settle(&t.keys, &args, crate::cache::unix_now()));
+        let (day, month) = out.unwrap_or_else(|| self.local.settle(&t.keys, &args, clock::now()));
         self.note_spend(key, day, month);
     }
 

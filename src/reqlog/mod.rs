@@ -249,7 +249,7 @@ fn write_loop(path: PathBuf, rot: Rotation, rx: Receiver<String>, stats: Arc<Log
 
 /// `requests.jsonl` → `requests.jsonl.<unix seconds>[.<n>]`; keeps the newest `keep`.
 fn rotate(path: &Path, keep: usize) {
-    let stamp = crate::cache::unix_now();
+    let stamp = crate::limits::clock::now();
     let mut target = PathBuf::from(format!("{}.{stamp}", path.display()));
     let mut n = 1;
     while target.exists() {
