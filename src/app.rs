@@ -32,6 +32,10 @@ pub enum AppError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Shared(#[from] crate::cache::shared::SharedError),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyFileError),
+    #[error(transparent)]
+    Limits(#[from] crate::limits::LimitsError),
 }
 
 /// Finds a path given relative to the working directory, else relative to the source tree (so
@@ -272,8 +276,12 @@ pub fn build_gateway(
             fb = config.tiers.get(&f).and_then(|t| t.fallback_tier()).map(str::to_string);
             seen.push(f);
         }
-        tiers.insert(name.clone(), Tier::new(name, groups));
+        let mut tier = Tier::new(name, groups);
+        tier.allow_pricier_fallback = spec.allow_pricier_fallback();
+        tiers.insert(name.clone(), tier);
     }
+    let prices = crate::prices::merged(&config.prices);
+    warn_unpriced(&tiers, &prices);
 
     let router = live_router(config, build_router(config));
 
@@ -299,10 +307,59 @@ pub fn build_gateway(
         config.router.affinity,
         dispatch,
         tiers,
-        config.prices.clone(),
+        prices,
     );
     gateway.shared = shared;
     Ok((Arc::new(gateway), worker))
+}
+
+/// One warning per configured model with no price in the catalog or `[prices]`: its requests
+/// get no cost header, count in no budget and show in `switchyard_unpriced_requests_total`.
+fn warn_unpriced(tiers: &HashMap<String, Tier>, prices: &std::collections::BTreeMap<String, Price>) {
+    let mut models: Vec<&str> = tiers
+        .values()
+        .flat_map(|t| t.targets.iter().map(|d| d.model.as_str()))
+        .filter(|m| !prices.contains_key(*m))
+        .collect();
+    models.sort_unstable();
+    models.dedup();
+    for m in models {
+        tracing::warn!(model = m, "no known price for this model: its requests are unpriced (add it under [prices])");
+    }
+}
+
+/// The key file, reloaded on SIGHUP (with `signals`) and when its modification time changes.
+fn watch_keys(store: &Arc<crate::keys::KeyStore>, every: Duration, signals: bool) {
+    if !every.is_zero() {
+        let weak = Arc::downgrade(store);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = weak.upgrade() else { break };
+                // a file read, off the async workers
+                let _ = tokio::task::spawn_blocking(move || s.reload_if_changed()).await;
+            }
+        });
+    }
+    #[cfg(unix)]
+    if signals {
+        let weak = Arc::downgrade(store);
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let Some(s) = weak.upgrade() else { break };
+                        let _ = tokio::task::spawn_blocking(move || s.reload("SIGHUP")).await;
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; the key file reloads only when it changes"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = signals;
 }
 
 /// gateway key → tenant, with the tenant's own premium share from `router.tenant_share`. A share
@@ -314,7 +371,7 @@ fn gateway_keys(config: &Config) -> Result<HashMap<String, Tenant>, AppError> {
         for k in secret.expose().split(',').map(str::trim).filter(|k| !k.is_empty()) {
             let id = http::tenant_of(k);
             let premium_share = config.router.tenant_share.get(&id).copied();
-            keys.insert(k.to_string(), Tenant { id, premium_share });
+            keys.insert(k.to_string(), Tenant { id, premium_share, policy: None });
         }
     }
     for id in config.router.tenant_share.keys() {
@@ -332,6 +389,18 @@ fn gateway_keys(config: &Config) -> Result<HashMap<String, Tenant>, AppError> {
 /// Binds, serves, and returns a handle. With `signals`, SIGTERM/SIGINT also shut it down.
 pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals: bool) -> Result<Running, AppError> {
     let keys = gateway_keys(&config)?;
+    let key_store = match &config.server.keys_file {
+        Some(path) => {
+            let store = Arc::new(crate::keys::KeyStore::open(path)?);
+            tracing::info!(path = %path.display(), keys = store.table().len(), "key file loaded");
+            watch_keys(&store, config.server.keys_reload_interval.0, signals);
+            Some(store)
+        }
+        None => None,
+    };
+    let redis = Some(config.cache.backend.as_str()).filter(|b| b.starts_with("redis://"));
+    let limits = crate::limits::Limits::start(redis, config.limits.soft_budget).await?;
+    let ledger = Arc::new(crate::reqlog::Ledger::start(&config.log)?);
     let (gateway, worker) = build_gateway(&config, embedder)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -340,6 +409,9 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
     let state = AppState {
         gateway: gateway.clone(),
         keys: Arc::new(keys),
+        key_store,
+        limits,
+        ledger,
         admin_key: match &config.server.admin_key {
             Some(k) => Some(k.resolve("server.admin_key")?.expose().to_string()),
             None => None,
@@ -517,8 +589,8 @@ pub async fn demo_config(mut config: Config, latency: Duration) -> Result<Config
     config
         .tiers
         .insert("premium".into(), TierSpec::List(vec![DeploymentSpec::Short("demo-premium:demo-large".into())]));
-    config.prices.insert("demo-mini".into(), Price { input: 0.15, output: 0.60 });
-    config.prices.insert("demo-large".into(), Price { input: 2.50, output: 10.00 });
+    config.prices.insert("demo-mini".into(), Price::new(0.15, 0.60));
+    config.prices.insert("demo-large".into(), Price::new(2.50, 10.00));
     config.validate()?;
     Ok(config)
 }
@@ -553,24 +625,24 @@ const ENV_PROVIDERS: [EnvProvider; 3] = [
         name: "openai",
         kind: ProviderKind::Openai,
         base_url: "https://api.openai.com/v1",
-        cheap: ("gpt-4o-mini", Price { input: 0.15, output: 0.60 }),
-        premium: ("gpt-4o", Price { input: 2.50, output: 10.00 }),
+        cheap: ("gpt-4o-mini", Price::new(0.15, 0.60)),
+        premium: ("gpt-4o", Price::new(2.50, 10.00)),
     },
     EnvProvider {
         var: "ANTHROPIC_API_KEY",
         name: "anthropic",
         kind: ProviderKind::Anthropic,
         base_url: "https://api.anthropic.com",
-        cheap: ("claude-haiku-4-5", Price { input: 1.00, output: 5.00 }),
-        premium: ("claude-sonnet-4-5", Price { input: 3.00, output: 15.00 }),
+        cheap: ("claude-haiku-4-5", Price::new(1.00, 5.00)),
+        premium: ("claude-sonnet-4-5", Price::new(3.00, 15.00)),
     },
     EnvProvider {
         var: "GEMINI_API_KEY",
         name: "gemini",
         kind: ProviderKind::Gemini,
         base_url: "https://generativelanguage.googleapis.com",
-        cheap: ("gemini-2.5-flash", Price { input: 0.30, output: 2.50 }),
-        premium: ("gemini-2.5-pro", Price { input: 1.25, output: 10.00 }),
+        cheap: ("gemini-2.5-flash", Price::new(0.30, 2.50)),
+        premium: ("gemini-2.5-pro", Price::new(1.25, 10.00)),
     },
 ];
 

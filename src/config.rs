@@ -133,8 +133,68 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub tiers: BTreeMap<String, TierSpec>,
     pub providers: BTreeMap<String, ProviderConfig>,
-    /// USD per million tokens, by upstream model name.
+    /// USD per million tokens, by upstream model name; overrides the shipped catalog.
     pub prices: BTreeMap<String, Price>,
+    pub limits: LimitsConfig,
+    /// The request log (`[log] path = "var/requests.jsonl"` turns it on).
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Share of a key's budget at which `model: "auto"` stops choosing premium for that key.
+    pub soft_budget: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { soft_budget: 0.8 }
+    }
+}
+
+/// Whether prompts and answers go in the request log.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogContent {
+    #[default]
+    Off,
+    /// In clear.
+    Store,
+    /// As `sha256:<hex>`: equal prompts can be matched, their text cannot be read.
+    Hash,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The JSON-lines file; none: no log (usage totals are still kept for `/admin/usage`).
+    pub path: Option<PathBuf>,
+    /// Lines waiting for the writer; past it lines are dropped (and counted), never waited for.
+    pub queue: usize,
+    /// Rotate when the file reaches this size (0: never by size).
+    pub max_bytes: u64,
+    /// Rotate when the file is this old (0s: never by age).
+    pub max_age: Dur,
+    /// Rotated files kept (the oldest are deleted).
+    pub keep: usize,
+    pub content: LogContent,
+    /// Records kept in memory for `GET /admin/requests`.
+    pub recent: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            path: None,
+            queue: 4096,
+            max_bytes: 100 * 1024 * 1024,
+            max_age: Dur(Duration::from_secs(86_400)),
+            keep: 7,
+            content: LogContent::Off,
+            recent: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +207,11 @@ pub struct ServerConfig {
     /// keys so a tenant can never read another tenant's usage. None: those endpoints are open
     /// when no gateway keys are set, and refused (401) when gateway keys are set.
     pub admin_key: Option<SecretSpec>,
+    /// The key file: gateway keys by SHA-256 with names, limits and budgets (see `keys`).
+    /// Reloaded on SIGHUP and when it changes; works alongside `gateway_keys`.
+    pub keys_file: Option<PathBuf>,
+    /// How often the key file's modification time is checked (0s: only on SIGHUP).
+    pub keys_reload_interval: Dur,
     pub max_body_bytes: usize,
     pub request_timeout: Dur,
     pub shutdown_grace: Dur,
@@ -171,6 +236,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             gateway_keys: None,
             admin_key: None,
+            keys_file: None,
+            keys_reload_interval: Dur(Duration::from_secs(2)),
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout: Dur(Duration::from_secs(300)),
             shutdown_grace: Dur(Duration::from_secs(30)),
@@ -357,6 +424,10 @@ pub struct TierTable {
     pub deployments: Vec<DeploymentSpec>,
     #[serde(default)]
     pub fallback_tier: Option<String>,
+    /// Let failover move a request to a deployment pricier than the one it was routed to.
+    /// Off by default: a misconfigured fallback must not silently raise spend.
+    #[serde(default)]
+    pub allow_pricier_fallback: bool,
 }
 
 impl TierSpec {
@@ -365,6 +436,9 @@ impl TierSpec {
             TierSpec::List(d) => d,
             TierSpec::Table(t) => &t.deployments,
         }
+    }
+    pub fn allow_pricier_fallback(&self) -> bool {
+        matches!(self, TierSpec::Table(t) if t.allow_pricier_fallback)
     }
     pub fn fallback_tier(&self) -> Option<&str> {
         match self {
@@ -474,9 +548,17 @@ pub struct Price {
     pub input: f64,
     /// USD per million completion tokens.
     pub output: f64,
+    /// USD per million prompt tokens read from the provider's prompt cache (informational: the
+    /// cost of a request is charged at `input`, an upper bound).
+    #[serde(default)]
+    pub cached_input: Option<f64>,
 }
 
 impl Price {
+    pub const fn new(input: f64, output: f64) -> Price {
+        Price { input, output, cached_input: None }
+    }
+
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
         (prompt_tokens as f64 * self.input + completion_tokens as f64 * self.output) / 1e6
     }
@@ -604,6 +686,17 @@ impl Config {
         let backend = self.cache.backend.as_str();
         if backend != "memory" && !backend.starts_with("redis://") {
             return Err(invalid("cache.backend", "must be \"memory\" or a redis:// URL"));
+        }
+        if !(self.limits.soft_budget > 0.0 && self.limits.soft_budget <= 1.0) {
+            return Err(invalid("limits.soft_budget", "must be in (0, 1]"));
+        }
+        if self.log.queue == 0 || self.log.recent == 0 {
+            return Err(invalid("log", "queue and recent must be at least 1"));
+        }
+        if let Some(p) = &self.server.keys_file {
+            if p.as_os_str().is_empty() {
+                return Err(invalid("server.keys_file", "must be a path"));
+            }
         }
         if self.dispatch.attempts_per_deployment == 0 {
             return Err(invalid("dispatch.attempts_per_deployment", "must be at least 1"));

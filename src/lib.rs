@@ -15,7 +15,11 @@ pub mod eval;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
+pub mod prices;
 pub mod providers;
+pub mod reqlog;
 pub mod simd;

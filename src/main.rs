@@ -78,11 +78,46 @@ enum Command {
         #[command(subcommand)]
         what: EvalWhat,
     },
+    /// Gateway keys for the key file (`server.keys_file`).
+    Keys {
+        #[command(subcommand)]
+        what: KeysWhat,
+    },
+    /// Summarise request logs by key, model and UTC day.
+    Usage {
+        /// Request log files (rotated ones too).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Group by: all (key, model and day), key, model or day.
+        #[arg(long, default_value = "all")]
+        by: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the router's decision for a prompt.
     Route {
         prompt: String,
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysWhat {
+    /// Print a fresh key alone on the first line, then the TOML entry (its hash) to append to the key file.
+    New {
+        name: String,
+        #[arg(long)]
+        rpm: Option<u64>,
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// USD per UTC day
+        #[arg(long)]
+        budget_day: Option<f64>,
+        /// USD per UTC month
+        #[arg(long)]
+        budget_month: Option<f64>,
     },
 }
 
@@ -308,6 +343,30 @@ async fn main() -> anyhow::Result<()> {
             let report = switchyard::eval::routing::evaluate(&embedder, &opts)?;
             switchyard::eval::routing::write_report(&report, &out)?;
             print!("{}", std::fs::read_to_string(out.join("report.md"))?);
+        }
+        Command::Keys { what: KeysWhat::New { name, rpm, tpm, budget_day, budget_month } } => {
+            let opts = switchyard::keys::NewKey { name, rpm, tpm, budget_day, budget_month };
+            let (key, toml) = switchyard::keys::new_key(&opts);
+            // the entry must load: check it the way the gateway will
+            switchyard::keys::parse(&toml, std::path::Path::new("<new key>"))?;
+            println!("{key}");
+            print!("{toml}");
+        }
+        Command::Usage { files, by, json } => {
+            let by: switchyard::reqlog::usage::By = by.parse().map_err(anyhow::Error::msg)?;
+            let book = switchyard::reqlog::usage::UsageBook::default();
+            for f in &files {
+                let skipped = book.read_file(f).with_context(|| format!("reading {}", f.display()))?;
+                if skipped > 0 {
+                    eprintln!("{}: {skipped} lines are not request records (skipped)", f.display());
+                }
+            }
+            let rows = book.summary(by);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"object": "list", "data": rows}))?);
+            } else {
+                print!("{}", switchyard::reqlog::usage::table(&rows, by));
+            }
         }
         Command::Route { prompt, config } => {
             let cfg = load_config(config.as_ref())?;

@@ -61,6 +61,11 @@ pub struct Metrics {
     pub cost: Labeled,
     /// USD not spent thanks to the cache or the router
     pub cost_saved: Labeled,
+    /// Answered requests whose model has no known price, by model
+    pub unpriced: Labeled,
+    /// Requests answered by another model than routed, by price direction (cheaper, pricier,
+    /// same_price, unknown_price), and `pricier_refused` failures
+    pub fallbacks: Labeled,
     pub request_seconds: Histogram,
     pub embed_seconds: Histogram,
     pub embed_failures: AtomicU64,

@@ -34,6 +34,8 @@ pub struct Tenant {
     pub id: String,
     /// The tenant's own `premium_share` (with its own score window), else the global operating point.
     pub premium_share: Option<f32>,
+    /// The key file's entry for this key (limits, budgets, allowed models), if it came from there.
+    pub policy: Option<Arc<crate::keys::KeyPolicy>>,
 }
 
 /// Request-level options from headers.
@@ -52,6 +54,8 @@ pub struct RequestCtx {
     pub max_age: Option<Duration>,
     /// `x-switchyard-cache-threshold`: may only raise the configured threshold.
     pub threshold: Option<f32>,
+    /// The key's spend reached its soft budget level: `auto` must not choose premium.
+    pub premium_off: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +83,11 @@ pub struct Meta {
     pub tier: String,
     pub model: String,
     pub provider: String,
-    /// USD this request cost upstream; unknown for a stream until it ends.
+    /// USD this request cost upstream; unknown for a stream until it ends, or for a model with
+    /// no known price.
     pub cost: Option<f64>,
+    /// Tokens of the answer (for a hit: of the stored answer); a stream's arrive in `Served::done`.
+    pub usage: Option<Usage>,
     pub cost_saved: Option<f64>,
     pub attempts: u32,
     pub route_score: Option<f32>,
@@ -104,6 +111,20 @@ pub enum Body {
 pub struct Served {
     pub meta: Meta,
     pub body: Body,
+    /// For a streamed miss: how the stream ended (usage and cost for limits, budgets and the
+    /// request log). Dropped unsent if the client goes away first.
+    pub done: Option<tokio::sync::oneshot::Receiver<StreamEnd>>,
+}
+
+/// The end of a relayed stream.
+#[derive(Debug, Clone)]
+pub struct StreamEnd {
+    pub usage: Option<Usage>,
+    pub cost: Option<f64>,
+    /// The answer's text (for the request log, when it keeps content).
+    pub answer: String,
+    /// False when the upstream failed mid-stream.
+    pub complete: bool,
 }
 
 /// Where a request's `model` sends it.
@@ -159,6 +180,8 @@ pub struct Tier {
     pub targets: Vec<Deployment>,
     /// `targets` split by tier (own, then fallbacks): weights reorder only within a group.
     groups: Vec<std::ops::Range<usize>>,
+    /// `tiers.<name>.allow_pricier_fallback`: failover may move to a pricier deployment.
+    pub allow_pricier_fallback: bool,
 }
 
 impl Tier {
@@ -171,7 +194,7 @@ impl Tier {
             targets.extend(g);
             ranges.push(start..targets.len());
         }
-        Tier { name: name.to_string(), targets, groups: ranges }
+        Tier { name: name.to_string(), targets, groups: ranges, allow_pricier_fallback: false }
     }
 
     /// The order to try deployments in for one request. A group where any deployment has a
@@ -346,6 +369,7 @@ impl Gateway {
                 ));
             }
         }
+        let (targets, held_back) = self.cap_fallback(&tier, targets);
         self.metrics.routed.add(&tier, 1.0);
         let status = if key.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass };
         self.metrics.requests.add(status.as_str(), 1.0);
@@ -353,7 +377,12 @@ impl Gateway {
 
         // 8. dispatch, 9. store
         if req.is_stream() {
-            let out = self.dispatch.send_stream(&targets, &req).await?;
+            let out = self
+                .dispatch
+                .send_stream(&targets, &req)
+                .await
+                .map_err(|e| self.refused_fallback(e, &tier, &held_back))?;
+            self.count_fallback(&targets, &out.model);
             let meta = Meta {
                 cache: status,
                 similarity: None,
@@ -361,27 +390,30 @@ impl Gateway {
                 model: out.model.clone(),
                 provider: out.provider.clone(),
                 cost: None,
+                usage: None,
                 cost_saved: None,
                 attempts: out.attempts,
                 route_score,
                 route_threshold,
             };
             let origin = Origin { tier, provider: out.provider, model: out.model };
-            let stream = self.clone().relay(out.value, req.include_usage(), origin, store, guard);
-            return Ok(Served { meta, body: Body::Stream(stream) });
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let stream = self.clone().relay(out.value, req.include_usage(), origin, store, guard, tx);
+            return Ok(Served { meta, body: Body::Stream(stream), done: Some(rx) });
         }
 
-        let out = self.dispatch.send(&targets, &req).await?;
+        let out = self.dispatch.send(&targets, &req).await.map_err(|e| self.refused_fallback(e, &tier, &held_back))?;
+        self.count_fallback(&targets, &out.model);
         let response = out.value;
         let cost = self.price(&out.model, response.usage);
-        let saved = self.routing_saving(&route, &tier, response.usage, cost);
-        self.metrics.cost.add(&out.model, cost);
-        self.metrics.cost_saved.add("routing", saved);
+        let saved = cost.map(|c| self.routing_saving(&route, &tier, response.usage, c));
+        self.metrics.cost.add(&out.model, cost.unwrap_or(0.0));
+        self.metrics.cost_saved.add("routing", saved.unwrap_or(0.0));
         let answer = Arc::new(StoredAnswer {
             response: response.clone(),
             tier: tier.clone(),
             provider: out.provider.clone(),
-            cost,
+            cost: cost.unwrap_or(0.0),
         });
         if let Some((cache, key, vector)) = &store {
             if response.is_complete() {
@@ -393,6 +425,7 @@ impl Gateway {
                 g.publish(answer);
             }
         }
+        let usage = response.usage;
         Ok(Served {
             meta: Meta {
                 cache: status,
@@ -400,13 +433,15 @@ impl Gateway {
                 tier,
                 model: out.model,
                 provider: out.provider,
-                cost: Some(cost),
-                cost_saved: Some(saved),
+                cost,
+                usage,
+                cost_saved: saved,
                 attempts: out.attempts,
                 route_score,
                 route_threshold,
             },
             body: Body::Json(response),
+            done: None,
         })
     }
 
@@ -466,7 +501,11 @@ impl Gateway {
                     dial: ctx.premium_share,
                     sticky_premium,
                 };
-                let d = self.router.decide_score(score, &ask);
+                let mut d = self.router.decide_score(score, &ask);
+                // the key's spend is past its soft budget level: premium is off for this key
+                if ctx.premium_off && d.tier == TierChoice::Premium {
+                    d.tier = TierChoice::Cheap;
+                }
                 if let Some(t) = thread {
                     let mut threads = self.threads.lock();
                     if threads.len() >= AFFINITY_CAP {
@@ -519,11 +558,72 @@ impl Gateway {
         Ok(FlightGuard { gateway: self.clone(), key, tx, published: false })
     }
 
-    fn price(&self, model: &str, usage: Option<Usage>) -> f64 {
+    /// USD for an answer; `None` when the model has no known price (or the answer no usage):
+    /// unknown is never priced as zero.
+    fn price(&self, model: &str, usage: Option<Usage>) -> Option<f64> {
         match (self.prices.get(model), usage) {
-            (Some(p), Some(u)) => p.cost(u.prompt_tokens, u.completion_tokens),
-            _ => 0.0,
+            (Some(p), Some(u)) => Some(p.cost(u.prompt_tokens, u.completion_tokens)),
+            _ => {
+                self.metrics.unpriced.add(model, 1.0);
+                None
+            }
         }
+    }
+
+    /// Keeps the routed deployment and every failover target not pricier than it; the rest are
+    /// held back unless the tier allows pricier fallback. Unknown prices cannot be compared and
+    /// are kept (the start-up warning names them).
+    fn cap_fallback(&self, tier: &str, targets: Vec<Deployment>) -> (Vec<Deployment>, Vec<Deployment>) {
+        let allowed = self.tiers.get(tier).is_some_and(|t| t.allow_pricier_fallback);
+        let Some(first) = targets.first() else { return (targets, Vec::new()) };
+        let Some(base) = self.prices.get(&first.model).map(crate::prices::blended) else {
+            return (targets, Vec::new());
+        };
+        if allowed {
+            return (targets, Vec::new());
+        }
+        let (mut keep, mut held) = (Vec::with_capacity(targets.len()), Vec::new());
+        for (i, d) in targets.into_iter().enumerate() {
+            let pricier = i > 0 && self.prices.get(&d.model).is_some_and(|p| crate::prices::blended(p) > base);
+            if pricier {
+                held.push(d);
+            } else {
+                keep.push(d);
+            }
+        }
+        (keep, held)
+    }
+
+    /// A failed dispatch that had pricier fallbacks held back says so: the operator's config,
+    /// not the upstream, decided the outcome.
+    fn refused_fallback(&self, e: GatewayError, tier: &str, held: &[Deployment]) -> GatewayError {
+        if held.is_empty() || matches!(e, GatewayError::InvalidRequest { .. }) {
+            return e;
+        }
+        self.metrics.fallbacks.add("pricier_refused", 1.0);
+        let names: Vec<String> = held.iter().map(|d| format!("{}:{}", d.provider, d.model)).collect();
+        GatewayError::Upstream {
+            status: 502,
+            provider: "switchyard".into(),
+            message: format!(
+                "{e}; fallback to pricier {} refused (set tiers.{tier}.allow_pricier_fallback = true to allow it)",
+                names.join(", ")
+            ),
+            retry_after: None,
+        }
+    }
+
+    /// Counts a request answered by another model than the one it was routed to, by direction.
+    fn count_fallback(&self, targets: &[Deployment], answered: &str) {
+        let Some(first) = targets.first().filter(|d| d.model != answered) else { return };
+        let price = |m: &str| self.prices.get(m).map(crate::prices::blended);
+        let direction = match (price(&first.model), price(answered)) {
+            (Some(a), Some(b)) if b > a => "pricier",
+            (Some(a), Some(b)) if b < a => "cheaper",
+            (Some(_), Some(_)) => "same_price",
+            _ => "unknown_price",
+        };
+        self.metrics.fallbacks.add(direction, 1.0);
     }
 
     /// What routing saved against sending this request to the premium tier's first deployment.
@@ -532,7 +632,11 @@ impl Gateway {
             return 0.0;
         }
         let premium_model = self.tiers.get(&self.premium_tier).and_then(|t| t.targets.first()).map(|d| d.model.clone());
-        premium_model.map_or(0.0, |m| (self.price(&m, usage) - cost).max(0.0))
+        let premium = premium_model.and_then(|m| self.prices.get(&m).copied());
+        match (premium, usage) {
+            (Some(p), Some(u)) => (p.cost(u.prompt_tokens, u.completion_tokens) - cost).max(0.0),
+            _ => 0.0,
+        }
     }
 
     fn serve_hit(&self, req: &ChatRequest, hit: Hit) -> Served {
@@ -563,6 +667,7 @@ impl Gateway {
             model: response.model.clone(),
             provider: answer.provider.clone(),
             cost: Some(0.0),
+            usage: response.usage,
             cost_saved: Some(answer.cost),
             attempts: 0,
             route_score: None,
@@ -574,7 +679,7 @@ impl Gateway {
         } else {
             Body::Json(response)
         };
-        Served { meta, body }
+        Served { meta, body, done: None }
     }
 
     /// Passes upstream chunks to the client while folding them into the complete answer; at the
@@ -587,6 +692,7 @@ impl Gateway {
         origin: Origin,
         store: Option<(Arc<SemanticCache>, CacheKey, Option<Vec<f32>>)>,
         guard: Option<FlightGuard>,
+        done: tokio::sync::oneshot::Sender<StreamEnd>,
     ) -> ReplyStream {
         struct St {
             up: crate::providers::ChunkStream,
@@ -600,6 +706,7 @@ impl Gateway {
             model: String,
             store: Option<(Arc<SemanticCache>, CacheKey, Option<Vec<f32>>)>,
             guard: Option<FlightGuard>,
+            end: Option<tokio::sync::oneshot::Sender<StreamEnd>>,
         }
         let st = St {
             up: upstream,
@@ -612,7 +719,15 @@ impl Gateway {
             model: origin.model,
             store,
             guard,
+            end: Some(done),
         };
+        impl St {
+            fn finish(&mut self, usage: Option<Usage>, cost: Option<f64>, complete: bool) {
+                if let Some(tx) = self.end.take() {
+                    let _ = tx.send(StreamEnd { usage, cost, answer: String::new(), complete });
+                }
+            }
+        }
         Box::pin(futures_util::stream::unfold(st, |mut st| async move {
             loop {
                 if st.done {
@@ -632,6 +747,7 @@ impl Gateway {
                     }
                     Some(Err(e)) => {
                         st.done = true;
+                        st.finish(None, None, false);
                         st.gw.metrics.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let err = GatewayError::Upstream {
                             status: 502,
@@ -645,6 +761,7 @@ impl Gateway {
                         st.done = true;
                         let response = std::mem::take(&mut st.acc).finish();
                         if response.choices.iter().any(|c| c.finish_reason.is_none()) || response.choices.is_empty() {
+                            st.finish(response.usage, None, false);
                             st.gw.metrics.stream_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let err = GatewayError::Upstream {
                                 status: 502,
@@ -655,12 +772,16 @@ impl Gateway {
                             return Some((StreamItem::Error(err), st));
                         }
                         let cost = st.gw.price(&st.model, response.usage);
-                        st.gw.metrics.cost.add(&st.model, cost);
+                        st.gw.metrics.cost.add(&st.model, cost.unwrap_or(0.0));
+                        let text = response.choices.first().and_then(|c| c.message.content.clone()).unwrap_or_default();
+                        if let Some(tx) = st.end.take() {
+                            let _ = tx.send(StreamEnd { usage: response.usage, cost, answer: text, complete: true });
+                        }
                         let answer = Arc::new(StoredAnswer {
                             response: response.clone(),
                             tier: st.tier.clone(),
                             provider: st.provider.clone(),
-                            cost,
+                            cost: cost.unwrap_or(0.0),
                         });
                         if response.is_complete() {
                             if let Some((cache, key, vector)) = &st.store {

@@ -18,10 +18,17 @@ pub enum GatewayError {
     /// A path the gateway serves, with the wrong method (405), in OpenAI's own words.
     #[error("Invalid method for URL ({method} {path})")]
     MethodNotAllowed { method: String, path: String },
+    /// 403: the key is valid but may not do this (a model outside its allowed list).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     RateLimited(String),
+    /// 429 from a key's own limits or budget (`code`: `rate_limit_exceeded` or
+    /// `budget_exceeded`); `retry_after` is the seconds until the window resets.
+    #[error("{message}")]
+    LimitExceeded { message: String, code: &'static str, retry_after: u64 },
     /// 503: the gateway cannot take the request now (concurrency limit, a full queue, every
     /// deployment's breaker open). `retry_after` (seconds) becomes the `Retry-After` header.
     #[error("{message}")]
@@ -54,6 +61,7 @@ impl GatewayError {
         match self {
             GatewayError::Overloaded { retry_after, .. } => Some((*retry_after).max(1)),
             GatewayError::RateLimited(_) => Some(DEFAULT_RETRY_AFTER_SECS),
+            GatewayError::LimitExceeded { retry_after, .. } => Some((*retry_after).max(1)),
             GatewayError::Upstream { status: 429 | 503, retry_after, .. } => {
                 Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS).max(1))
             }
@@ -71,8 +79,9 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => 401,
             GatewayError::NotFound(_) | GatewayError::UnknownUrl { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::Forbidden(_) => 403,
             GatewayError::PayloadTooLarge { .. } => 413,
-            GatewayError::RateLimited(_) => 429,
+            GatewayError::RateLimited(_) | GatewayError::LimitExceeded { .. } => 429,
             GatewayError::Overloaded { .. } => 503,
             GatewayError::Upstream { status, .. } => *status,
             GatewayError::Timeout(_) => 504,
@@ -87,8 +96,13 @@ impl GatewayError {
             GatewayError::NotFound(_) => ("invalid_request_error", Some("model_not_found")),
             GatewayError::UnknownUrl { .. } => ("invalid_request_error", Some("unknown_url")),
             GatewayError::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
+            GatewayError::Forbidden(_) => ("permission_error", Some("model_not_allowed")),
             GatewayError::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             GatewayError::RateLimited(_) => ("rate_limit_error", Some("rate_limit_exceeded")),
+            GatewayError::LimitExceeded { code: "budget_exceeded", .. } => {
+                ("insufficient_quota", Some("budget_exceeded"))
+            }
+            GatewayError::LimitExceeded { code, .. } => ("rate_limit_error", Some(*code)),
             GatewayError::Overloaded { .. } => ("server_error", Some("overloaded")),
             GatewayError::Upstream { status, .. } if *status < 500 => ("invalid_request_error", Some("upstream_error")),
             GatewayError::Upstream { .. } => ("upstream_error", Some("upstream_error")),

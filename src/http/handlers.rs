@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
+use super::spend::Account;
 use super::{authenticate, error_response, request_id, AppState};
 use crate::api::{
     parse_json, ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
@@ -78,9 +79,31 @@ fn request_ctx(headers: &HeaderMap, tenant: Tenant) -> Result<RequestCtx, Gatewa
 
 pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let rid = request_id(&headers);
-    match chat_inner(&state, &headers, body).await {
-        Ok(served) => render(served, &rid),
-        Err(e) => error_response(&e, &rid),
+    let mut account = Account::new(&state, &rid);
+    match chat_inner(&state, &headers, body, &mut account).await {
+        Ok(mut served) => {
+            account.served(&served.meta);
+            let (done, usage, cost) = (served.done.take(), served.meta.usage, served.meta.cost);
+            let answer = match (&served.body, state.ledger.content()) {
+                (Body::Json(r), c) if c != crate::config::LogContent::Off => {
+                    r.choices.first().and_then(|c| c.message.content.clone())
+                }
+                _ => None,
+            };
+            let mut resp = render(served, &rid);
+            account.set_headers(resp.headers_mut());
+            match done {
+                Some(rx) => account.finish_stream(rx),
+                None => account.finish(200, None, usage, cost, answer.as_deref()).await,
+            }
+            resp
+        }
+        Err(e) => {
+            let mut resp = error_response(&e, &rid);
+            account.set_headers(resp.headers_mut());
+            account.finish(e.status(), Some(&e), None, None, None).await;
+            resp
+        }
     }
 }
 
@@ -88,8 +111,10 @@ async fn chat_inner(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    account: &mut Account,
 ) -> Result<Served, GatewayError> {
     let tenant = authenticate(state, headers)?;
+    account.tenant(&tenant);
     let _slot = state
         .slots
         .clone()
@@ -97,7 +122,11 @@ async fn chat_inner(
         .map_err(|_| GatewayError::overloaded("the gateway is at its concurrency limit; retry shortly"))?;
     let bytes = body_or_error(body, state.max_body)?;
     let req: ChatRequest = parse_json(&bytes)?;
-    let ctx = request_ctx(headers, tenant)?;
+    let mut ctx = request_ctx(headers, tenant)?;
+    ctx.premium_off = account.admit(&req).await?;
+    if account.cache_off() {
+        (ctx.no_cache, ctx.no_store) = (true, true);
+    }
     let fut = state.gateway.chat(req, ctx);
     tokio::time::timeout(state.request_timeout, fut)
         .await

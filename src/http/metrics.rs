@@ -75,6 +75,77 @@ fn route_shares(out: &mut String, stats: &[ShareStats]) {
     }
 }
 
+/// Per key limits and budgets (key *names*, never keys), the limits backend, the request log.
+fn spend(out: &mut String, state: &AppState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let l = &state.limits;
+    let _ = writeln!(out, "# HELP switchyard_key_refused_total Requests refused by a key's limits, by key and reason (requests, tokens, budget).\n# TYPE switchyard_key_refused_total counter");
+    for (k, reason, n) in l.refused() {
+        let _ = writeln!(out, "switchyard_key_refused_total{{key=\"{}\",reason=\"{reason}\"}} {n}", escape(&k));
+    }
+    let spend = l.spend();
+    let _ = writeln!(out, "# HELP switchyard_key_spend_usd Spend in the current UTC day / month, by key (as last counted by this replica).\n# TYPE switchyard_key_spend_usd gauge");
+    for (k, s) in &spend {
+        let k = escape(k);
+        let _ = writeln!(out, "switchyard_key_spend_usd{{key=\"{k}\",period=\"day\"}} {}", s.day_usd);
+        let _ = writeln!(out, "switchyard_key_spend_usd{{key=\"{k}\",period=\"month\"}} {}", s.month_usd);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_key_budget_usd A key's budget, by period.\n# TYPE switchyard_key_budget_usd gauge"
+    );
+    for (k, s) in &spend {
+        for (period, b) in [("day", s.budget_day), ("month", s.budget_month)] {
+            if let Some(b) = b {
+                let _ = writeln!(out, "switchyard_key_budget_usd{{key=\"{}\",period=\"{period}\"}} {b}", escape(k));
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP switchyard_key_budget_state 0 under the soft level, 1 soft level reached (auto stays cheap), 2 spent (429 budget_exceeded).\n# TYPE switchyard_key_budget_state gauge");
+    for (k, s) in &spend {
+        let _ = writeln!(out, "switchyard_key_budget_state{{key=\"{}\"}} {}", escape(k), s.state(l.soft));
+    }
+    if l.shared() {
+        gauge(
+            out,
+            "switchyard_limits_degraded",
+            "1 while Redis is unreachable and this replica counts limits on its own.",
+            f64::from(u8::from(l.degraded())),
+        );
+        gauge(
+            out,
+            "switchyard_limits_redis_errors_total",
+            "Limit checks and settles that could not use Redis (counted on this replica instead).",
+            l.redis_errors.load(Relaxed) as f64,
+        );
+    }
+    if let Some(ks) = &state.key_store {
+        gauge(out, "switchyard_keys", "Keys in the key file now in use.", ks.table().len() as f64);
+        gauge(
+            out,
+            "switchyard_keys_reloads_total",
+            "Key file reloads that took effect.",
+            ks.reloads.load(Relaxed) as f64,
+        );
+        gauge(
+            out,
+            "switchyard_keys_reload_failures_total",
+            "Key file reloads refused (the old keys stayed).",
+            ks.reload_failures.load(Relaxed) as f64,
+        );
+    }
+    if let Some(s) = state.ledger.stats() {
+        let _ = writeln!(out, "# HELP switchyard_request_log_lines_total Request log lines, by outcome (dropped: the queue was full).\n# TYPE switchyard_request_log_lines_total counter");
+        for (k, v) in [
+            ("written", s.written.load(Relaxed)),
+            ("dropped", s.dropped.load(Relaxed)),
+            ("error", s.errors.load(Relaxed)),
+        ] {
+            let _ = writeln!(out, "switchyard_request_log_lines_total{{result=\"{k}\"}} {v}");
+        }
+    }
+}
+
 pub async fn render(State(state): State<AppState>) -> Response {
     let g = &state.gateway;
     let m = &g.metrics;
@@ -90,6 +161,21 @@ pub async fn render(State(state): State<AppState>) -> Response {
         "cause",
         &m.cost_saved,
     );
+    counter(
+        &mut out,
+        "switchyard_unpriced_requests_total",
+        "Answered requests whose model has no known price (no x-switchyard-cost header), by model.",
+        "model",
+        &m.unpriced,
+    );
+    counter(
+        &mut out,
+        "switchyard_fallbacks_total",
+        "Requests answered by another model than routed, by price direction; pricier_refused: failed because only pricier fallbacks were left.",
+        "direction",
+        &m.fallbacks,
+    );
+    spend(&mut out, &state);
     histogram(
         &mut out,
         "switchyard_request_duration_seconds",

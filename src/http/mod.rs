@@ -1,9 +1,11 @@
 //! axum routes and thin handlers. Every error leaves through [`error_response`]: OpenAI-shaped
 //! JSON with the status from `api::GatewayError::status`.
 
+mod admin;
 mod handlers;
 mod metrics;
 pub mod server;
+mod spend;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,8 +24,14 @@ use crate::pipeline::{Gateway, Tenant};
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<Gateway>,
-    /// gateway key → tenant (id and per-key settings). Empty: no authentication, one tenant.
+    /// gateway key → tenant (id and per-key settings). Empty (and no key file): no
+    /// authentication, one tenant.
     pub keys: Arc<HashMap<String, Tenant>>,
+    /// `server.keys_file`: keys by hash, with limits and budgets; reloaded while serving.
+    pub key_store: Option<Arc<crate::keys::KeyStore>>,
+    pub limits: Arc<crate::limits::Limits>,
+    /// Usage totals and the request log.
+    pub ledger: Arc<crate::reqlog::Ledger>,
     /// The operator's key for `/admin/*` and `/dashboard` (see `server.admin_key`).
     pub admin_key: Option<String>,
     pub max_body: usize,
@@ -47,6 +55,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/embeddings", post(handlers::embeddings))
         .route("/health", get(handlers::health))
         .route("/metrics", get(metrics::render))
+        .route("/admin/usage", get(admin::usage))
+        .route("/admin/requests", get(admin::requests))
         // after every route: it applies to the routes registered before it
         .method_not_allowed_fallback(handlers::wrong_method)
         .fallback(handlers::not_found)
@@ -88,8 +98,8 @@ pub fn error_response(err: &GatewayError, request_id: &str) -> Response {
 
 /// Resolves the caller's tenant from `Authorization: Bearer`, or refuses.
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Tenant, GatewayError> {
-    if state.keys.is_empty() {
-        return Ok(Tenant { id: "default".into(), premium_share: None });
+    if state.keys.is_empty() && state.key_store.is_none() {
+        return Ok(Tenant { id: "default".into(), premium_share: None, policy: None });
     }
     let token = headers
         .get("authorization")
@@ -97,7 +107,13 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Tenant, Gat
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or_else(|| GatewayError::Unauthorized("missing gateway key: send `Authorization: Bearer <key>`".into()))?;
-    state.keys.get(token).cloned().ok_or_else(|| GatewayError::Unauthorized("invalid gateway key".into()))
+    if let Some(t) = state.keys.get(token) {
+        return Ok(t.clone());
+    }
+    let policy = state.key_store.as_ref().and_then(|s| s.lookup(token));
+    policy
+        .map(|p| Tenant { id: p.name.clone(), premium_share: p.premium_share, policy: Some(p) })
+        .ok_or_else(|| GatewayError::Unauthorized("invalid gateway key".into()))
 }
 
 /// Lets the operator in, or refuses: `/admin/*` and `/dashboard` need `server.admin_key` (as
@@ -106,7 +122,7 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Tenant, Gat
 /// single-tenant deployment where every caller could read everything anyway.
 pub fn authenticate_admin(state: &AppState, headers: &HeaderMap) -> Result<(), GatewayError> {
     let Some(admin) = state.admin_key.as_deref() else {
-        return if state.keys.is_empty() {
+        return if state.keys.is_empty() && state.key_store.is_none() {
             Ok(())
         } else {
             Err(GatewayError::Unauthorized("admin endpoints need server.admin_key to be configured".into()))

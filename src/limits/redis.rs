@@ -1,0 +1,160 @@
+//! Counters in Redis, shared by every replica: one atomic Lua script checks all of a key's limits
+//! and counts the request, another adds the real tokens and the cost afterwards. Every counter
+//! key expires with its window, so Redis holds only the current minute, day and month.
+//!
+//! EVAL is sent each time (not EVALSHA): the scripts are a few hundred bytes, and the `redis`
+//! crate's `Script` helper needs a feature this build does not enable.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+
+use super::{AdmitArgs, CounterKeys, Counts, SettleArgs};
+
+/// verdicts: 0 admitted, 1 requests per minute, 2 tokens per minute, 3 day budget, 4 month budget
+const ADMIT: &str = r"
+local req = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tok = tonumber(redis.call('GET', KEYS[2]) or '0')
+local day = tonumber(redis.call('GET', KEYS[3]) or '0')
+local mon = tonumber(redis.call('GET', KEYS[4]) or '0')
+local rpm, tpm, est = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local bd, bm = tonumber(ARGV[4]), tonumber(ARGV[5])
+local v = 0
+if bd >= 0 and day >= bd then v = 3
+elseif bm >= 0 and mon >= bm then v = 4
+elseif rpm > 0 and req >= rpm then v = 1
+elseif tpm > 0 and tok > 0 and tok + est > tpm then v = 2 end
+if v == 0 then
+  req = redis.call('INCR', KEYS[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  if est > 0 then
+    tok = redis.call('INCRBY', KEYS[2], est)
+    redis.call('EXPIRE', KEYS[2], ARGV[6])
+  end
+end
+return {v, req, tok, day, mon}
+";
+
+const SETTLE: &str = r"
+if tonumber(ARGV[1]) ~= 0 then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+local day = tonumber(redis.call('GET', KEYS[2]) or '0')
+local mon = tonumber(redis.call('GET', KEYS[3]) or '0')
+if tonumber(ARGV[2]) > 0 then
+  day = redis.call('INCRBY', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  mon = redis.call('INCRBY', KEYS[3], ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+return {day, mon}
+";
+
+pub struct RedisCounters {
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    /// While Redis is unreachable, the next connection attempt is not before this.
+    retry_at: Mutex<std::time::Instant>,
+}
+
+/// How long a request waits for Redis before it is counted locally instead.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Between connection attempts while Redis is down: at most one request a second pays for one.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+impl RedisCounters {
+    pub fn new(url: &str) -> redis::RedisResult<RedisCounters> {
+        Ok(RedisCounters {
+            client: redis::Client::open(url)?,
+            conn: Mutex::new(None),
+            retry_at: Mutex::new(std::time::Instant::now()),
+        })
+    }
+
+    /// The connection, (re)connecting if it is time to try; `None` while Redis counts as down.
+    pub async fn connection(&self) -> Option<MultiplexedConnection> {
+        if let Some(c) = self.conn.lock().clone() {
+            return Some(c);
+        }
+        {
+            let mut at = self.retry_at.lock();
+            if std::time::Instant::now() < *at {
+                return None;
+            }
+            *at = std::time::Instant::now() + RETRY_EVERY;
+        }
+        let cfg =
+            AsyncConnectionConfig::new().set_connection_timeout(CONNECT_TIMEOUT).set_response_timeout(RESPONSE_TIMEOUT);
+        match self.client.get_multiplexed_async_connection_with_config(&cfg).await {
+            Ok(c) => {
+                *self.conn.lock() = Some(c.clone());
+                Some(c)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// A command failed: drop the connection so the next call reconnects (after `RETRY_EVERY`).
+    pub fn failed(&self) {
+        *self.conn.lock() = None;
+        *self.retry_at.lock() = std::time::Instant::now() + RETRY_EVERY;
+    }
+
+    pub async fn admit(
+        &self,
+        conn: &mut MultiplexedConnection,
+        k: &CounterKeys,
+        a: &AdmitArgs,
+    ) -> redis::RedisResult<Counts> {
+        let v: Vec<i64> = redis::cmd("EVAL")
+            .arg(ADMIT)
+            .arg(4)
+            .arg(&k.requests)
+            .arg(&k.tokens)
+            .arg(&k.day)
+            .arg(&k.month)
+            .arg(a.rpm)
+            .arg(a.tpm)
+            .arg(a.estimate)
+            .arg(a.budget_day)
+            .arg(a.budget_month)
+            .arg(k.window_ttl)
+            .query_async(conn)
+            .await?;
+        match v.as_slice() {
+            [verdict, requests, tokens, day, month] => {
+                Ok(Counts { verdict: *verdict as u8, requests: *requests, tokens: *tokens, day: *day, month: *month })
+            }
+            _ => Err((redis::ErrorKind::TypeError, "unexpected reply from the admit script").into()),
+        }
+    }
+
+    pub async fn settle(
+        &self,
+        conn: &mut MultiplexedConnection,
+        k: &CounterKeys,
+        a: &SettleArgs,
+    ) -> redis::RedisResult<(i64, i64)> {
+        let v: Vec<i64> = redis::cmd("EVAL")
+            .arg(SETTLE)
+            .arg(3)
+            .arg(&k.tokens)
+            .arg(&k.day)
+            .arg(&k.month)
+            .arg(a.token_delta)
+            .arg(a.nano_usd)
+            .arg(k.window_ttl)
+            .arg(k.day_ttl)
+            .arg(k.month_ttl)
+            .query_async(conn)
+            .await?;
+        match v.as_slice() {
+            [d, m] => Ok((*d, *m)),
+            _ => Err((redis::ErrorKind::TypeError, "unexpected reply from the settle script").into()),
+        }
+    }
+}
