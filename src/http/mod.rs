@@ -4,6 +4,7 @@
 mod handlers;
 mod metrics;
 pub mod server;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/embeddings", post(handlers::embeddings))
         .route("/health", get(handlers::health))
         .route("/metrics", get(metrics::render))
+        .route("/admin/stats", get(stats::stats))
+        .route("/dashboard", get(stats::dashboard))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
