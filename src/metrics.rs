@@ -102,7 +102,7 @@ impl Metrics {
     /// The counters as they stand now (cumulative since start), stamped `t_ms` (Unix ms).
     /// `premium_tier` names the tier whose share is reported; `realised_share` comes from the
     /// router, which keeps its own window.
-    pub fn sample(&self, t_ms: u64, premium_tier: &str, realised_share: Option<f32>) -> Sample {
+    pub fn sample(&self, t_ms: u64, premium_tier: &str, realised_share: Option<f64>) -> Sample {
         let (latency, _) = self.request_seconds.snapshot();
         Sample {
             t_ms,
@@ -141,7 +141,7 @@ pub struct Sample {
     pub saved_routing: f64,
     /// Cumulative latency bucket counts, as [`Histogram::snapshot`].
     pub latency: Vec<u64>,
-    pub realised_share: Option<f32>,
+    pub realised_share: Option<f64>,
 }
 
 /// What happened between two samples, as the dashboard plots it. Rates are `None` when their
@@ -164,7 +164,7 @@ pub struct Interval {
     /// Premium share of the requests routed within the interval (pinned tiers included).
     pub premium_share: Option<f64>,
     /// The router's realised share at the end of the interval (its own window of decisions).
-    pub realised_share: Option<f32>,
+    pub realised_share: Option<f64>,
     pub errors: f64,
 }
 
@@ -227,10 +227,13 @@ mod tests {
         for &(i, n) in per_bucket {
             counts[i] += n;
         }
-        counts.iter().scan(0, |acc, c| {
-            *acc += c;
-            Some(*acc)
-        }).collect()
+        counts
+            .iter()
+            .scan(0, |acc, c| {
+                *acc += c;
+                Some(*acc)
+            })
+            .collect()
     }
 
     #[test]

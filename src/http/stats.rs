@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::metrics::as_f64;
 use super::{authenticate_admin, error_response, request_id, AppState};
 use crate::metrics::{quantile, History};
 use crate::pipeline::Gateway;
@@ -40,7 +41,7 @@ pub fn spawn_sampler(gateway: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             let Some(g) = gateway.upgrade() else { break };
-            let realised = global_share(&g).and_then(|s| s.realised);
+            let realised = global_share(&g).and_then(|s| s.realised).map(as_f64);
             let sample = g.metrics.sample(now_ms(), &g.premium_tier, realised);
             g.metrics.history.push(sample);
         }
@@ -117,9 +118,9 @@ pub fn snapshot(state: &AppState) -> Value {
         "routed": m.routed.snapshot().into_iter().collect::<BTreeMap<_, _>>(),
         "premium_share": {
             "tier": g.premium_tier,
-            "target": share.as_ref().and_then(|s| s.target),
-            "realised": share.as_ref().and_then(|s| s.realised),
-            "threshold": share.as_ref().map(|s| s.threshold),
+            "target": share.as_ref().and_then(|s| s.target).map(as_f64),
+            "realised": share.as_ref().and_then(|s| s.realised).map(as_f64),
+            "threshold": share.as_ref().map(|s| as_f64(s.threshold)),
             "of_routed": ratio(now.routed_premium, now.routed),
         },
         "latency": {
@@ -153,8 +154,10 @@ pub async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Res
     if let Err(e) = authenticate_admin(&state, &headers) {
         let mut resp = error_response(&e, &request_id(&headers));
         if resp.status() == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"switchyard\", charset=\"UTF-8\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"switchyard\", charset=\"UTF-8\""),
+            );
         }
         return resp;
     }
