@@ -159,7 +159,8 @@ async fn chromium_renders_the_numbers_metrics_counts() {
     let cost = sum(&m, "switchyard_cost_usd_total");
     assert!(cost > 0.0);
     assert!(close(rendered(&dom, "cost").0, cost));
-    assert_eq!(rendered(&dom, "cost").1, format!("${cost:.4}"));
+    let shown: f64 = rendered(&dom, "cost").1.strip_prefix('$').unwrap().parse().unwrap();
+    assert!((shown - cost).abs() <= 0.05 * cost, "{shown} shown for {cost}");
     let saved_cache = m["switchyard_cost_saved_usd_total{cause=\"cache\"}"];
     let saved_routing = m["switchyard_cost_saved_usd_total{cause=\"routing\"}"];
     assert!(saved_cache > 0.0 && saved_routing > 0.0, "{saved_cache} {saved_routing}");
@@ -273,6 +274,58 @@ async fn without_any_keys_the_dashboard_is_open() {
     assert_eq!(resp.status(), 200);
     let stats: Value = reqwest::get(url(&g, "/admin/stats")).await.unwrap().json().await.unwrap();
     assert_eq!(stats["object"], "switchyard.stats");
+    g.shutdown().await;
+}
+
+/// The request-log panel, which this gateway cannot show yet (no `GET /admin/requests` here):
+/// the real page and the real stats, served next to a request log answering 200, one record with
+/// every field and one with almost none. The table shows both, "–" for what is missing.
+#[tokio::test]
+async fn the_request_log_panel_renders_records_tolerantly() {
+    use axum::routing::get;
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    let page = reqwest::get(url(&g, "/dashboard")).await.unwrap().text().await.unwrap();
+    let stats = reqwest::get(url(&g, "/admin/stats")).await.unwrap().text().await.unwrap();
+    let log = json!({"object": "list", "data": [
+        {"time": "2026-12-02T01:02:03Z", "request_id": "req_full", "key": "t-0123456789ab", "model": "mini",
+         "tier": "cheap", "route_score": 0.12, "deployment": "cheap:mini", "attempts": 1, "cache": "hit",
+         "similarity": 0.9812, "prompt_tokens": 10, "completion_tokens": 20, "cost": 0.0, "cost_saved": 0.00005,
+         "latency_ms": 3.25, "status": 200},
+        {"request_id": "req_sparse", "status": 502},
+    ]});
+    let app = axum::Router::new()
+        .route("/dashboard", get(move || async move { axum::response::Html(page) }))
+        .route("/admin/stats", get(move || async move { ([("content-type", "application/json")], stats) }))
+        .route("/admin/requests", get(move || async move { axum::Json(log) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dom = headless(&format!("http://{addr}/dashboard"), &["--dump-dom"]).await;
+    let (panel, _) = element(&dom, "requests-panel");
+    assert!(!panel.contains(" hidden"), "the panel should show: {panel}");
+    let table = &dom[dom.find("id=\"requests\"").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    let cells = |row: &str| -> Vec<String> {
+        row.split("<td")
+            .skip(1)
+            .map(|c| {
+                let c = &c[c.find('>').unwrap() + 1..];
+                let c = c.strip_prefix("<span class=\"hit\">").unwrap_or(c);
+                c[..c.find('<').unwrap()].to_string()
+            })
+            .collect()
+    };
+    let rows: Vec<Vec<String>> = table.split("<tr>").skip(2).map(cells).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    let full = &rows[0];
+    assert_eq!(full[1..6], ["req_full", "mini", "cheap", "cheap:mini", "hit"], "{full:?}");
+    assert_eq!(full[6..], ["0.981", "10 / 20", "$0", "$0.000050", "3.3 ms", "200"], "{full:?}");
+    let sparse = &rows[1];
+    assert_eq!(sparse[1], "req_sparse");
+    assert_eq!(sparse[11], "502");
+    assert!(sparse[..1].iter().chain(&sparse[2..11]).all(|c| c == "–"), "{sparse:?}");
     g.shutdown().await;
 }
 
