@@ -74,7 +74,8 @@ impl Labeled {
         self.map.lock().get(label).copied().unwrap_or(0.0)
     }
     pub fn sum(&self) -> f64 {
-        self.map.lock().values().sum()
+        // a fold from +0.0: `Iterator::sum` of no floats is -0.0, which JSON would show as "-0"
+        self.map.lock().values().fold(0.0, |a, b| a + b)
     }
 }
 
@@ -289,6 +290,7 @@ mod tests {
         m.history.push(m.sample(5_000, "premium", Some(0.25)));
         let quiet = &m.history.intervals()[1];
         assert_eq!((quiet.rps, quiet.exact_rate, quiet.p50), (0.0, None, None));
+        assert!(m.errors.sum().is_sign_positive(), "no errors is 0, not -0");
         for t in 0..(History::CAPACITY as u64 + 10) {
             m.history.push(m.sample(10_000 + t, "premium", None));
         }
