@@ -427,6 +427,9 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
     let snapshot = config.cache.snapshot.clone();
     let gw = gateway.clone();
 
+    // the dashboard's charts: a sample of the counters every few seconds, bounded
+    let sampler = http::stats::spawn_sampler(&gateway);
+
     // expired entries should not hold memory until they are next looked at
     if let Some(cache) = gateway.cache.clone() {
         let weak = Arc::downgrade(&cache);
@@ -485,6 +488,7 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
         if let Some(p) = periodic {
             p.abort();
         }
+        sampler.abort();
         if let (Some(path), Some(cache)) = (snapshot, gw.cache.as_ref()) {
             match write_snapshot(cache.clone(), path.clone(), &snapshot_lock).await {
                 Ok(n) => tracing::info!(entries = n, path = %path.display(), "cache snapshot written"),

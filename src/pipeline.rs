@@ -197,6 +197,11 @@ impl Tier {
         Tier { name: name.to_string(), targets, groups: ranges, allow_pricier_fallback: false }
     }
 
+    /// The tier's own deployments, without its fallback tiers'.
+    pub fn own(&self) -> &[Deployment] {
+        self.groups.first().and_then(|r| self.targets.get(r.clone())).unwrap_or(&[])
+    }
+
     /// The order to try deployments in for one request. A group where any deployment has a
     /// `weight` is ordered by weighted random sampling without replacement (Efraimidis–Spirakis:
     /// sort by u^(1/w)), so traffic splits by weight and the rest of the group is still the

@@ -37,7 +37,7 @@ fn escape(s: &str) -> String {
 }
 
 /// An f32 as the f64 with the same shortest decimal form (0.3, not 0.30000001192092896).
-fn as_f64(x: f32) -> f64 {
+pub(super) fn as_f64(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(f64::from(x))
 }
 

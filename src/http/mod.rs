@@ -6,6 +6,7 @@ mod handlers;
 mod metrics;
 pub mod server;
 mod spend;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/metrics", get(metrics::render))
         .route("/admin/usage", get(admin::usage))
         .route("/admin/requests", get(admin::requests))
+        .route("/admin/stats", get(stats::stats))
+        .route("/dashboard", get(stats::dashboard))
         // after every route: it applies to the routes registered before it
         .method_not_allowed_fallback(handlers::wrong_method)
         .fallback(handlers::not_found)
