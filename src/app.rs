@@ -283,6 +283,7 @@ pub fn build_gateway(
                 url: url.to_string(),
                 stream: config.cache.shared_stream.clone(),
                 max_len: config.cache.max_entries,
+                queue: config.cache.shared_queue,
             };
             Some(SharedTier::start(cache.clone(), settings)?)
         }
@@ -302,6 +303,7 @@ pub fn build_gateway(
         config.prices.clone(),
     );
     gateway.shared = shared;
+    gateway.embed_wait = config.embed.max_wait.0;
     Ok((Arc::new(gateway), worker))
 }
 
@@ -583,7 +585,13 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
     let mut cheap: Vec<Deployment> = Vec::new();
     let mut premium: Vec<Deployment> = Vec::new();
     let mut found = Vec::new();
-    let d = |p: &str, m: &str| Deployment { provider: p.into(), model: m.into(), vision: true, weight: None };
+    let d = |p: &str, m: &str| Deployment {
+        provider: p.into(),
+        model: m.into(),
+        vision: true,
+        weight: None,
+        max_concurrency: None,
+    };
     for p in ENV_PROVIDERS {
         if !set(p.var) {
             continue;
@@ -611,6 +619,7 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
                         model: d.model.clone(),
                         vision: d.vision,
                         weight: None,
+                        max_concurrency: None,
                     })
                 })
                 .collect(),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod embed;
 pub mod eval;
+pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

@@ -68,6 +68,18 @@ enum Command {
         #[arg(long, default_value = "2.5,10")]
         premium_price: String,
     },
+    /// Fault soak: mixed traffic through an in-process gateway whose tiers each have a
+    /// fault-injecting upstream before a healthy one; prints the figures, fails on a broken contract.
+    Soak {
+        /// Minutes of traffic, warm-up (a fifth, at most one minute) included.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Offline training.
     Train {
         #[command(subcommand)]
@@ -262,6 +274,22 @@ async fn main() -> anyhow::Result<()> {
             };
             switchyard::bench::run(&pairs, opts).await?;
             print!("{}", std::fs::read_to_string(out.join("report.md"))?);
+        }
+        Command::Soak { minutes, concurrency, out } => {
+            let embedder = app::load_embedder(&Config::default())?;
+            let opts = switchyard::bench::soak::SoakOptions {
+                concurrency,
+                ..switchyard::bench::soak::SoakOptions::minutes(minutes)
+            };
+            let report = switchyard::bench::soak::run(opts, embedder).await?;
+            if let Some(path) = &out {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
+            print!("{}", report.markdown());
+            for s in &report.unexpected_samples {
+                println!("unexpected: {s}");
+            }
+            anyhow::ensure!(report.contract_holds(), "the soak broke the contract (see above)");
         }
         Command::Train { what: TrainWhat::Router { data, cheap, premium, out, lambda, config } } => {
             let cfg = load_config(config.as_ref())?;

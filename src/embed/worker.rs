@@ -48,16 +48,22 @@ impl EmbedWorker {
 
 fn run(embedder: &dyn Embedder, rx: Receiver<Job>, max_batch: usize) {
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        let mut n = jobs[0].texts.len();
-        while n < max_batch {
-            match rx.try_recv() {
-                Ok(job) => {
-                    n += job.texts.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
+        // a job whose caller stopped waiting (its `max_wait` passed, or the client left) is
+        // dropped unprocessed: under overload the worker must catch up, not compute stale vectors
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut n = 0;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            if !job.reply.is_closed() {
+                n += job.texts.len();
+                jobs.push(job);
             }
+            if n < max_batch {
+                next = rx.try_recv().ok();
+            }
+        }
+        if jobs.is_empty() {
+            continue;
         }
         let texts: Vec<&str> = jobs.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
         match embedder.embed_batch(&texts) {
@@ -153,6 +159,27 @@ mod tests {
         let batches = rec.batches.lock().clone();
         assert_eq!(batches.iter().sum::<usize>(), 20);
         assert!(batches.iter().any(|b| *b > 1), "requests that queue up share a forward pass: {batches:?}");
+        drop(handle);
+        worker.join();
+    }
+
+    #[tokio::test]
+    async fn abandoned_jobs_are_dropped_unprocessed() {
+        let rec = Arc::new(Recording { batches: Default::default(), calls: AtomicUsize::new(0) });
+        let (worker, handle) = EmbedWorker::start(rec.clone(), 64, 1).unwrap();
+        // the first job occupies the worker (one job per batch); ten more are queued behind it
+        // and abandoned at once, as callers whose `max_wait` passed
+        use futures_util::FutureExt;
+        let mut first = Box::pin(handle.embed("first".into()));
+        assert!((&mut first).now_or_never().is_none(), "queued, not done");
+        for i in 0..10 {
+            let abandoned = Box::pin(handle.embed(format!("gone {i}"))).now_or_never();
+            assert!(abandoned.is_none());
+        }
+        assert!(first.await.is_ok());
+        assert_eq!(handle.embed("last".into()).await.unwrap(), vec![4.0]);
+        let texts: usize = rec.batches.lock().iter().sum();
+        assert_eq!(texts, 2, "only the jobs someone waited for were embedded: {:?}", rec.batches.lock());
         drop(handle);
         worker.join();
     }

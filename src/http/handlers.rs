@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{authenticate, error_response, request_id, AppState};
 use crate::api::{
@@ -94,18 +95,20 @@ fn request_ctx(headers: &HeaderMap, tenant: Tenant) -> Result<RequestCtx, Gatewa
 pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let rid = request_id(&headers);
     match chat_inner(&state, &headers, body).await {
-        Ok(served) => render(served, &rid),
+        Ok((served, slot)) => render(served, &rid, slot),
         Err(e) => error_response(&e, &rid),
     }
 }
 
+/// The served answer and the request's concurrency slot, which a streamed answer keeps until its
+/// last byte: a stream in progress is a request in progress for `server.max_concurrency`.
 async fn chat_inner(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Served, GatewayError> {
+) -> Result<(Served, OwnedSemaphorePermit), GatewayError> {
     let tenant = authenticate(state, headers)?;
-    let _slot = state
+    let slot = state
         .slots
         .clone()
         .try_acquire_owned()
@@ -114,9 +117,10 @@ async fn chat_inner(
     let req: ChatRequest = parse_json(&bytes)?;
     let ctx = request_ctx(headers, tenant)?;
     let fut = state.gateway.chat(req, ctx);
-    tokio::time::timeout(state.request_timeout, fut)
+    let served = tokio::time::timeout(state.request_timeout, fut)
         .await
-        .map_err(|_| GatewayError::Timeout(format!("the request took longer than {:?}", state.request_timeout)))?
+        .map_err(|_| GatewayError::Timeout(format!("the request took longer than {:?}", state.request_timeout)))??;
+    Ok((served, slot))
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
@@ -125,7 +129,7 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
     }
 }
 
-fn render(served: Served, rid: &str) -> Response {
+fn render(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Response {
     let m = &served.meta;
     let mut resp = match served.body {
         Body::Json(r) => axum::Json(r).into_response(),
@@ -136,6 +140,7 @@ fn render(served: Served, rid: &str) -> Response {
             let seen = failed.clone();
             let events = stream
                 .map(move |item| {
+                    let _held = &slot;
                     let line = match item {
                         StreamItem::Chunk(c) => serde_json::to_string(&c).unwrap_or_default(),
                         StreamItem::Error(e) => {
