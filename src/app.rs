@@ -227,7 +227,7 @@ pub fn build_gateway(
     let (worker, handle): (Option<EmbedWorker>, Option<EmbedHandle>) = match embedder {
         Some(e) => {
             let (w, h) = EmbedWorker::start(e, config.embed.queue, config.embed.max_batch)?;
-            (Some(w), Some(h))
+            (Some(w), Some(h.with_max_wait(config.embed.max_wait.0)))
         }
         None => (None, None),
     };
