@@ -52,6 +52,10 @@ fn capped(a: &MockUpstream, b: Option<&MockUpstream>, cap: usize) -> Config {
     Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
 }
 
+/// The soak and the overload run sample this process's memory and descriptors: the tests of this
+/// file run one at a time, so no other test's sockets are counted in them.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn ask(q: &str) -> Value {
     json!({"model": "t", "messages": [{"role": "user", "content": q}]})
 }
@@ -72,6 +76,7 @@ async fn wait_for_calls(u: &MockUpstream, n: usize) {
 
 #[tokio::test]
 async fn a_deployment_at_its_cap_is_passed_over_not_queued_for() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let slow = MockUpstream::start("slow").await;
     let fast = MockUpstream::start("fast").await;
     // both of slow's slots are taken by calls it never answers (until its 1 s first-byte timeout)
@@ -103,6 +108,7 @@ async fn a_deployment_at_its_cap_is_passed_over_not_queued_for() {
 
 #[tokio::test]
 async fn every_deployment_at_its_cap_answers_503_with_retry_after() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let slow = MockUpstream::start("slow").await;
     slow.then(Behavior::Hang);
     let g = app::start(capped(&slow, None, 1), None, false).await.unwrap();
@@ -136,6 +142,7 @@ impl Embedder for Slow {
 
 #[tokio::test]
 async fn a_full_embedder_queue_costs_only_the_semantic_lookup() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let up = MockUpstream::start("up").await;
     let text = format!(
         r#"
@@ -190,6 +197,7 @@ async fn a_full_embedder_queue_costs_only_the_semantic_lookup() {
 
 #[tokio::test]
 async fn short_fault_soak_answers_everything_but_counted_broken_streams() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let opts = SoakOptions {
         duration: Duration::from_secs(20),
         warmup: Duration::from_secs(6),
@@ -212,4 +220,24 @@ async fn short_fault_soak_answers_everything_but_counted_broken_streams() {
     assert!(r.healthy_upstream_calls > 0);
     assert!(r.fd_growth <= 8, "descriptors leak: {r:?}");
     assert!(r.rss_growth_pct < 10.0, "memory grows: {r:?}");
+}
+
+#[tokio::test]
+async fn a_short_overload_run_sheds_only_with_503_and_retry_after() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // `switchyard overload` in small: latency figures are the command's to report, not asserted here
+    let opts = switchyard::bench::overload::OverloadOptions {
+        phase: Duration::from_secs(4),
+        max_concurrency: 4,
+        capacity_workers: 2,
+        upstream_latency: Duration::from_millis(50),
+        multiplier: 2.0,
+    };
+    let r = switchyard::bench::overload::run(opts, embedder()).await.unwrap();
+    println!("{}", r.markdown());
+    assert!(r.capacity_rps > 0.0 && r.admitted > 0, "{r:?}");
+    assert_eq!(r.other_errors, 0, "only 503s may be refused: {:?}", r.other_samples);
+    assert_eq!(r.shed_with_retry_after, r.shed_503, "every 503 says when to retry");
+    assert_eq!(r.admitted + r.shed_503, r.offered);
+    assert_eq!(r.panics, 0);
 }
