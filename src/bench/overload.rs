@@ -77,6 +77,8 @@ pub struct OverloadReport {
     pub shed_p99_ms: f64,
     /// Admitted requests that skipped the semantic lookup (embedder queue full or too slow).
     pub semantic_skipped: u64,
+    /// … of which refused at once by the embedder (the rest waited out `embed.max_wait`).
+    pub skipped_at_once: u64,
     pub other_errors: u64,
     pub other_samples: Vec<String>,
     pub rss_before: ProcSample,
@@ -219,6 +221,7 @@ pub async fn run(opts: OverloadOptions, embedder: Arc<dyn Embedder>) -> Result<O
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = proc_sample();
     let capacity_skipped = metric(&client, &base, "switchyard_embed_skipped_total{").await;
+    let full_before = metric(&client, &base, "switchyard_embed_skipped_total{cause=\"queue_full\"}").await;
 
     // phase 2: open loop at `multiplier` × capacity
     let rate = (capacity_rps * opts.multiplier).max(1.0);
@@ -242,6 +245,7 @@ pub async fn run(opts: OverloadOptions, embedder: Arc<dyn Embedder>) -> Result<O
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = proc_sample();
     let skipped = metric(&client, &base, "switchyard_embed_skipped_total{").await - capacity_skipped;
+    let at_once = metric(&client, &base, "switchyard_embed_skipped_total{cause=\"queue_full\"}").await - full_before;
     g.shutdown().await;
 
     let other_samples = t.samples.lock().clone();
@@ -271,6 +275,7 @@ pub async fn run(opts: OverloadOptions, embedder: Arc<dyn Embedder>) -> Result<O
         shed_with_retry_after: t.shed_ra.load(Ordering::Relaxed),
         shed_p99_ms: pct(&mut shed, 0.99),
         semantic_skipped: skipped.max(0.0) as u64,
+        skipped_at_once: at_once.max(0.0) as u64,
         other_errors: t.other.load(Ordering::Relaxed),
         other_samples,
         rss_before,
@@ -297,7 +302,7 @@ impl OverloadReport {
              | offered (open loop) | {:.1} req/s ({} requests) |\n\
              | admitted | {} ({:.1} req/s), latency p50 {:.1} / p99 {:.1} / max {:.1} ms (bound {:.0} ms) |\n\
              | shed with 503 | {} ({} with Retry-After), p99 {:.1} ms |\n\
-             | admitted without the semantic lookup (embedder busy) | {} |\n\
+             | admitted without the semantic lookup (embedder busy) | {} ({} refused at once, the rest after waiting embed.max_wait) |\n\
              | other errors | {} |\n\
              | RSS before → after overload | {:.1} → {:.1} MB ({:+.1}%) |\n\
              | open fds before → after | {} → {} |\n\
@@ -322,6 +327,7 @@ impl OverloadReport {
             self.shed_with_retry_after,
             self.shed_p99_ms,
             self.semantic_skipped,
+            self.skipped_at_once,
             self.other_errors,
             self.rss_before.rss_mb,
             self.rss_after.rss_mb,

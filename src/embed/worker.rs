@@ -59,6 +59,8 @@ impl EmbedWorker {
 #[derive(Default)]
 struct Load {
     queued: AtomicUsize,
+    /// Texts in the batch being embedded now: a new job waits for all of it, then its own batch.
+    in_progress: AtomicUsize,
     micros_per_text: AtomicU64,
 }
 
@@ -72,7 +74,7 @@ impl Load {
             return Duration::ZERO;
         }
         let per = self.micros_per_text.load(Ordering::Relaxed);
-        let n = queued + texts;
+        let n = self.in_progress.load(Ordering::Relaxed) + queued + texts;
         Duration::from_micros(per.saturating_mul(n as u64))
     }
 
@@ -106,7 +108,9 @@ fn run(embedder: &dyn Embedder, rx: Receiver<Job>, max_batch: usize, load: &Load
         }
         let texts: Vec<&str> = jobs.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
         let started = Instant::now();
+        load.in_progress.store(texts.len(), Ordering::Relaxed);
         let result = embedder.embed_batch(&texts);
+        load.in_progress.store(0, Ordering::Relaxed);
         load.observe(started.elapsed(), texts.len());
         match result {
             Ok(vectors) => {
