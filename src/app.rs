@@ -231,7 +231,7 @@ pub fn build_gateway(
     let (worker, handle): (Option<EmbedWorker>, Option<EmbedHandle>) = match embedder {
         Some(e) => {
             let (w, h) = EmbedWorker::start(e, config.embed.queue, config.embed.max_batch)?;
-            (Some(w), Some(h))
+            (Some(w), Some(h.with_max_wait(config.embed.max_wait.0)))
         }
         None => (None, None),
     };
@@ -291,6 +291,7 @@ pub fn build_gateway(
                 url: url.to_string(),
                 stream: config.cache.shared_stream.clone(),
                 max_len: config.cache.max_entries,
+                queue: config.cache.shared_queue,
             };
             Some(SharedTier::start(cache.clone(), settings)?)
         }
@@ -310,6 +311,7 @@ pub fn build_gateway(
         prices,
     );
     gateway.shared = shared;
+    gateway.embed_wait = config.embed.max_wait.0;
     Ok((Arc::new(gateway), worker))
 }
 
@@ -659,7 +661,13 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
     let mut cheap: Vec<Deployment> = Vec::new();
     let mut premium: Vec<Deployment> = Vec::new();
     let mut found = Vec::new();
-    let d = |p: &str, m: &str| Deployment { provider: p.into(), model: m.into(), vision: true, weight: None };
+    let d = |p: &str, m: &str| Deployment {
+        provider: p.into(),
+        model: m.into(),
+        vision: true,
+        weight: None,
+        max_concurrency: None,
+    };
     for p in ENV_PROVIDERS {
         if !set(p.var) {
             continue;
@@ -687,6 +695,7 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
                         model: d.model.clone(),
                         vision: d.vision,
                         weight: None,
+                        max_concurrency: None,
                     })
                 })
                 .collect(),

@@ -257,8 +257,13 @@ pub struct EmbedConfig {
     /// Prompts are embedded from their first `max_tokens` word pieces (MiniLM was trained on 256).
     pub max_tokens: usize,
     pub max_batch: usize,
-    /// Pending embedding requests before new ones are refused (the request then degrades to a miss).
+    /// Pending embedding requests before new ones are refused: the request then skips the
+    /// semantic lookup (exact match only) and is routed without a vector, instead of waiting.
     pub queue: usize,
+    /// The longest a request waits for its embedding (queue + inference) before it goes on
+    /// without one, as above. Jobs whose caller stopped waiting are dropped unprocessed, so an
+    /// overloaded embedder catches up instead of computing vectors nobody reads.
+    pub max_wait: Dur,
     /// Threads one batched forward pass may use (the batch is split between them; a single
     /// prompt runs on one). Default: the machine's cores, at most 4.
     pub threads: usize,
@@ -272,7 +277,10 @@ impl Default for EmbedConfig {
             model_dir: PathBuf::from("models/all-MiniLM-L6-v2"),
             max_tokens: 256,
             max_batch: 32,
-            queue: 1024,
+            // two full batches: an admitted request waits behind little, so it is served well
+            // within `max_wait`; beyond it, requests go on without a vector at once
+            queue: 64,
+            max_wait: Dur(Duration::from_millis(500)),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
             engine: crate::embed::Engine::default(),
         }
@@ -307,6 +315,9 @@ pub struct CacheConfig {
     pub backend: String,
     /// The Redis stream the replicas share.
     pub shared_stream: String,
+    /// Answers waiting to be published to the shared tier; past it (Redis slow or down) new ones
+    /// are dropped for the other replicas and counted, never waited for.
+    pub shared_queue: usize,
 }
 
 impl Default for CacheConfig {
@@ -324,6 +335,7 @@ impl Default for CacheConfig {
             guard: None,
             backend: "memory".into(),
             shared_stream: "switchyard:cache".into(),
+            shared_queue: 4096,
         }
     }
 }
@@ -464,6 +476,11 @@ pub struct DeploymentTable {
     pub vision: bool,
     #[serde(default)]
     pub weight: Option<u32>,
+    /// Calls in flight to this deployment at most; a request finding it full goes on to the next
+    /// deployment (failover order) instead of queueing, so one slow provider cannot hold every
+    /// slot of the gateway. None: no cap beyond `server.max_concurrency`.
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
 }
 
 /// A deployment after validation.
@@ -475,6 +492,8 @@ pub struct Deployment {
     /// Share of the tier's traffic this deployment takes first (weighted random order). `None` on
     /// every deployment of a tier: strict config order (primary, then failover).
     pub weight: Option<u32>,
+    /// See [`DeploymentTable::max_concurrency`].
+    pub max_concurrency: Option<usize>,
 }
 
 impl DeploymentSpec {
@@ -485,13 +504,20 @@ impl DeploymentSpec {
                     .split_once(':')
                     .filter(|(p, m)| !p.is_empty() && !m.is_empty())
                     .ok_or_else(|| invalid(key, format!("{s:?} must be \"provider:model\"")))?;
-                Ok(Deployment { provider: p.into(), model: m.into(), vision: false, weight: None })
+                Ok(Deployment {
+                    provider: p.into(),
+                    model: m.into(),
+                    vision: false,
+                    weight: None,
+                    max_concurrency: None,
+                })
             }
             DeploymentSpec::Full(t) => Ok(Deployment {
                 provider: t.provider.clone(),
                 model: t.model.clone(),
                 vision: t.vision,
                 weight: t.weight,
+                max_concurrency: t.max_concurrency,
             }),
         }
     }
@@ -635,6 +661,12 @@ impl Config {
         if self.cache.threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
             return Err(invalid("cache.threshold", "must be a cosine similarity between 0 and 1"));
         }
+        if self.embed.max_wait.0.is_zero() {
+            return Err(invalid("embed.max_wait", "must be more than 0"));
+        }
+        if self.cache.shared_queue == 0 {
+            return Err(invalid("cache.shared_queue", "must be at least 1"));
+        }
         if self.cache.max_entries == 0 {
             return Err(invalid("cache.max_entries", "must be at least 1"));
         }
@@ -724,6 +756,9 @@ impl Config {
             for (i, d) in tier.deployments().iter().enumerate() {
                 let dk = format!("{key}[{i}]");
                 let d = d.resolve(&dk)?;
+                if d.max_concurrency == Some(0) {
+                    return Err(invalid(format!("{dk}.max_concurrency"), "must be at least 1"));
+                }
                 if !self.providers.contains_key(&d.provider) {
                     return Err(invalid(dk, format!("unknown provider {:?}", d.provider)));
                 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod embed;
 pub mod eval;
+pub mod faults;
 /// The fuzz harness (`examples/fuzz.rs`, `tests/fuzz.rs`); not part of the gateway's API.
 #[doc(hidden)]
 pub mod fuzz;

@@ -68,6 +68,37 @@ enum Command {
         #[arg(long, default_value = "2.5,10")]
         premium_price: String,
     },
+    /// Fault soak: mixed traffic through an in-process gateway whose tiers each have a
+    /// fault-injecting upstream before a healthy one; prints the figures, fails on a broken contract.
+    Soak {
+        /// Minutes of traffic, warm-up (a fifth, at most one minute) included.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Overload run: measures the semantic-path capacity of an in-process gateway on the demo
+    /// upstreams, then offers it `multiplier` times that; prints the figures, fails if not held.
+    Overload {
+        /// Seconds of each phase (capacity, then overload).
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        max_concurrency: usize,
+        /// Closed-loop workers measuring the capacity.
+        #[arg(long, default_value_t = 4)]
+        capacity_workers: usize,
+        #[arg(long, default_value_t = 100)]
+        upstream_latency_ms: u64,
+        #[arg(long, default_value_t = 2.0)]
+        multiplier: f64,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Offline training.
     Train {
         #[command(subcommand)]
@@ -297,6 +328,41 @@ async fn main() -> anyhow::Result<()> {
             };
             switchyard::bench::run(&pairs, opts).await?;
             print!("{}", std::fs::read_to_string(out.join("report.md"))?);
+        }
+        Command::Overload { seconds, max_concurrency, capacity_workers, upstream_latency_ms, multiplier, out } => {
+            let embedder = app::load_embedder(&Config::default())?;
+            let opts = switchyard::bench::overload::OverloadOptions {
+                phase: Duration::from_secs(seconds.max(1)),
+                max_concurrency: max_concurrency.max(1),
+                capacity_workers,
+                upstream_latency: Duration::from_millis(upstream_latency_ms),
+                multiplier,
+            };
+            let report = switchyard::bench::overload::run(opts, embedder).await?;
+            if let Some(path) = &out {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
+            print!("{}", report.markdown());
+            for s in &report.other_samples {
+                println!("error: {s}");
+            }
+            anyhow::ensure!(report.holds(), "overload was not held (see above)");
+        }
+        Command::Soak { minutes, concurrency, out } => {
+            let embedder = app::load_embedder(&Config::default())?;
+            let opts = switchyard::bench::soak::SoakOptions {
+                concurrency,
+                ..switchyard::bench::soak::SoakOptions::minutes(minutes)
+            };
+            let report = switchyard::bench::soak::run(opts, embedder).await?;
+            if let Some(path) = &out {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
+            print!("{}", report.markdown());
+            for s in &report.unexpected_samples {
+                println!("unexpected: {s}");
+            }
+            anyhow::ensure!(report.contract_holds(), "the soak broke the contract (see above)");
         }
         Command::Train { what: TrainWhat::Router { data, cheap, premium, out, lambda, config } } => {
             let cfg = load_config(config.as_ref())?;

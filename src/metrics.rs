@@ -99,6 +99,9 @@ pub struct Metrics {
     pub request_seconds: Histogram,
     pub embed_seconds: Histogram,
     pub embed_failures: AtomicU64,
+    /// Requests that went on without a vector (no semantic lookup), by cause: queue_full,
+    /// timeout (`embed.max_wait`), failed.
+    pub embed_skipped: Labeled,
     pub stream_errors: AtomicU64,
     /// Samples of the counters above, for the dashboard's charts over the last minutes.
     pub history: History,

@@ -19,8 +19,6 @@ use crate::embed::EmbedHandle;
 use crate::metrics::Metrics;
 use crate::providers::Dispatcher;
 
-/// How long a request waits for an embedding before it goes on without one (as a miss).
-const EMBED_WAIT: Duration = Duration::from_secs(2);
 /// Characters per replayed SSE chunk when a cached answer is streamed.
 const REPLAY_PIECE: usize = 24;
 /// Threads remembered for routing affinity before the table is cleared.
@@ -245,6 +243,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// The shared tier on Redis, when several replicas serve each other's answers.
     pub shared: Option<crate::cache::SharedTier>,
+    /// How long a request waits for its embedding before it goes on without one (`embed.max_wait`).
+    pub embed_wait: Duration,
     inflight: Mutex<HashMap<ExactKey, watch::Receiver<Flight>>>,
     threads: Mutex<HashMap<Namespace, TierChoice>>,
 }
@@ -276,6 +276,7 @@ impl Gateway {
             prices,
             metrics: Metrics::default(),
             shared: None,
+            embed_wait: Duration::from_millis(500),
             inflight: Mutex::default(),
             threads: Mutex::default(),
         }
@@ -533,24 +534,27 @@ impl Gateway {
         (tier, targets, routed)
     }
 
+    /// The prompt's vector, or None when the embedder cannot give one in time: the request then
+    /// skips the semantic lookup (exact match only) and is routed without it. A full queue
+    /// refuses at once, so an overloaded embedder costs a request nothing but the lookup.
     async fn embed_text(&self, text: &str) -> Option<Vec<f32>> {
         let embed = self.embed.as_ref()?;
         let started = Instant::now();
-        let result = tokio::time::timeout(EMBED_WAIT, embed.embed(text.to_string())).await;
+        let result = tokio::time::timeout(self.embed_wait, embed.embed(text.to_string())).await;
         self.metrics.embed_seconds.observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(Ok(v)) => Some(v),
+        let skipped = match result {
+            Ok(Ok(v)) => return Some(v),
+            // expected under overload, and frequent then: counted, not logged per request
+            Ok(Err(crate::embed::EmbedError::Overloaded)) => "queue_full",
             Ok(Err(e)) => {
-                self.metrics.embed_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(error = %e, "embedding failed; serving as a cache miss");
-                None
+                "failed"
             }
-            Err(_) => {
-                self.metrics.embed_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!("embedding timed out; serving as a cache miss");
-                None
-            }
-        }
+            Err(_) => "timeout",
+        };
+        self.metrics.embed_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.embed_skipped.add(skipped, 1.0);
+        None
     }
 
     fn join_or_lead(self: &Arc<Self>, key: ExactKey) -> Result<FlightGuard, watch::Receiver<Flight>> {
@@ -831,7 +835,7 @@ mod tests {
     use super::*;
 
     fn dep(p: &str, weight: Option<u32>) -> Deployment {
-        Deployment { provider: p.into(), model: "m".into(), vision: false, weight }
+        Deployment { provider: p.into(), model: "m".into(), vision: false, weight, max_concurrency: None }
     }
 
     #[test]

@@ -412,6 +412,7 @@ async fn images_go_only_to_vision_deployments() {
                 model: "large".into(),
                 vision: true,
                 weight: None,
+                max_concurrency: None,
             },
         )]),
     );

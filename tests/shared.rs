@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The shared cache tier against a real `redis-server` (started here on a free port): replicas
 //! serve each other's answers, exactly and by meaning, never across tenants; a replica started
-//! later replays the stream; a gateway whose Redis is down still serves.
+//! later replays the stream; a gateway whose Redis is down still serves; and Redis stopped,
+//! restarted, slowed (`DEBUG SLEEP`) and paused (`CLIENT PAUSE`) while serving fails no request,
+//! crosses no tenant, and the replicas catch up once it is back.
 
 mod common;
 
@@ -27,8 +29,24 @@ impl Drop for Redis {
 
 async fn redis() -> Redis {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    redis_on(port).await
+}
+
+/// A fresh, empty redis-server on `port` (a restart after a crash: nothing persisted).
+async fn redis_on(port: u16) -> Redis {
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--enable-debug-command",
+            "local",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -57,7 +75,8 @@ async fn metric(g: &Running, name: &str) -> f64 {
 
 /// Waits until `g` holds `n` cache entries (mirroring is asynchronous).
 async fn wait_for_entries(g: &Running, n: f64) {
-    for _ in 0..100 {
+    // a bound, not a timing assertion: a replica reconnecting after an outage backs off up to 5 s
+    for _ in 0..300 {
         if metric(g, "switchyard_cache_entries").await >= n {
             return;
         }
@@ -142,6 +161,106 @@ async fn a_gateway_whose_redis_is_down_still_serves() {
     assert!(!m.contains("hunter2"), "the Redis password must not leak");
     assert!(metric(&g, "switchyard_shared_tier_errors_total").await >= 1.0, "{m}");
     g.shutdown().await;
+}
+
+/// Sends a command with `redis-cli` without waiting for its answer (`DEBUG SLEEP` blocks it).
+fn redis_cli(port: u16, args: &[&str]) -> Child {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-cli must be installed (.ci/run installs redis-server)")
+}
+
+/// Asks every question of `qs` on `g` for `who`; every one must be answered.
+async fn ask_all(g: &Running, qs: &[String], who: (&str, &str)) -> Vec<String> {
+    let mut out = Vec::new();
+    for q in qs {
+        let (s, _, body) = post_chat(g, &user(q), &[who]).await;
+        assert_eq!(s, 200, "a request failed because of Redis: {body}");
+        out.push(content(&body));
+    }
+    out
+}
+
+#[tokio::test]
+async fn redis_stopped_restarted_and_slowed_while_serving_fails_no_request() {
+    let r = redis().await;
+    let port = r.port;
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let (c1, p1) = (MockUpstream::start("cheap1").await, MockUpstream::start("premium1").await);
+    let (c2, p2) = (MockUpstream::start("cheap2").await, MockUpstream::start("premium2").await);
+    let a = gateway(replica_config(&c1, &p1, &redis_url)).await;
+    let b = gateway(replica_config(&c2, &p2, &redis_url)).await;
+    // distinct topics per phase, so no answer is a semantic hit for another phase's question
+    let qs = |tag: &str| -> Vec<String> {
+        let topics: &[&str] = match tag {
+            "slow" => &["How do tides work?", "What causes inflation?", "How do vaccines train the immune system?"],
+            "paused" => &["Why do cats purr?", "How is steel made?", "What is a black hole?"],
+            "down" => &[
+                "How do I bake sourdough bread?",
+                "What is the tallest mountain in Africa?",
+                "How do solar panels make electricity?",
+            ],
+            "down, on b" => {
+                &["How do bees make honey?", "Who painted the Sistine Chapel ceiling?", "Why does ice float?"]
+            }
+            _ => &["What does a compiler do?"],
+        };
+        topics.iter().map(|t| t.to_string()).collect()
+    };
+
+    // slowed: the whole server sleeps 3 s, then clients are paused 2 s, while both replicas serve
+    let mut sleeper = redis_cli(port, &["DEBUG", "SLEEP", "3"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ask_all(&a, &qs("slow"), ALICE).await;
+    ask_all(&b, &qs("slow"), BOB).await;
+    let _ = sleeper.wait();
+    let _ = redis_cli(port, &["CLIENT", "PAUSE", "2000", "ALL"]).wait();
+    ask_all(&a, &qs("paused"), ALICE).await;
+
+    // stopped: killed outright; both replicas keep serving, their local caches too
+    drop(r);
+    let down = qs("down");
+    let answers = ask_all(&a, &down, ALICE).await;
+    assert_eq!(ask_all(&a, &down, ALICE).await, answers, "the local cache serves while Redis is down");
+    ask_all(&b, &qs("down, on b"), BOB).await;
+    let errors_while_down = metric(&a, "switchyard_shared_tier_errors_total").await;
+
+    // restarted, empty: the answers a stored while Redis was down reach b once it is back
+    let published_before = metric(&a, "switchyard_shared_tier_entries_total{event=\"published\"}").await;
+    let entries_before = metric(&b, "switchyard_cache_entries").await;
+    let _r = redis_on(port).await;
+    wait_for_entries(&b, entries_before + 3.0).await;
+    assert!(metric(&a, "switchyard_shared_tier_entries_total{event=\"published\"}").await >= published_before + 3.0);
+    let calls = (c1.calls(), c2.calls());
+    for (q, answer) in down.iter().zip(&answers) {
+        let (s, h, body) = post_chat(&b, &user(q), &[ALICE]).await;
+        assert_eq!(
+            (s, header(&h, "x-switchyard-cache")),
+            (200, "hit"),
+            "b caught up on what a answered during the outage"
+        );
+        assert_eq!(&content(&body), answer);
+    }
+    // never across tenants: bob asking the same on b is a miss answered by b's own upstream
+    let (s, h, body) = post_chat(&b, &user(&down[0]), &[BOB]).await;
+    assert_eq!((s, header(&h, "x-switchyard-cache")), (200, "miss"));
+    assert!(content(&body).starts_with("cheap2 answer"), "{body}");
+    assert_eq!((c1.calls(), c2.calls()), (calls.0, calls.1 + 1));
+    // and mirroring goes on as before
+    let entries_before = metric(&b, "switchyard_cache_entries").await;
+    let fresh = qs("after");
+    ask_all(&a, &fresh, ALICE).await;
+    wait_for_entries(&b, entries_before + 1.0).await;
+    let (_, h, _) = post_chat(&b, &user(&fresh[0]), &[ALICE]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert!(errors_while_down >= 1.0, "the outage was seen and counted");
+    for g in [a, b] {
+        g.shutdown().await;
+    }
 }
 
 #[test]

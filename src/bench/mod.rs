@@ -4,6 +4,8 @@
 //! (`x-switchyard-cache`, `-cost`, `-cost-saved`, `-tier`) and the answer, and — because the demo
 //! upstream's answers name the question they answer — judges every hit against the ground truth.
 
+pub mod overload;
+pub mod soak;
 pub mod workload;
 
 use std::path::{Path, PathBuf};

@@ -7,9 +7,10 @@
 //! the beginning, so a new or restarted replica is warm. Entries carry their expiry; expired ones
 //! are skipped on replay.
 //!
-//! Redis is an accelerator, never a dependency of serving: if it is down, publishing drops entries
-//! (counted), the tail reconnects with backoff, and requests are served from the local cache and
-//! the upstreams as usual. The publish queue is bounded so a slow Redis cannot grow memory.
+//! Redis is an accelerator, never a dependency of serving: if it is down or slow, publishing
+//! waits in a bounded queue (`cache.shared_queue`; beyond it new entries are dropped, counted)
+//! and resumes when Redis returns, the tail reconnects with backoff, and requests are served from
+//! the local cache and the upstreams as usual, never waiting on Redis.
 //!
 //! Namespaces include the tenant, so a mirrored entry is only ever served to its own tenant.
 
@@ -26,8 +27,8 @@ use bincode::Options;
 use super::snapshot::{codec, Record};
 use super::{CacheKey, SemanticCache, StoredAnswer};
 
-/// Inserts waiting to be published; beyond this, new ones are dropped (and counted).
-const QUEUE: usize = 4096;
+/// Times one entry is offered to a reachable Redis before it is dropped (counted).
+const PUBLISH_TRIES: u32 = 3;
 /// Stream entries read per `XREAD`.
 const READ_BATCH: usize = 256;
 /// How long one `XREAD` blocks waiting for new entries.
@@ -76,6 +77,9 @@ pub struct SharedSettings {
     pub stream: String,
     /// Approximate stream length kept (`XADD … MAXLEN ~`).
     pub max_len: usize,
+    /// Inserts waiting to be published (`cache.shared_queue`); beyond this, new ones are dropped
+    /// for the other replicas (and counted), so a slow Redis cannot grow memory or slow requests.
+    pub queue: usize,
 }
 
 impl SharedTier {
@@ -86,7 +90,7 @@ impl SharedTier {
             .map_err(|e| SharedError::Url { url: redact(&settings.url), detail: e.to_string() })?;
         let replica = format!("{:016x}", rand::random::<u64>());
         let stats = Arc::new(SharedStats::default());
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::channel(settings.queue.max(1));
         let ttl = cache.settings().ttl;
         let publisher =
             tokio::spawn(publish_loop(client.clone(), settings.clone(), replica.clone(), rx, stats.clone()));
@@ -144,23 +148,30 @@ async fn publish_loop(
     let mut con: Option<MultiplexedConnection> = None;
     let mut failures = 0u32;
     let mut retry_at = tokio::time::Instant::now();
-    while let Some(bytes) = rx.recv().await {
+    // the entry being published, kept across a Redis outage: while it waits, the bounded queue
+    // behind it holds the rest (and `publish` drops what does not fit), so when Redis returns
+    // the other replicas catch up on what was answered meanwhile, up to `cache.shared_queue`
+    let mut pending: Option<(Vec<u8>, u32)> = None;
+    loop {
+        let (bytes, tries) = match pending.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(b) => (b, 0),
+                None => return,
+            },
+        };
         if con.is_none() {
-            if tokio::time::Instant::now() < retry_at {
-                // Redis is down: this entry is lost to the other replicas, not to this one
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
+            tokio::time::sleep_until(retry_at).await;
             match connect(&client, Duration::from_secs(2)).await {
                 Ok(c) => con = Some(c),
                 Err(e) => {
-                    stats.dropped.fetch_add(1, Ordering::Relaxed);
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     if failures == 0 {
                         tracing::warn!(error = %e, "shared cache tier unreachable; serving from the local cache");
                     }
                     retry_at = tokio::time::Instant::now() + backoff(failures);
                     failures += 1;
+                    pending = Some((bytes, tries));
                     continue;
                 }
             }
@@ -175,7 +186,7 @@ async fn publish_loop(
             .arg("r")
             .arg(&replica)
             .arg("e")
-            .arg(bytes)
+            .arg(&bytes)
             .query_async(c)
             .await;
         match sent {
@@ -187,12 +198,17 @@ async fn publish_loop(
                 failures = 0;
             }
             Err(e) => {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "shared cache tier: publish failed");
                 con = None;
                 retry_at = tokio::time::Instant::now() + backoff(failures);
                 failures += 1;
+                // an entry Redis keeps refusing (not just an outage) must not block the queue
+                if tries + 1 < PUBLISH_TRIES {
+                    pending = Some((bytes, tries + 1));
+                } else {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::spend::Account;
 use super::{authenticate, error_response, request_id, AppState};
@@ -81,7 +82,7 @@ pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Resul
     let rid = request_id(&headers);
     let mut account = Account::new(&state, &rid);
     match chat_inner(&state, &headers, body, &mut account).await {
-        Ok(mut served) => {
+        Ok((mut served, slot)) => {
             account.served(&served.meta);
             let (done, usage, cost) = (served.done.take(), served.meta.usage, served.meta.cost);
             let answer = match (&served.body, state.ledger.content()) {
@@ -90,7 +91,7 @@ pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Resul
                 }
                 _ => None,
             };
-            let mut resp = render(served, &rid);
+            let mut resp = render(served, &rid, slot);
             account.set_headers(resp.headers_mut());
             match done {
                 Some(rx) => account.finish_stream(rx),
@@ -107,15 +108,17 @@ pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Resul
     }
 }
 
+/// The served answer and the request's concurrency slot, which a streamed answer keeps until its
+/// last byte: a stream in progress is a request in progress for `server.max_concurrency`.
 async fn chat_inner(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     account: &mut Account,
-) -> Result<Served, GatewayError> {
+) -> Result<(Served, OwnedSemaphorePermit), GatewayError> {
     let tenant = authenticate(state, headers)?;
     account.tenant(&tenant);
-    let _slot = state
+    let slot = state
         .slots
         .clone()
         .try_acquire_owned()
@@ -128,9 +131,10 @@ async fn chat_inner(
         (ctx.no_cache, ctx.no_store) = (true, true);
     }
     let fut = state.gateway.chat(req, ctx);
-    tokio::time::timeout(state.request_timeout, fut)
+    let served = tokio::time::timeout(state.request_timeout, fut)
         .await
-        .map_err(|_| GatewayError::Timeout(format!("the request took longer than {:?}", state.request_timeout)))?
+        .map_err(|_| GatewayError::Timeout(format!("the request took longer than {:?}", state.request_timeout)))??;
+    Ok((served, slot))
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
@@ -139,7 +143,7 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
     }
 }
 
-fn render(served: Served, rid: &str) -> Response {
+fn render(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Response {
     let m = &served.meta;
     let mut resp = match served.body {
         Body::Json(r) => axum::Json(r).into_response(),
@@ -150,6 +154,7 @@ fn render(served: Served, rid: &str) -> Response {
             let seen = failed.clone();
             let events = stream
                 .map(move |item| {
+                    let _held = &slot;
                     let line = match item {
                         StreamItem::Chunk(c) => serde_json::to_string(&c).unwrap_or_default(),
                         StreamItem::Error(e) => {

@@ -183,6 +183,13 @@ pub async fn render(State(state): State<AppState>) -> Response {
         &m.request_seconds,
     );
     histogram(&mut out, "switchyard_embed_duration_seconds", "Time waiting for a prompt embedding.", &m.embed_seconds);
+    counter(
+        &mut out,
+        "switchyard_embed_skipped_total",
+        "Requests served without a prompt vector (exact lookup only), by cause.",
+        "cause",
+        &m.embed_skipped,
+    );
     route_shares(&mut out, &g.router.stats());
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     gauge(
@@ -240,6 +247,10 @@ pub async fn render(State(state): State<AppState>) -> Response {
         );
         let _ =
             writeln!(out, "switchyard_upstream_attempts_total{{deployment=\"{d}\",result=\"error\"}} {}", s.failures);
+    }
+    let _ = writeln!(out, "# HELP switchyard_deployment_busy_total Requests that passed a deployment over because it was at its max_concurrency.\n# TYPE switchyard_deployment_busy_total counter");
+    for (d, s) in &stats {
+        let _ = writeln!(out, "switchyard_deployment_busy_total{{deployment=\"{}\"}} {}", escape(d), s.skipped_busy);
     }
     let _ = writeln!(out, "# HELP switchyard_breaker_state Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.\n# TYPE switchyard_breaker_state gauge");
     for (d, s) in &stats {

@@ -1,6 +1,9 @@
 //! Sending one request to a tier: retries with jittered exponential backoff (honouring
 //! `Retry-After` up to a cap), a circuit breaker per deployment, in-order failover, an overall
-//! deadline. Streams may fail over only until their first chunk has arrived.
+//! deadline, and per-deployment concurrency caps: a deployment with `max_concurrency` calls in
+//! flight is passed over for the next one in failover order (never queued for), so one slow
+//! provider cannot hold every request slot of the gateway. Streams may fail over only until
+//! their first chunk has arrived; a stream holds its deployment's slot until it ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ChunkStream, Provider, ProviderError, TimeoutPhase};
 use crate::api::{ChatRequest, ChatResponse, GatewayError};
@@ -21,6 +25,8 @@ pub struct Outcome<T> {
     pub model: String,
     /// Upstream calls made, the successful one included.
     pub attempts: u32,
+    /// The deployment's concurrency slot, held while the answer is still being read.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -69,6 +75,8 @@ impl Breaker {
 pub struct DeploymentStats {
     pub requests: u64,
     pub failures: u64,
+    /// Requests that passed this deployment over because it was at its `max_concurrency`.
+    pub skipped_busy: u64,
     pub state: Option<BreakerState>,
 }
 
@@ -77,6 +85,8 @@ pub struct Dispatcher {
     cfg: DispatchConfig,
     breakers: Mutex<HashMap<String, Breaker>>,
     stats: Mutex<HashMap<String, DeploymentStats>>,
+    /// Per-deployment slots, for deployments with a `max_concurrency` (created on first use).
+    caps: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 fn deployment_key(d: &Deployment) -> String {
@@ -85,7 +95,21 @@ fn deployment_key(d: &Deployment) -> String {
 
 impl Dispatcher {
     pub fn new(providers: HashMap<String, Arc<Provider>>, cfg: DispatchConfig) -> Self {
-        Dispatcher { providers, cfg, breakers: Mutex::default(), stats: Mutex::default() }
+        Dispatcher { providers, cfg, breakers: Mutex::default(), stats: Mutex::default(), caps: Mutex::default() }
+    }
+
+    /// A slot on `d` if it has a cap: `Ok(None)` uncapped, `Err(())` at its cap. A deployment
+    /// listed in several tiers shares one set of slots, sized by the first listing seen.
+    fn take_slot(&self, key: &str, d: &Deployment) -> Result<Option<OwnedSemaphorePermit>, ()> {
+        let Some(cap) = d.max_concurrency else { return Ok(None) };
+        let sem = self.caps.lock().entry(key.to_string()).or_insert_with(|| Arc::new(Semaphore::new(cap))).clone();
+        match sem.try_acquire_owned() {
+            Ok(p) => Ok(Some(p)),
+            Err(_) => {
+                self.stats.lock().entry(key.to_string()).or_default().skipped_busy += 1;
+                Err(())
+            }
+        }
     }
 
     /// May this deployment be tried now? Half-open lets exactly one probe through.
@@ -206,6 +230,22 @@ impl Dispatcher {
         targets: &[Deployment],
         req: &ChatRequest,
     ) -> Result<Outcome<ChunkStream>, GatewayError> {
+        let mut out = self.stream_first_chunk(targets, req).await?;
+        if let Some(slot) = out.slot.take() {
+            // the deployment is busy until the stream ends (or the client drops it)
+            out.value = Box::pin(out.value.map(move |item| {
+                let _held = &slot;
+                item
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn stream_first_chunk(
+        &self,
+        targets: &[Deployment],
+        req: &ChatRequest,
+    ) -> Result<Outcome<ChunkStream>, GatewayError> {
         self.run(targets, req, |p: Arc<Provider>, model: String, req: ChatRequest| async move {
             let timeout = p.first_byte_timeout();
             let mut stream = p.chat_stream(&req, &model).await?;
@@ -237,9 +277,15 @@ impl Dispatcher {
         let mut attempts = 0u32;
         let mut errors: Vec<(String, ProviderError)> = Vec::new();
         let mut skipped_open = 0usize;
+        let mut skipped_busy = 0usize;
         for d in targets {
             let Some(provider) = self.providers.get(&d.provider).cloned() else { continue };
             let key = deployment_key(d);
+            // at its cap: go on to the next deployment rather than wait for a slot
+            let Ok(mut slot) = self.take_slot(&key, d) else {
+                skipped_busy += 1;
+                continue;
+            };
             for attempt in 0..self.cfg.attempts_per_deployment {
                 if !self.admit(&key) {
                     skipped_open += 1;
@@ -258,7 +304,13 @@ impl Dispatcher {
                 match result {
                     Ok(value) => {
                         self.record_call(&key, true, true);
-                        return Ok(Outcome { value, provider: d.provider.clone(), model: d.model.clone(), attempts });
+                        return Ok(Outcome {
+                            value,
+                            provider: d.provider.clone(),
+                            model: d.model.clone(),
+                            attempts,
+                            slot: slot.take(),
+                        });
                     }
                     Err(ProviderError::Unsupported(why)) => {
                         // nothing was sent: not an attempt, not a failure of the deployment
@@ -292,6 +344,12 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+        if errors.is_empty() && skipped_busy > 0 {
+            return Err(GatewayError::Overloaded {
+                message: "every deployment of this tier is at its concurrency limit; retry shortly".into(),
+                retry_after: crate::api::DEFAULT_RETRY_AFTER_SECS,
+            });
         }
         if errors.is_empty() && skipped_open > 0 {
             return Err(GatewayError::Overloaded {

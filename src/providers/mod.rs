@@ -51,11 +51,16 @@ impl ProviderError {
     /// Transient: worth another try on the same or another deployment.
     pub fn retryable(&self) -> bool {
         match self {
-            ProviderError::Connect(_) | ProviderError::Timeout(_) | ProviderError::Stream(_) => true,
+            // an unreadable 200 (truncated or garbled JSON) is the deployment's fault, not the
+            // request's: another try, here or on the next deployment, is what the client needs
+            ProviderError::Connect(_)
+            | ProviderError::Timeout(_)
+            | ProviderError::Stream(_)
+            | ProviderError::Decode(_) => true,
             ProviderError::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529)
             }
-            ProviderError::Decode(_) | ProviderError::Unsupported(_) => false,
+            ProviderError::Unsupported(_) => false,
         }
     }
 
