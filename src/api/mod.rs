@@ -5,6 +5,7 @@
 //! serialise back to what OpenAI clients parse.
 
 mod error;
+pub mod messages;
 mod types;
 
 pub use error::{ErrorBody, ErrorDetail, GatewayError, DEFAULT_RETRY_AFTER_SECS};

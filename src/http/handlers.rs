@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::{authenticate, error_response, request_id, AppState};
+use crate::api::messages;
 use crate::api::{
     ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse, GatewayError,
     ModelInfo, ModelList,
@@ -104,6 +105,69 @@ async fn chat_inner(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Served, GatewayError> {
+    serve(state, headers, body, parse_json).await
+}
+
+/// `POST /v1/messages`: Anthropic's Messages API, served by the same pipeline as chat (see
+/// `api::messages`); errors in Anthropic's shape. Any `anthropic-version` header is accepted:
+/// the translation is to and from the stable 2023-06-01 shapes, which later versions extend.
+pub async fn messages(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let rid = request_id(&headers);
+    let parse = |b: &[u8]| parse_json::<messages::MessagesRequest>(b).and_then(messages::to_chat_request);
+    match serve(&state, &headers, body, parse).await {
+        Ok(served) => render_messages(served, &rid),
+        Err(e) => super::anthropic_error_response(&e, &rid),
+    }
+}
+
+fn render_messages(served: Served, rid: &str) -> Response {
+    let mut resp = match served.body {
+        Body::Json(r) => axum::Json(messages::to_message(&r)).into_response(),
+        Body::Stream(stream) => {
+            let failed = Arc::new(AtomicBool::new(false));
+            let seen = failed.clone();
+            let shared = Arc::new(parking_lot::Mutex::new(messages::StreamTranslator::new()));
+            let tail = shared.clone();
+            let events = stream
+                .map(move |item| {
+                    let text = match item {
+                        StreamItem::Chunk(c) => shared.lock().chunk(&c),
+                        StreamItem::Error(e) => {
+                            seen.store(true, Ordering::Relaxed);
+                            shared.lock().error(&e)
+                        }
+                    };
+                    Ok::<_, std::convert::Infallible>(Bytes::from(text))
+                })
+                .filter(|r| std::future::ready(r.as_ref().map_or(true, |b| !b.is_empty())))
+                .chain(
+                    futures_util::stream::once(async move {
+                        // the closing events only after a complete answer (as `[DONE]` for chat)
+                        (!failed.load(Ordering::Relaxed)).then(|| Ok(Bytes::from(tail.lock().finish())))
+                    })
+                    .filter_map(std::future::ready),
+                );
+            let mut r = Response::new(HttpBody::from_stream(events));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+    };
+    meta_headers(&mut resp, &served.meta, rid);
+    resp
+}
+
+/// Authenticates, takes a concurrency slot, parses the body with `parse` and runs the pipeline.
+async fn serve(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    parse: impl FnOnce(&[u8]) -> Result<ChatRequest, GatewayError>,
+) -> Result<Served, GatewayError> {
     let tenant = authenticate(state, headers)?;
     let _slot = state
         .slots
@@ -111,7 +175,7 @@ async fn chat_inner(
         .try_acquire_owned()
         .map_err(|_| GatewayError::overloaded("the gateway is at its concurrency limit; retry shortly"))?;
     let bytes = body_or_error(body, state.max_body)?;
-    let req: ChatRequest = parse_json(&bytes)?;
+    let req = parse(&bytes)?;
     let ctx = request_ctx(headers, tenant)?;
     let fut = state.gateway.chat(req, ctx);
     tokio::time::timeout(state.request_timeout, fut)
@@ -126,7 +190,6 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
 }
 
 fn render(served: Served, rid: &str) -> Response {
-    let m = &served.meta;
     let mut resp = match served.body {
         Body::Json(r) => axum::Json(r).into_response(),
         Body::Stream(stream) => {
@@ -157,6 +220,12 @@ fn render(served: Served, rid: &str) -> Response {
             r
         }
     };
+    meta_headers(&mut resp, &served.meta, rid);
+    resp
+}
+
+/// The `x-switchyard-*` headers that say how a request was served.
+fn meta_headers(resp: &mut Response, m: &crate::pipeline::Meta, rid: &str) {
     let h = resp.headers_mut();
     set(h, "x-request-id", rid);
     set(h, "x-switchyard-cache", m.cache.as_str());
@@ -181,7 +250,6 @@ fn render(served: Served, rid: &str) -> Response {
     if let Some(t) = m.route_threshold {
         set(h, "x-switchyard-route-threshold", format!("{t:.4}"));
     }
-    resp
 }
 
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
