@@ -211,7 +211,12 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                         }
                     }
                 }
-                if !parts.is_empty() {
+                if parts.iter().all(|p| p["type"] == "text") && !parts.is_empty() {
+                    // text only: a plain string, so the cache key and upstreams see what an
+                    // OpenAI client would have sent
+                    let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+                    messages.push(json!({"role": "user", "content": text.join("\n")}));
+                } else if !parts.is_empty() {
                     messages.push(json!({"role": "user", "content": parts}));
                 }
             }
@@ -514,7 +519,7 @@ mod tests {
         assert_eq!(v["messages"][2]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
         assert_eq!(v["messages"][3]["role"], "tool");
         assert_eq!(v["messages"][3]["tool_call_id"], "toolu_1");
-        assert_eq!(v["messages"][4]["content"][0]["text"], "Thanks");
+        assert_eq!(v["messages"][4]["content"], "Thanks");
         assert_eq!(v["tool_choice"], "required");
         assert_eq!(v["parallel_tool_calls"], false);
         assert_eq!(v["tools"][0]["function"]["parameters"], json!({"type": "object"}));
