@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::assets;
 use crate::cache::{CacheRule, CacheSettings, HnswParams, RuleKind, SemanticCache, SharedSettings, SharedTier};
 use crate::classify::{LengthBaseline, LiveRouter, OperatingPoint, Router, ShareSettings, TrainedRouter};
 use crate::config::{
@@ -38,25 +39,28 @@ pub enum AppError {
     Limits(#[from] crate::limits::LimitsError),
 }
 
-/// Finds a path given relative to the working directory, else relative to the source tree (so
-/// `cargo run` and tests work from anywhere).
+/// A path as configured: relative paths are relative to the working directory. (There is no
+/// fallback to the source tree the binary was built in: the shipped model files are compiled
+/// into the binary instead, see [`crate::assets`].)
 pub fn locate(path: &Path) -> PathBuf {
-    if path.is_absolute() || path.exists() {
-        return path.to_path_buf();
-    }
-    let from_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    if from_manifest.exists() {
-        from_manifest
-    } else {
-        path.to_path_buf()
-    }
+    path.to_path_buf()
 }
+
+const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
+const DEFAULT_ROUTER_DIR: &str = "models/router";
+const DEFAULT_CACHE_RULE: &str = "models/cache_rule.json";
 
 /// The cache decision rule `serve` uses: `models/cache_rule.json` (measured by `eval cache`),
 /// with `cache.threshold` / `cache.guard` from the config overriding it. Without the file, the
 /// guarded rule at 0.965 (≈1% false hits on QQP for plain cosine).
 pub fn shipped_cache_rule(config: &Config) -> CacheRule {
-    let mut rule = match CacheRule::load(&locate(&config.cache.rule)) {
+    let loaded = match assets::resolve(&config.cache.rule, DEFAULT_CACHE_RULE) {
+        assets::Source::Disk(path) => CacheRule::load(path).map_err(|e| e.to_string()),
+        assets::Source::Embedded(b) => {
+            CacheRule::from_json(b.cache_rule).map_err(|e| format!("embedded cache rule: {e}"))
+        }
+    };
+    let mut rule = match loaded {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "no shipped cache rule; using the guarded rule at 0.965");
@@ -79,8 +83,12 @@ pub fn shipped_cache_rule(config: &Config) -> CacheRule {
 /// threshold by its calibration table; default: 30% premium on the training distribution).
 /// Without a trained router, the prompt-length baseline (threshold 0.5), with a warning.
 pub fn build_router(config: &Config) -> Router {
-    let dir = locate(config.router.model_dir.as_deref().unwrap_or(Path::new("models/router")));
-    let router = match TrainedRouter::load(&dir) {
+    let dir = config.router.model_dir.as_deref().unwrap_or(Path::new(DEFAULT_ROUTER_DIR));
+    let loaded = match assets::resolve(dir, DEFAULT_ROUTER_DIR) {
+        assets::Source::Disk(dir) => TrainedRouter::load(dir).map_err(|e| e.to_string()),
+        assets::Source::Embedded(b) => TrainedRouter::from_json(b.router).map_err(|e| format!("embedded router: {e}")),
+    };
+    let router = match loaded {
         Ok(r) => {
             let share =
                 config.router.premium_share.or(if config.router.threshold.is_none() { Some(0.3) } else { None });
@@ -187,11 +195,14 @@ pub fn embedding_cache_dir() -> PathBuf {
 
 /// Loads the embedding model named by the config.
 pub fn load_embedder(config: &Config) -> Result<Arc<dyn Embedder>, AppError> {
-    let dir = locate(&config.embed.model_dir);
+    let (max, engine, threads) = (config.embed.max_tokens, config.embed.engine, config.embed.threads);
     let started = Instant::now();
-    let e = BertEmbedder::load_with(&dir, config.embed.max_tokens, config.embed.engine, config.embed.threads)?;
+    let (e, from) = match assets::resolve(&config.embed.model_dir, DEFAULT_MODEL_DIR) {
+        assets::Source::Disk(dir) => (BertEmbedder::load_with(dir, max, engine, threads)?, dir.display().to_string()),
+        assets::Source::Embedded(b) => (BertEmbedder::load_embedded(b, max, engine, threads)?, "<embedded>".into()),
+    };
     tracing::info!(
-        dir = %dir.display(),
+        from = %from,
         engine = ?e.engine(),
         threads = config.embed.threads,
         ms = started.elapsed().as_millis() as u64,

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod assets;
 pub mod bench;
 pub mod cache;
 pub mod classify;

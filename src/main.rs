@@ -224,6 +224,19 @@ enum EvalWhat {
     },
 }
 
+/// The shipped model files, compiled into this binary only (not the library: every test binary
+/// would carry 44 MB). `serve` and the other commands use them wherever the default `models/`
+/// paths do not exist, so the binary runs from any directory.
+static BUNDLE: switchyard::assets::Bundle = switchyard::assets::Bundle {
+    model_config: include_bytes!("../models/all-MiniLM-L6-v2/config.json"),
+    model_tokenizer: include_bytes!("../models/all-MiniLM-L6-v2/tokenizer.json"),
+    model_weights: include_bytes!("../models/all-MiniLM-L6-v2/model.safetensors"),
+    model_sums: include_str!("../models/all-MiniLM-L6-v2/SHA256SUMS"),
+    router: include_bytes!("../models/router/router.json"),
+    cache_rule: include_bytes!("../models/cache_rule.json"),
+    sums: include_str!("../models/SHA256SUMS"),
+};
+
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
@@ -237,7 +250,11 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let started = std::time::Instant::now();
+    switchyard::assets::install(&BUNDLE)?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "embedded model files verified");
+    match cli.command {
         Command::Serve { config, listen, demo, demo_latency_ms } => {
             let mut cfg = if demo {
                 let base = match &config {

@@ -129,3 +129,54 @@ fn train_and_eval_routing_work_on_any_file_in_the_format() {
         assert!(out_dir.join("report.md").exists() && out_dir.join("curve.svg").exists());
     }
 }
+
+/// The binary carries its model, router and cache rule: copied alone into an empty directory and
+/// run there (no source tree, no `models/`), it embeds, routes and answers a paraphrase from the
+/// cache; a configured `model_dir` still means that directory (and a missing one is an error).
+#[tokio::test]
+async fn a_copied_binary_runs_from_an_empty_directory_and_hits_on_a_paraphrase() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("switchyard");
+    std::fs::copy(BIN, &bin).unwrap();
+    let mut child = Command::new(&bin)
+        .args(["serve", "--demo", "--demo-latency-ms", "0", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("CARGO_MANIFEST_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    let url = format!("http://{addr}/v1/chat/completions");
+    let client = reqwest::Client::new();
+    let ask = |q: &str| serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": q}]});
+    let r = client.post(&url).json(&ask("How do I reset my password?")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-cache"], "miss");
+    let r = client.post(&url).json(&ask("How can I reset my password?")).send().await.unwrap();
+    assert_eq!(r.headers()["x-switchyard-cache"], "hit", "a paraphrase must hit with the embedded model");
+    child.kill().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let _ = child.wait();
+    assert!(err.contains("embedding model loaded") && err.contains("<embedded>"), "{err}");
+    assert!(!err.contains("no trained router") && !err.contains("no shipped cache rule"), "{err}");
+    assert!(!dir.path().join("models").exists());
+
+    // an explicitly configured path is never replaced by the embedded copy
+    let cfg = dir.path().join("other.toml");
+    std::fs::write(&cfg, "[embed]\nmodel_dir = \"elsewhere/minilm\"\n").unwrap();
+    let out = Command::new(&bin)
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("elsewhere/minilm"), "{err}");
+}

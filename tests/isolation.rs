@@ -347,6 +347,7 @@ async fn adversarial_tenants_never_share_answers_through_the_shared_tier() {
         url: format!("redis://127.0.0.1:{}", r.1),
         stream: "switchyard:isolation".into(),
         max_len: 1_000_000,
+        queue: 4096,
     };
     let keys = adversarial_keys();
     let vectors = Vectors::new();

@@ -128,6 +128,29 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// The same error as Anthropic's Messages API words it, for `/v1/messages`:
+    /// `{"type": "error", "error": {"type", "message"}}`, with the same HTTP status. The
+    /// `type` names are Anthropic's (their SDKs pick exception classes by status, not by name).
+    pub fn anthropic_body(&self) -> serde_json::Value {
+        let kind = match self {
+            GatewayError::InvalidRequest { .. } | GatewayError::PayloadTooLarge { .. } => "invalid_request_error",
+            GatewayError::Unauthorized(_) => "authentication_error",
+            GatewayError::NotFound(_) => "not_found_error",
+            GatewayError::RateLimited(_) => "rate_limit_error",
+            GatewayError::Overloaded { .. } => "overloaded_error",
+            GatewayError::Upstream { status: 401, .. } => "authentication_error",
+            GatewayError::Upstream { status: 403, .. } => "permission_error",
+            GatewayError::Upstream { status: 404, .. } => "not_found_error",
+            GatewayError::Upstream { status: 429, .. } => "rate_limit_error",
+            GatewayError::Upstream { status, .. } if *status < 500 => "invalid_request_error",
+            GatewayError::Upstream { status: 503 | 529, .. } => "overloaded_error",
+            GatewayError::Upstream { .. } | GatewayError::Timeout(_) | GatewayError::Internal(_) => "api_error",
+        };
+        serde_json::json!({"type": "error", "error": {"type": kind, "message": self.to_string()}})
+    }
+}
+
 /// `{"error": {"message", "type", "param", "code"}}`, as OpenAI sends it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ErrorBody {
@@ -166,6 +189,16 @@ mod tests {
         assert_eq!(e.body().error.code.as_deref(), Some("unknown_url"));
         let e = GatewayError::MethodNotAllowed { method: "GET".into(), path: "/v1/chat/completions".into() };
         assert_eq!((e.status(), e.to_string().as_str()), (405, "Invalid method for URL (GET /v1/chat/completions)"));
+    }
+
+    #[test]
+    fn anthropic_errors_have_their_shape() {
+        let v = GatewayError::invalid("bad", Some("messages")).anthropic_body();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["message"], "bad");
+        assert_eq!(GatewayError::Unauthorized("no".into()).anthropic_body()["error"]["type"], "authentication_error");
+        assert_eq!(GatewayError::overloaded("busy").anthropic_body()["error"]["type"], "overloaded_error");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! serialise back to what OpenAI clients parse.
 
 mod error;
+pub mod messages;
 mod parse;
 mod types;
 

@@ -44,10 +44,15 @@ impl CacheRule {
 
     pub fn load(path: &Path) -> Result<Self, RuleError> {
         let err = |detail: String| RuleError { path: path.display().to_string(), detail };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let rule: CacheRule = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        Self::from_json(&text).map_err(err)
+    }
+
+    /// Parses and checks a rule file's contents (the embedded copy has no path).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let rule: CacheRule = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if !(0.0..=1.0).contains(&rule.threshold) {
-            return Err(err("threshold must be between 0 and 1".into()));
+            return Err("threshold must be between 0 and 1".into());
         }
         Ok(rule)
     }

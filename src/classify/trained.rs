@@ -97,9 +97,14 @@ impl TrainedRouter {
     pub fn load(dir: &Path) -> Result<Self, RouterError> {
         let path = dir.join("router.json");
         let err = |detail: String| RouterError { path: path.display().to_string(), detail };
-        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-        let file: RouterFile = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-        TrainedRouter::from_file(file).map_err(err)
+        let text = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
+        Self::from_json(&text).map_err(err)
+    }
+
+    /// Parses and checks a `router.json` (the embedded copy has no path).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let file: RouterFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        TrainedRouter::from_file(file)
     }
 
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {

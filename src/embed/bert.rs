@@ -100,12 +100,57 @@ impl BertEmbedder {
         let tokenizer_path = files.file("tokenizer.json")?;
         let weights_path = files.file("model.safetensors")?;
         files.verify()?;
+        let read = |p: &Path| std::fs::read(p).map_err(|e| ModelFiles::corrupt(p, e));
+        let paths = [config_path.as_path(), tokenizer_path.as_path(), weights_path.as_path()];
+        Self::from_bytes(
+            &read(&config_path)?,
+            &read(&tokenizer_path)?,
+            &read(&weights_path)?,
+            paths,
+            max_tokens,
+            engine,
+            threads,
+        )
+    }
 
-        let config_text = std::fs::read_to_string(&config_path).map_err(|e| ModelFiles::corrupt(&config_path, e))?;
-        let config: Config = serde_json::from_str(&config_text).map_err(|e| ModelFiles::corrupt(&config_path, e))?;
+    /// The model compiled into the binary (see [`crate::assets`]), already verified against its
+    /// checksums by [`crate::assets::install`].
+    pub fn load_embedded(
+        bundle: &crate::assets::Bundle,
+        max_tokens: usize,
+        engine: Engine,
+        threads: usize,
+    ) -> Result<Self, EmbedError> {
+        let paths = [
+            Path::new("<embedded>/config.json"),
+            Path::new("<embedded>/tokenizer.json"),
+            Path::new("<embedded>/model.safetensors"),
+        ];
+        Self::from_bytes(
+            bundle.model_config,
+            bundle.model_tokenizer,
+            bundle.model_weights,
+            paths,
+            max_tokens,
+            engine,
+            threads,
+        )
+    }
+
+    /// Builds the embedder from the three files' bytes; `paths` name them in errors.
+    fn from_bytes(
+        config_bytes: &[u8],
+        tokenizer_bytes: &[u8],
+        weights: &[u8],
+        [config_path, tokenizer_path, weights_path]: [&Path; 3],
+        max_tokens: usize,
+        engine: Engine,
+        threads: usize,
+    ) -> Result<Self, EmbedError> {
+        let config: Config = serde_json::from_slice(config_bytes).map_err(|e| ModelFiles::corrupt(config_path, e))?;
 
         let mut tokenizer =
-            Tokenizer::from_file(&tokenizer_path).map_err(|e| ModelFiles::corrupt(&tokenizer_path, e))?;
+            Tokenizer::from_bytes(tokenizer_bytes).map_err(|e| ModelFiles::corrupt(tokenizer_path, e))?;
         let max_len = max_tokens.min(config.max_position_embeddings);
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
@@ -117,11 +162,10 @@ impl BertEmbedder {
         }));
 
         let device = Device::Cpu;
-        let bytes = std::fs::read(&weights_path).map_err(|e| ModelFiles::corrupt(&weights_path, e))?;
         let model = match engine {
             Engine::Fast => {
-                let tensors = candle_core::safetensors::load_buffer(&bytes, &device)
-                    .map_err(|e| ModelFiles::corrupt(&weights_path, e))?;
+                let tensors = candle_core::safetensors::load_buffer(weights, &device)
+                    .map_err(|e| ModelFiles::corrupt(weights_path, e))?;
                 let shape = encoder::Shape {
                     hidden: config.hidden_size,
                     heads: config.num_attention_heads,
@@ -140,19 +184,19 @@ impl BertEmbedder {
                     Ok(enc) => Model::Fast(enc),
                     Err(e @ encoder::EncoderError::Unsupported(_)) => {
                         tracing::warn!(error = %e, "the fast engine cannot run this model; using candle's BertModel");
-                        Model::Candle(Box::new(Self::candle_model(bytes, &config, &device, &weights_path)?))
+                        Model::Candle(Box::new(Self::candle_model(weights, &config, &device, weights_path)?))
                     }
-                    Err(e) => return Err(ModelFiles::corrupt(&weights_path, e)),
+                    Err(e) => return Err(ModelFiles::corrupt(weights_path, e)),
                 }
             }
-            Engine::Candle => Model::Candle(Box::new(Self::candle_model(bytes, &config, &device, &weights_path)?)),
+            Engine::Candle => Model::Candle(Box::new(Self::candle_model(weights, &config, &device, weights_path)?)),
         };
         Ok(BertEmbedder { model, tokenizer, dim: config.hidden_size, device, threads: threads.max(1) })
     }
 
-    fn candle_model(bytes: Vec<u8>, config: &Config, device: &Device, path: &Path) -> Result<BertModel, EmbedError> {
-        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)
-            .map_err(|e| ModelFiles::corrupt(path, e))?;
+    fn candle_model(bytes: &[u8], config: &Config, device: &Device, path: &Path) -> Result<BertModel, EmbedError> {
+        let vb =
+            VarBuilder::from_slice_safetensors(bytes, DType::F32, device).map_err(|e| ModelFiles::corrupt(path, e))?;
         BertModel::load(vb, config).map_err(|e| ModelFiles::corrupt(path, e))
     }
 

@@ -12,6 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::spend::Account;
 use super::{authenticate, error_response, request_id, AppState};
+use crate::api::messages;
 use crate::api::{
     parse_json, ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
     GatewayError, ModelInfo, ModelList,
@@ -79,9 +80,34 @@ fn request_ctx(headers: &HeaderMap, tenant: Tenant) -> Result<RequestCtx, Gatewa
 }
 
 pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let rid = request_id(&headers);
-    let mut account = Account::new(&state, &rid);
-    match chat_inner(&state, &headers, body, &mut account).await {
+    handle(&state, &headers, body, parse_json, render, super::error_response).await
+}
+
+/// `POST /v1/messages`: Anthropic's Messages API, served by the same pipeline as chat (see
+/// `api::messages`); errors in Anthropic's shape. Any `anthropic-version` header is accepted:
+/// the translation is to and from the stable 2023-06-01 shapes, which later versions extend.
+pub async fn messages(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parse = |b: &[u8]| parse_json::<messages::MessagesRequest>(b).and_then(messages::to_chat_request);
+    handle(&state, &headers, body, parse, render_messages, super::anthropic_error_response).await
+}
+
+/// One chat-shaped request from the client's wire format to its response: the key's account
+/// (limits, budget, request log) wraps the pipeline whichever API the client speaks.
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    parse: impl FnOnce(&[u8]) -> Result<ChatRequest, GatewayError>,
+    render_ok: fn(Served, &str, OwnedSemaphorePermit) -> Response,
+    render_err: fn(&GatewayError, &str) -> Response,
+) -> Response {
+    let rid = request_id(headers);
+    let mut account = Account::new(state, &rid);
+    match serve(state, headers, body, parse, &mut account).await {
         Ok((mut served, slot)) => {
             account.served(&served.meta);
             let (done, usage, cost) = (served.done.take(), served.meta.usage, served.meta.cost);
@@ -91,7 +117,7 @@ pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Resul
                 }
                 _ => None,
             };
-            let mut resp = render(served, &rid, slot);
+            let mut resp = render_ok(served, &rid, slot);
             account.set_headers(resp.headers_mut());
             match done {
                 Some(rx) => account.finish_stream(rx),
@@ -100,7 +126,7 @@ pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Resul
             resp
         }
         Err(e) => {
-            let mut resp = error_response(&e, &rid);
+            let mut resp = render_err(&e, &rid);
             account.set_headers(resp.headers_mut());
             account.finish(e.status(), Some(&e), None, None, None).await;
             resp
@@ -108,12 +134,53 @@ pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Resul
     }
 }
 
-/// The served answer and the request's concurrency slot, which a streamed answer keeps until its
-/// last byte: a stream in progress is a request in progress for `server.max_concurrency`.
-async fn chat_inner(
+fn render_messages(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Response {
+    let mut resp = match served.body {
+        Body::Json(r) => axum::Json(messages::to_message(&r)).into_response(),
+        Body::Stream(stream) => {
+            let failed = Arc::new(AtomicBool::new(false));
+            let seen = failed.clone();
+            let shared = Arc::new(parking_lot::Mutex::new(messages::StreamTranslator::new()));
+            let tail = shared.clone();
+            let events = stream
+                .map(move |item| {
+                    let _held = &slot;
+                    let text = match item {
+                        StreamItem::Chunk(c) => shared.lock().chunk(&c),
+                        StreamItem::Error(e) => {
+                            seen.store(true, Ordering::Relaxed);
+                            shared.lock().error(&e)
+                        }
+                    };
+                    Ok::<_, std::convert::Infallible>(Bytes::from(text))
+                })
+                .filter(|r| std::future::ready(r.as_ref().map_or(true, |b| !b.is_empty())))
+                .chain(
+                    futures_util::stream::once(async move {
+                        // the closing events only after a complete answer (as `[DONE]` for chat)
+                        (!failed.load(Ordering::Relaxed)).then(|| Ok(Bytes::from(tail.lock().finish())))
+                    })
+                    .filter_map(std::future::ready),
+                );
+            let mut r = Response::new(HttpBody::from_stream(events));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+    };
+    meta_headers(&mut resp, &served.meta, rid);
+    resp
+}
+
+/// Authenticates, takes a concurrency slot, parses the body with `parse`, applies the key's
+/// limits and runs the pipeline. Returns the served answer and the request's concurrency slot,
+/// which a streamed answer keeps until its last byte: a stream in progress is a request in
+/// progress for `server.max_concurrency`.
+async fn serve(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    parse: impl FnOnce(&[u8]) -> Result<ChatRequest, GatewayError>,
     account: &mut Account,
 ) -> Result<(Served, OwnedSemaphorePermit), GatewayError> {
     let tenant = authenticate(state, headers)?;
@@ -124,7 +191,7 @@ async fn chat_inner(
         .try_acquire_owned()
         .map_err(|_| GatewayError::overloaded("the gateway is at its concurrency limit; retry shortly"))?;
     let bytes = body_or_error(body, state.max_body)?;
-    let req: ChatRequest = parse_json(&bytes)?;
+    let req = parse(&bytes)?;
     let mut ctx = request_ctx(headers, tenant)?;
     ctx.premium_off = account.admit(&req).await?;
     if account.cache_off() {
@@ -144,7 +211,6 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
 }
 
 fn render(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Response {
-    let m = &served.meta;
     let mut resp = match served.body {
         Body::Json(r) => axum::Json(r).into_response(),
         Body::Stream(stream) => {
@@ -176,6 +242,12 @@ fn render(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Response {
             r
         }
     };
+    meta_headers(&mut resp, &served.meta, rid);
+    resp
+}
+
+/// The `x-switchyard-*` headers that say how a request was served.
+fn meta_headers(resp: &mut Response, m: &crate::pipeline::Meta, rid: &str) {
     let h = resp.headers_mut();
     set(h, "x-request-id", rid);
     set(h, "x-switchyard-cache", m.cache.as_str());
@@ -200,7 +272,6 @@ fn render(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Response {
     if let Some(t) = m.route_threshold {
         set(h, "x-switchyard-route-threshold", format!("{t:.4}"));
     }
-    resp
 }
 
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {

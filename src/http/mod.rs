@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> axum::Router {
     let limit = state.max_body;
     axum::Router::new()
         .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/messages", post(handlers::messages))
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{*id}", get(handlers::model))
         .route("/v1/embeddings", post(handlers::embeddings))
@@ -78,13 +79,22 @@ pub fn request_id(headers: &HeaderMap) -> String {
 }
 
 pub fn error_response(err: &GatewayError, request_id: &str) -> Response {
+    shaped_error_response(err, request_id, serde_json::to_value(err.body()).unwrap_or_default())
+}
+
+/// The error as Anthropic's Messages API shapes it (for `/v1/messages`), same status and headers.
+pub fn anthropic_error_response(err: &GatewayError, request_id: &str) -> Response {
+    shaped_error_response(err, request_id, err.anthropic_body())
+}
+
+fn shaped_error_response(err: &GatewayError, request_id: &str, body: serde_json::Value) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status.is_server_error() {
         tracing::warn!(request_id, status = status.as_u16(), error = %err, "request failed");
     } else {
         tracing::debug!(request_id, status = status.as_u16(), error = %err, "request refused");
     }
-    let mut resp = (status, axum::Json(err.body())).into_response();
+    let mut resp = (status, axum::Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -99,7 +109,8 @@ pub fn error_response(err: &GatewayError, request_id: &str) -> Response {
     resp
 }
 
-/// Resolves the caller's tenant from `Authorization: Bearer`, or refuses.
+/// Resolves the caller's tenant from `Authorization: Bearer`, or from `x-api-key` (how
+/// Anthropic's SDKs send a key), or refuses.
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Tenant, GatewayError> {
     if state.keys.is_empty() && state.key_store.is_none() {
         return Ok(Tenant { id: "default".into(), premium_share: None, policy: None });
@@ -108,8 +119,9 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Tenant, Gat
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
-        .ok_or_else(|| GatewayError::Unauthorized("missing gateway key: send `Authorization: Bearer <key>`".into()))?;
+        .ok_or_else(|| GatewayError::Unauthorized("missing gateway key: send `Authorization: Bearer <key>` or `x-api-key: <key>`".into()))?;
     if let Some(t) = state.keys.get(token) {
         return Ok(t.clone());
     }

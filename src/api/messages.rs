@@ -1,0 +1,587 @@
+//! Anthropic's Messages API (`POST /v1/messages`) in front of the gateway.
+//!
+//! Why a translation rather than a second pipeline: routing, the cache (and its namespace rules),
+//! failover and the provider adapters all work on the OpenAI-shaped [`ChatRequest`]. A Messages
+//! request is turned into one ([`to_chat_request`]), served like any chat request, and the answer
+//! turned back ([`to_message`], or [`StreamTranslator`] event by event). This is the reverse of
+//! `providers::anthropic`, which speaks Messages to Anthropic upstreams.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{ChatChunk, ChatRequest, ChatResponse, GatewayError, Usage};
+
+/// A Messages request as Anthropic's SDKs send it. Fields the gateway has no use for
+/// (`top_k`, `thinking`, `service_tier`, ...) are accepted and ignored.
+#[derive(Debug, Deserialize)]
+pub struct MessagesRequest {
+    pub model: String,
+    pub max_tokens: u32,
+    pub messages: Vec<InMessage>,
+    #[serde(default)]
+    pub system: Option<System>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub tools: Option<Vec<InTool>>,
+    #[serde(default)]
+    pub tool_choice: Option<InToolChoice>,
+    #[serde(default)]
+    pub metadata: Option<InMetadata>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum System {
+    Text(String),
+    Blocks(Vec<InBlock>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InMessage {
+    pub role: InRole,
+    pub content: InContent,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InRole {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum InContent {
+    Text(String),
+    Blocks(Vec<InBlock>),
+}
+
+/// A content block. Kinds the gateway cannot pass on (thinking, documents, ...) are refused
+/// with a 400 naming them rather than silently dropped.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum InBlock {
+    Text {
+        text: String,
+    },
+    Image {
+        source: ImageSource,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        #[serde(default)]
+        content: Option<InContent>,
+        #[serde(default)]
+        is_error: Option<bool>,
+    },
+    #[serde(other)]
+    Unsupported,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ImageSource {
+    Base64 { media_type: String, data: String },
+    Url { url: String },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InTool {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub input_schema: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum InToolChoice {
+    Auto {
+        #[serde(default)]
+        disable_parallel_tool_use: Option<bool>,
+    },
+    Any {
+        #[serde(default)]
+        disable_parallel_tool_use: Option<bool>,
+    },
+    Tool {
+        name: String,
+        #[serde(default)]
+        disable_parallel_tool_use: Option<bool>,
+    },
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InMetadata {
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+fn invalid(msg: impl std::fmt::Display, param: &str) -> GatewayError {
+    GatewayError::invalid(format!("{param}: {msg}"), Some(param))
+}
+
+/// Text of blocks that may only be text (system prompts, tool results).
+fn text_of(blocks: &[InBlock], param: &str) -> Result<String, GatewayError> {
+    let mut out = Vec::new();
+    for b in blocks {
+        match b {
+            InBlock::Text { text } => out.push(text.as_str()),
+            _ => return Err(invalid("only text blocks are supported here", param)),
+        }
+    }
+    Ok(out.join("\n"))
+}
+
+/// The OpenAI-shaped request for a Messages request. Built as JSON and parsed by
+/// [`ChatRequest`]'s own deserialiser, so it meets exactly the checks a chat request meets.
+pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError> {
+    if req.messages.is_empty() {
+        return Err(invalid("`messages` must hold at least one message", "messages"));
+    }
+    if req.max_tokens == 0 {
+        return Err(invalid("`max_tokens` must be at least 1", "max_tokens"));
+    }
+    let mut messages = Vec::new();
+    match &req.system {
+        Some(System::Text(t)) if !t.is_empty() => messages.push(json!({"role": "system", "content": t})),
+        Some(System::Blocks(b)) if !b.is_empty() => {
+            messages.push(json!({"role": "system", "content": text_of(b, "system")?}))
+        }
+        _ => {}
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        let param = format!("messages[{i}].content");
+        let blocks = match &m.content {
+            InContent::Text(t) => {
+                let role = if m.role == InRole::User { "user" } else { "assistant" };
+                messages.push(json!({"role": role, "content": t}));
+                continue;
+            }
+            InContent::Blocks(b) => b,
+        };
+        match m.role {
+            InRole::User => {
+                // tool results become `tool` messages, ahead of the turn's own text (Anthropic
+                // puts them first in the user turn; OpenAI wants them right after the call)
+                let mut parts = Vec::new();
+                for b in blocks {
+                    match b {
+                        InBlock::ToolResult { tool_use_id, content, is_error } => {
+                            let mut text = match content {
+                                None => String::new(),
+                                Some(InContent::Text(t)) => t.clone(),
+                                Some(InContent::Blocks(b)) => text_of(b, &param)?,
+                            };
+                            if *is_error == Some(true) {
+                                text = format!("Error: {text}");
+                            }
+                            messages.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
+                        }
+                        InBlock::Text { text } => parts.push(json!({"type": "text", "text": text})),
+                        InBlock::Image { source } => {
+                            let url = match source {
+                                ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+                                ImageSource::Url { url } => url.clone(),
+                            };
+                            parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+                        }
+                        InBlock::ToolUse { .. } => {
+                            return Err(invalid("a user message cannot hold tool_use blocks", &param))
+                        }
+                        InBlock::Unsupported => {
+                            return Err(invalid(
+                                "unsupported content block type (text, image, tool_use and tool_result are)",
+                                &param,
+                            ))
+                        }
+                    }
+                }
+                if parts.iter().all(|p| p["type"] == "text") && !parts.is_empty() {
+                    // text only: a plain string, so the cache key and upstreams see what an
+                    // OpenAI client would have sent
+                    let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+                    messages.push(json!({"role": "user", "content": text.join("\n")}));
+                } else if !parts.is_empty() {
+                    messages.push(json!({"role": "user", "content": parts}));
+                }
+            }
+            InRole::Assistant => {
+                let mut text = Vec::new();
+                let mut calls = Vec::new();
+                for b in blocks {
+                    match b {
+                        InBlock::Text { text: t } => text.push(t.as_str()),
+                        InBlock::ToolUse { id, name, input } => calls.push(json!({
+                            "id": id, "type": "function",
+                            "function": {"name": name, "arguments": input.to_string()},
+                        })),
+                        // earlier turns' thinking is the model's own; nothing downstream reads it
+                        InBlock::Unsupported => {}
+                        _ => return Err(invalid("an assistant message holds only text and tool_use blocks", &param)),
+                    }
+                }
+                let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text.join("")) }});
+                if !calls.is_empty() {
+                    msg["tool_calls"] = json!(calls);
+                }
+                messages.push(msg);
+            }
+        }
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), json!(req.model));
+    out.insert("messages".into(), json!(messages));
+    out.insert("max_tokens".into(), json!(req.max_tokens));
+    if let Some(t) = req.temperature {
+        out.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        out.insert("top_p".into(), json!(p));
+    }
+    if let Some(s) = req.stop_sequences.filter(|s| !s.is_empty()) {
+        out.insert("stop".into(), json!(s));
+    }
+    if req.stream == Some(true) {
+        out.insert("stream".into(), json!(true));
+        // message_delta carries the usage, so ask every upstream for it
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if let Some(tools) = req.tools.filter(|t| !t.is_empty()) {
+        let tools: Vec<Value> = tools
+            .into_iter()
+            .map(|t| {
+                let mut f = json!({"name": t.name, "parameters": t.input_schema});
+                if let Some(d) = t.description {
+                    f["description"] = json!(d);
+                }
+                json!({"type": "function", "function": f})
+            })
+            .collect();
+        out.insert("tools".into(), json!(tools));
+    }
+    if let Some(choice) = req.tool_choice {
+        let (choice, no_parallel) = match choice {
+            InToolChoice::Auto { disable_parallel_tool_use } => (json!("auto"), disable_parallel_tool_use),
+            InToolChoice::Any { disable_parallel_tool_use } => (json!("required"), disable_parallel_tool_use),
+            InToolChoice::Tool { name, disable_parallel_tool_use } => {
+                (json!({"type": "function", "function": {"name": name}}), disable_parallel_tool_use)
+            }
+            InToolChoice::None => (json!("none"), None),
+        };
+        out.insert("tool_choice".into(), choice);
+        if no_parallel == Some(true) {
+            out.insert("parallel_tool_calls".into(), json!(false));
+        }
+    }
+    if let Some(user) = req.metadata.and_then(|m| m.user_id) {
+        out.insert("user".into(), json!(user));
+    }
+    serde_json::from_value(Value::Object(out)).map_err(|e| GatewayError::invalid(format!("invalid request: {e}"), None))
+}
+
+/// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
+pub fn stop_reason(finish_reason: Option<&str>) -> &'static str {
+    match finish_reason {
+        Some("length") => "max_tokens",
+        Some("tool_calls") | Some("function_call") => "tool_use",
+        Some("content_filter") => "refusal",
+        _ => "end_turn",
+    }
+}
+
+/// A Messages id from a chat completion id (same uniqueness, Anthropic's prefix).
+fn message_id(id: &str) -> String {
+    format!("msg_{}", id.strip_prefix("chatcmpl-").unwrap_or(id))
+}
+
+fn tool_input(arguments: &str) -> Value {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(v @ Value::Object(_)) => v,
+        // Anthropic's `input` is always an object; keep what the model wrote rather than drop it
+        _ => json!({"arguments": arguments}),
+    }
+}
+
+fn usage_json(u: Option<&Usage>) -> Value {
+    let u = u.copied().unwrap_or_default();
+    json!({"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens})
+}
+
+/// The Messages response for a chat completion (its first choice: Messages has no `n`).
+pub fn to_message(resp: &ChatResponse) -> Value {
+    let mut content = Vec::new();
+    let choice = resp.choices.first();
+    if let Some(c) = choice {
+        if let Some(t) = c.message.content.as_deref().filter(|t| !t.is_empty()) {
+            content.push(json!({"type": "text", "text": t}));
+        }
+        for call in c.message.tool_calls.iter().flatten() {
+            content.push(json!({
+                "type": "tool_use", "id": call.id, "name": call.function.name,
+                "input": tool_input(&call.function.arguments),
+            }));
+        }
+    }
+    json!({
+        "id": message_id(&resp.id),
+        "type": "message",
+        "role": "assistant",
+        "model": resp.model,
+        "content": content,
+        "stop_reason": stop_reason(choice.and_then(|c| c.finish_reason.as_deref())),
+        "stop_sequence": null,
+        "usage": usage_json(resp.usage.as_ref()),
+    })
+}
+
+/// One server-sent event in Anthropic's framing (`event:` names the type).
+pub fn sse(event: &str, data: &Value) -> String {
+    format!("event: {event}\ndata: {data}\n\n")
+}
+
+#[derive(PartialEq)]
+enum Open {
+    None,
+    Text,
+    Tool(u32),
+}
+
+/// Turns a stream of chat chunks into Messages stream events: `message_start`, `ping`, then per
+/// content block `content_block_start` / `_delta` / `_stop`, and at the end `message_delta`
+/// (stop reason and usage) and `message_stop`. Only choice 0 is carried.
+pub struct StreamTranslator {
+    started: bool,
+    open: Open,
+    index: i64,
+    finish: Option<String>,
+    usage: Option<Usage>,
+}
+
+impl Default for StreamTranslator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamTranslator {
+    pub fn new() -> Self {
+        StreamTranslator { started: false, open: Open::None, index: -1, finish: None, usage: None }
+    }
+
+    fn start(&mut self, chunk: &ChatChunk, out: &mut String) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let message = json!({
+            "id": message_id(&chunk.id), "type": "message", "role": "assistant", "model": chunk.model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        });
+        out.push_str(&sse("message_start", &json!({"type": "message_start", "message": message})));
+        out.push_str(&sse("ping", &json!({"type": "ping"})));
+    }
+
+    fn close(&mut self, out: &mut String) {
+        if self.open != Open::None {
+            out.push_str(&sse("content_block_stop", &json!({"type": "content_block_stop", "index": self.index})));
+            self.open = Open::None;
+        }
+    }
+
+    fn open_block(&mut self, block: Value, kind: Open, out: &mut String) {
+        self.close(out);
+        self.index += 1;
+        self.open = kind;
+        out.push_str(&sse(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": self.index, "content_block": block}),
+        ));
+    }
+
+    fn delta(&self, delta: Value, out: &mut String) {
+        out.push_str(&sse(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": self.index, "delta": delta}),
+        ));
+    }
+
+    /// The events for one chunk (possibly none).
+    pub fn chunk(&mut self, chunk: &ChatChunk) -> String {
+        let mut out = String::new();
+        self.start(chunk, &mut out);
+        if let Some(u) = chunk.usage {
+            self.usage = Some(u);
+        }
+        let Some(choice) = chunk.choices.iter().find(|c| c.index == 0) else { return out };
+        if let Some(text) = choice.delta.content.as_deref().filter(|t| !t.is_empty()) {
+            if self.open != Open::Text {
+                self.open_block(json!({"type": "text", "text": ""}), Open::Text, &mut out);
+            }
+            self.delta(json!({"type": "text_delta", "text": text}), &mut out);
+        }
+        for call in choice.delta.tool_calls.iter().flatten() {
+            if self.open != Open::Tool(call.index) {
+                let f = call.function.as_ref();
+                let block = json!({
+                    "type": "tool_use",
+                    "id": call.id.clone().unwrap_or_else(|| format!("toolu_{}", call.index)),
+                    "name": f.and_then(|f| f.name.clone()).unwrap_or_default(),
+                    "input": {},
+                });
+                self.open_block(block, Open::Tool(call.index), &mut out);
+            }
+            if let Some(args) = call.function.as_ref().and_then(|f| f.arguments.as_deref()).filter(|a| !a.is_empty()) {
+                self.delta(json!({"type": "input_json_delta", "partial_json": args}), &mut out);
+            }
+        }
+        if let Some(f) = &choice.finish_reason {
+            self.finish = Some(f.clone());
+        }
+        out
+    }
+
+    /// The closing events after the last chunk.
+    pub fn finish(&mut self) -> String {
+        let mut out = String::new();
+        if !self.started {
+            // an upstream that sent nothing at all still gets a well-formed message
+            let empty = ChatChunk {
+                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                object: "chat.completion.chunk".into(),
+                created: 0,
+                model: String::new(),
+                choices: Vec::new(),
+                usage: None,
+            };
+            self.start(&empty, &mut out);
+        }
+        self.close(&mut out);
+        out.push_str(&sse(
+            "message_delta",
+            &json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null},
+                "usage": usage_json(self.usage.as_ref()),
+            }),
+        ));
+        out.push_str(&sse("message_stop", &json!({"type": "message_stop"})));
+        out
+    }
+
+    /// An error after the stream began: Anthropic's `error` event (the stream then ends).
+    pub fn error(&mut self, e: &GatewayError) -> String {
+        sse("error", &e.anthropic_body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(v: Value) -> ChatRequest {
+        to_chat_request(serde_json::from_value(v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn system_tools_and_tool_results_translate() {
+        let req = parse(json!({
+            "model": "auto", "max_tokens": 100,
+            "system": [{"type": "text", "text": "Be brief."}],
+            "tools": [{"name": "get_weather", "description": "Weather", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": [{"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                    {"type": "text", "text": "Thanks"}]},
+            ],
+        }));
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(v["messages"][0], json!({"role": "system", "content": "Be brief."}));
+        assert_eq!(v["messages"][2]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+        assert_eq!(v["messages"][3]["role"], "tool");
+        assert_eq!(v["messages"][3]["tool_call_id"], "toolu_1");
+        assert_eq!(v["messages"][4]["content"], "Thanks");
+        assert_eq!(v["tool_choice"], "required");
+        assert_eq!(v["parallel_tool_calls"], false);
+        assert_eq!(v["tools"][0]["function"]["parameters"], json!({"type": "object"}));
+        assert_eq!(v["max_tokens"], 100);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_the_field_named() {
+        let bad = |v: Value| match serde_json::from_value::<MessagesRequest>(v) {
+            Ok(r) => to_chat_request(r).unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(bad(json!({"model": "auto", "max_tokens": 10, "messages": []})).contains("messages"));
+        assert!(bad(json!({"model": "auto", "messages": [{"role": "user", "content": "x"}]})).contains("max_tokens"));
+        let doc = json!({"model": "auto", "max_tokens": 10,
+            "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]});
+        assert!(bad(doc).contains("messages[0].content"));
+    }
+
+    #[test]
+    fn a_stream_becomes_anthropic_events_in_order() {
+        let chunk = |v: Value| serde_json::from_value::<ChatChunk>(v).unwrap();
+        let base = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"});
+        let with = |choices: Value, usage: Value| {
+            let mut c = base.clone();
+            c["choices"] = choices;
+            c["usage"] = usage;
+            chunk(c)
+        };
+        let mut t = StreamTranslator::new();
+        let mut all = String::new();
+        all += &t.chunk(&with(json!([{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]), Value::Null));
+        all += &t.chunk(&with(
+            json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": "f", "arguments": "{\"a\":"}}]}}]),
+            Value::Null,
+        ));
+        all += &t.chunk(&with(
+            json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}, "finish_reason": "tool_calls"}]),
+            Value::Null,
+        ));
+        all += &t.chunk(&with(json!([]), json!({"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12})));
+        all += &t.finish();
+        let events: Vec<&str> = all.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+        assert_eq!(
+            events,
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert!(all.contains(r#""stop_reason":"tool_use""#));
+        assert!(all.contains(r#""output_tokens":7"#));
+        assert!(all.contains(r#""partial_json":"1}""#));
+    }
+}

@@ -1,0 +1,212 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The clients people use, against the gateway: Anthropic's SDK on `/v1/messages`, the `openai`
+//! Node package and LangChain's `ChatOpenAI`, each running the very file the README shows
+//! (tests/clients/*), against the real binary's `--demo`. Plus `/v1/messages` over raw HTTP
+//! through mock upstreams of both wire formats, with gateway keys.
+//! Needs `.ci/run`'s installs: .venv (anthropic, langchain-openai) and tests/clients/node_modules.
+
+mod common;
+
+use std::path::Path;
+use std::process::Child;
+
+use common::binary::spawn_demo;
+use common::*;
+use serde_json::{json, Value};
+
+const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
+
+fn python() -> String {
+    std::env::var("SWITCHYARD_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into())
+}
+
+/// Kills the demo gateway even when an assertion fails.
+struct Demo(Child, String);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn demo() -> (tempfile::TempDir, Demo) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("demo.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let (child, addr) = spawn_demo(&cfg);
+    (dir, Demo(child, format!("http://{addr}")))
+}
+
+/// Runs a client file with `program` against `url`; it must exit 0 and print `ALL OK`.
+async fn run_client(program: &str, file: &str, url: &str) {
+    let path = Path::new(CLIENTS).join(file);
+    let out = tokio::process::Command::new(program)
+        .arg(&path)
+        .env("SWITCHYARD_URL", url)
+        .current_dir(CLIENTS)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}; run .ci/run to install the clients"));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "{file} failed\nstdout:\n{stdout}\nstderr:\n{stderr}\n(missing packages? run .ci/run)"
+    );
+}
+
+#[tokio::test]
+async fn anthropic_python_sdk_against_the_demo() {
+    let (_dir, d) = demo();
+    run_client(&python(), "anthropic_sdk.py", &d.1).await;
+}
+
+#[tokio::test]
+async fn openai_node_package_against_the_demo() {
+    let (_dir, d) = demo();
+    run_client("node", "openai_node.mjs", &d.1).await;
+}
+
+#[tokio::test]
+async fn langchain_chat_openai_tools_and_structured_output_against_the_demo() {
+    let (_dir, d) = demo();
+    run_client(&python(), "langchain_chat.py", &d.1).await;
+}
+
+/// The README shows the files these tests run, verbatim.
+#[test]
+fn the_readme_shows_the_files_the_tests_run() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for f in ["anthropic_sdk.py", "openai_node.mjs", "langchain_chat.py"] {
+        let text = std::fs::read_to_string(Path::new(CLIENTS).join(f)).unwrap();
+        assert!(readme.contains(text.trim()), "README.md must show tests/clients/{f} as it is");
+    }
+}
+
+async fn post_messages(g: &switchyard::app::Running, body: &Value, key: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url(g, "/v1/messages"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// SSE events as (name, data) pairs.
+fn events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("").to_string();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name, serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_api_through_an_openai_upstream_with_gateway_keys() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, r#"gateway_keys = "key-a""#)).await;
+    let body = json!({
+        "model": "cheap", "max_tokens": 64, "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"}, {"type": "text", "text": "And tomorrow?"}]},
+        ],
+        "tools": [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+    });
+    let r = post_messages(&g, &body, "key-a").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-cache"], "miss");
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["type"], "message");
+    assert_eq!(m["role"], "assistant");
+    assert_eq!(m["content"][0]["type"], "text");
+    assert!(m["content"][0]["text"].as_str().unwrap().contains("And tomorrow?"));
+    assert_eq!(m["stop_reason"], "end_turn");
+    assert_eq!(m["usage"], json!({"input_tokens": 10, "output_tokens": 20}));
+    let up = cheap.last_body();
+    assert_eq!(up["messages"][0], json!({"role": "system", "content": "Be brief."}));
+    assert_eq!(up["messages"][2]["tool_calls"][0]["id"], "toolu_1");
+    assert_eq!(up["messages"][3], json!({"role": "tool", "tool_call_id": "toolu_1", "content": "18C"}));
+    assert_eq!(up["max_tokens"], 64);
+
+    // the same request again: a cache hit, in the Messages shape
+    let r = post_messages(&g, &body, "key-a").await;
+    assert_eq!(r.headers()["x-switchyard-cache"], "hit");
+    let hit: Value = r.json().await.unwrap();
+    assert_eq!(hit["content"], m["content"]);
+    assert_eq!(cheap.calls(), 1);
+
+    // streamed: Anthropic's events, in order, with usage and stop reason at the end
+    let stream = json!({"model": "cheap", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Name a river"}]});
+    let r = post_messages(&g, &stream, "key-a").await;
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let ev = events(&r.text().await.unwrap());
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(&names[..4], ["message_start", "ping", "content_block_start", "content_block_delta"]);
+    assert_eq!(&names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
+    assert!(ev.iter().all(|(n, d)| d["type"] == n.as_str()));
+    let text: String = ev.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect();
+    assert!(text.contains("Name a river"), "{text}");
+    let (_, delta) = &ev[ev.len() - 2];
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta["usage"]["output_tokens"], 20);
+    assert_eq!(cheap.last_body()["stream_options"]["include_usage"], true);
+
+    // errors in Anthropic's shape: a bad key, a missing field, an unknown model
+    let r = post_messages(&g, &stream, "wrong").await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "authentication_error");
+    let r =
+        post_messages(&g, &json!({"model": "cheap", "messages": [{"role": "user", "content": "x"}]}), "key-a").await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    assert!(e["error"]["message"].as_str().unwrap().contains("max_tokens"), "{e}");
+    let r = post_messages(
+        &g,
+        &json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+        "key-a",
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "not_found_error");
+    // Bearer works too
+    let r =
+        reqwest::Client::new().post(url(&g, "/v1/messages")).bearer_auth("key-a").json(&stream).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_api_through_an_anthropic_upstream_and_a_gemini_one() {
+    use common::providers::{config, ProviderMock, ANTHROPIC_KEY, GEMINI_KEY};
+    let body = json!({"model": "auto", "max_tokens": 64, "system": "Be brief.",
+        "messages": [{"role": "user", "content": "What is a river delta?"}]});
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5"], Some(&a), None)).await;
+    let r = reqwest::Client::new().post(url(&g, "/v1/messages")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["type"], "message");
+    assert!(!m["content"][0]["text"].as_str().unwrap().is_empty());
+    assert_eq!(a.requests()[0].body["system"], "Be brief.");
+    g.shutdown().await;
+
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["gemini:gemini-2.5-flash"], None, Some(&gm))).await;
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = reqwest::Client::new().post(url(&g, "/v1/messages")).json(&streamed).send().await.unwrap();
+    let ev = events(&r.text().await.unwrap());
+    assert_eq!(ev.last().unwrap().0, "message_stop");
+    assert!(ev.iter().any(|(n, d)| n == "content_block_delta" && d["delta"]["type"] == "text_delta"));
+    g.shutdown().await;
+}
