@@ -136,8 +136,10 @@ impl GatewayError {
         let kind = match self {
             GatewayError::InvalidRequest { .. } | GatewayError::PayloadTooLarge { .. } => "invalid_request_error",
             GatewayError::Unauthorized(_) => "authentication_error",
-            GatewayError::NotFound(_) => "not_found_error",
-            GatewayError::RateLimited(_) => "rate_limit_error",
+            GatewayError::NotFound(_) | GatewayError::UnknownUrl { .. } => "not_found_error",
+            GatewayError::MethodNotAllowed { .. } => "invalid_request_error",
+            GatewayError::Forbidden(_) => "permission_error",
+            GatewayError::RateLimited(_) | GatewayError::LimitExceeded { .. } => "rate_limit_error",
             GatewayError::Overloaded { .. } => "overloaded_error",
             GatewayError::Upstream { status: 401, .. } => "authentication_error",
             GatewayError::Upstream { status: 403, .. } => "permission_error",

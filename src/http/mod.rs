@@ -121,7 +121,11 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Tenant, Gat
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
-        .ok_or_else(|| GatewayError::Unauthorized("missing gateway key: send `Authorization: Bearer <key>` or `x-api-key: <key>`".into()))?;
+        .ok_or_else(|| {
+            GatewayError::Unauthorized(
+                "missing gateway key: send `Authorization: Bearer <key>` or `x-api-key: <key>`".into(),
+            )
+        })?;
     if let Some(t) = state.keys.get(token) {
         return Ok(t.clone());
     }
