@@ -277,7 +277,7 @@ async fn without_any_keys_the_dashboard_is_open() {
     g.shutdown().await;
 }
 
-/// The request-log panel, which this gateway cannot show yet (no `GET /admin/requests` here):
+/// The request-log panel's tolerance of records with missing fields:
 /// the real page and the real stats, served next to a request log answering 200, one record with
 /// every field and one with almost none. The table shows both, "–" for what is missing.
 #[tokio::test]
@@ -344,4 +344,46 @@ fn b64(s: &str) -> String {
         }
     }
     out
+}
+
+/// The request-log panel against the gateway's own request log: with `[log]` on, the page shows
+/// the records `GET /admin/requests` returns, newest first, with their cache outcome and status.
+#[tokio::test]
+async fn with_the_request_log_on_the_panel_shows_the_gateways_own_records() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.jsonl");
+    let extra = format!("admin_key = \"{ADMIN}\"\n[log]\npath = {:?}", log.display().to_string());
+    let g = gateway(config_for(&cheap, &premium, &extra)).await;
+    traffic(&g).await;
+
+    let records: Value = reqwest::Client::new()
+        .get(url(&g, "/admin/requests?limit=25"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = records["data"].as_array().unwrap().clone();
+    assert_eq!(records.len(), 7, "every chat request is logged: {records:?}");
+
+    let page = format!("http://operator:{ADMIN}@{}/dashboard", g.addr);
+    let dom = headless(&page, &["--dump-dom"]).await;
+    let (panel, _) = element(&dom, "requests-panel");
+    assert!(!panel.contains(" hidden"), "the log is on, the panel should show: {panel}");
+    let table = &dom[dom.find("id=\"requests\"").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
+    assert_eq!(rows.len(), records.len(), "{table}");
+    for (row, record) in rows.iter().zip(&records) {
+        let id = record["request_id"].as_str().unwrap();
+        assert!(row.contains(&format!(">{id}<")), "row for {id}: {row}");
+        let status = record["status"].as_u64().unwrap().to_string();
+        assert!(row.contains(&format!(">{status}<")), "status {status} in {row}");
+    }
+    // newest first: the last request sent (the unknown model) heads the table
+    assert!(records[0]["status"].as_u64().unwrap() >= 400, "{:?}", records[0]);
+    g.shutdown().await;
 }
