@@ -70,9 +70,15 @@ pub enum InContent {
 pub enum InBlock {
     Text {
         text: String,
+        /// Prompt caching: carried onto the OpenAI-shaped part, which the Anthropic adapter turns
+        /// back into the same breakpoint (Claude Code and the Anthropic SDKs set these).
+        #[serde(default)]
+        cache_control: Option<Value>,
     },
     Image {
         source: ImageSource,
+        #[serde(default)]
+        cache_control: Option<Value>,
     },
     ToolUse {
         id: String,
@@ -86,6 +92,8 @@ pub enum InBlock {
         content: Option<InContent>,
         #[serde(default)]
         is_error: Option<bool>,
+        #[serde(default)]
+        cache_control: Option<Value>,
     },
     #[serde(other)]
     Unsupported,
@@ -104,6 +112,8 @@ pub struct InTool {
     #[serde(default)]
     pub description: Option<String>,
     pub input_schema: Value,
+    #[serde(default)]
+    pub cache_control: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,11 +150,30 @@ fn text_of(blocks: &[InBlock], param: &str) -> Result<String, GatewayError> {
     let mut out = Vec::new();
     for b in blocks {
         match b {
-            InBlock::Text { text } => out.push(text.as_str()),
+            InBlock::Text { text, .. } => out.push(text.as_str()),
             _ => return Err(invalid("only text blocks are supported here", param)),
         }
     }
     Ok(out.join("\n"))
+}
+
+/// Text blocks as OpenAI content parts, each keeping its `cache_control`.
+fn parts_of(blocks: &[InBlock], param: &str) -> Result<Vec<Value>, GatewayError> {
+    blocks
+        .iter()
+        .map(|b| match b {
+            InBlock::Text { text, cache_control } => Ok(with_cc(json!({"type": "text", "text": text}), cache_control)),
+            _ => Err(invalid("only text blocks are supported here", param)),
+        })
+        .collect()
+}
+
+/// `v` with the block's `cache_control`, if it had one.
+fn with_cc(mut v: Value, cache_control: &Option<Value>) -> Value {
+    if let Some(cc) = cache_control {
+        v["cache_control"] = cc.clone();
+    }
+    v
 }
 
 /// The OpenAI-shaped request for a Messages request. Built as JSON and parsed by
@@ -160,7 +189,12 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
     match &req.system {
         Some(System::Text(t)) if !t.is_empty() => messages.push(json!({"role": "system", "content": t})),
         Some(System::Blocks(b)) if !b.is_empty() => {
-            messages.push(json!({"role": "system", "content": text_of(b, "system")?}))
+            if b.iter().any(|b| matches!(b, InBlock::Text { cache_control: Some(_), .. })) {
+                // a cached system prompt stays in blocks: the breakpoint is on one of them
+                messages.push(json!({"role": "system", "content": parts_of(b, "system")?}))
+            } else {
+                messages.push(json!({"role": "system", "content": text_of(b, "system")?}))
+            }
         }
         _ => {}
     }
@@ -181,7 +215,7 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                 let mut parts = Vec::new();
                 for b in blocks {
                     match b {
-                        InBlock::ToolResult { tool_use_id, content, is_error } => {
+                        InBlock::ToolResult { tool_use_id, content, is_error, cache_control } => {
                             let mut text = match content {
                                 None => String::new(),
                                 Some(InContent::Text(t)) => t.clone(),
@@ -190,15 +224,22 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                             if *is_error == Some(true) {
                                 text = format!("Error: {text}");
                             }
-                            messages.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
+                            let mut msg = json!({"role": "tool", "tool_call_id": tool_use_id, "content": text});
+                            if let Some(cc) = cache_control {
+                                // a message-level mark: the adapter puts it on the tool_result block
+                                msg["cache_control"] = cc.clone();
+                            }
+                            messages.push(msg);
                         }
-                        InBlock::Text { text } => parts.push(json!({"type": "text", "text": text})),
-                        InBlock::Image { source } => {
+                        InBlock::Text { text, cache_control } => {
+                            parts.push(with_cc(json!({"type": "text", "text": text}), cache_control))
+                        }
+                        InBlock::Image { source, cache_control } => {
                             let url = match source {
                                 ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
                                 ImageSource::Url { url } => url.clone(),
                             };
-                            parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+                            parts.push(with_cc(json!({"type": "image_url", "image_url": {"url": url}}), cache_control));
                         }
                         InBlock::ToolUse { .. } => {
                             return Err(invalid("a user message cannot hold tool_use blocks", &param))
@@ -211,7 +252,7 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                         }
                     }
                 }
-                if parts.iter().all(|p| p["type"] == "text") && !parts.is_empty() {
+                if parts.iter().all(|p| p["type"] == "text" && p.get("cache_control").is_none()) && !parts.is_empty() {
                     // text only: a plain string, so the cache key and upstreams see what an
                     // OpenAI client would have sent
                     let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
@@ -225,7 +266,7 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                 let mut calls = Vec::new();
                 for b in blocks {
                     match b {
-                        InBlock::Text { text: t } => text.push(t.as_str()),
+                        InBlock::Text { text: t, .. } => text.push(t.as_str()),
                         InBlock::ToolUse { id, name, input } => calls.push(json!({
                             "id": id, "type": "function",
                             "function": {"name": name, "arguments": input.to_string()},
@@ -269,7 +310,7 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                 if let Some(d) = t.description {
                     f["description"] = json!(d);
                 }
-                json!({"type": "function", "function": f})
+                with_cc(json!({"type": "function", "function": f}), &t.cache_control)
             })
             .collect();
         out.insert("tools".into(), json!(tools));
@@ -524,6 +565,36 @@ mod tests {
         assert_eq!(v["parallel_tool_calls"], false);
         assert_eq!(v["tools"][0]["function"]["parameters"], json!({"type": "object"}));
         assert_eq!(v["max_tokens"], 100);
+    }
+
+    /// Claude Code marks its system prompt, tools and the conversation's tail for prompt caching;
+    /// every mark survives into the chat request the Anthropic adapter reads (which puts each
+    /// back on its block: `providers::anthropic_tests`).
+    #[test]
+    fn cache_control_survives_the_translation() {
+        let eph = json!({"type": "ephemeral"});
+        let req = parse(json!({
+            "model": "auto", "max_tokens": 100,
+            "system": [{"type": "text", "text": "You are a coding agent."},
+                       {"type": "text", "text": "Long project context.", "cache_control": eph}],
+            "tools": [{"name": "read", "input_schema": {"type": "object"}, "cache_control": eph}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Fix the bug.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "read", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "fn main() {}", "cache_control": eph}]},
+            ],
+        }));
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(v["messages"][0]["content"][1]["cache_control"], eph);
+        assert!(v["messages"][0]["content"][0].get("cache_control").is_none());
+        assert_eq!(v["tools"][0]["cache_control"], eph);
+        assert_eq!(v["messages"][1]["content"][0]["cache_control"]["ttl"], "1h");
+        assert_eq!(v["messages"][3]["cache_control"], eph);
+
+        // without marks, a text-only turn stays a plain string (the cache key an OpenAI client gets)
+        let plain = parse(json!({"model": "auto", "max_tokens": 10,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}));
+        assert_eq!(serde_json::to_value(&plain).unwrap()["messages"][0]["content"], "hi");
     }
 
     #[test]

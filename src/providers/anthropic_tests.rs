@@ -464,3 +464,30 @@ fn huge_token_counts_saturate_instead_of_overflowing() {
     assert_eq!(usage.prompt_tokens, u64::MAX);
     assert_eq!(usage.total_tokens, u64::MAX);
 }
+
+/// `/v1/messages` → chat request → Anthropic upstream: each `cache_control` a Messages client set
+/// lands on the same block it came from.
+#[test]
+fn messages_api_cache_marks_reach_the_anthropic_upstream_where_they_were() {
+    let eph = json!({"type": "ephemeral"});
+    let messages: crate::api::messages::MessagesRequest = serde_json::from_value(json!({
+        "model": "auto", "max_tokens": 100,
+        "system": [{"type": "text", "text": "You are a coding agent."},
+                   {"type": "text", "text": "Long project context.", "cache_control": eph}],
+        "tools": [{"name": "read", "input_schema": {"type": "object"}, "cache_control": eph}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Fix the bug.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "read", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "fn main() {}", "cache_control": eph}]},
+        ],
+    }))
+    .unwrap();
+    let req = crate::api::messages::to_chat_request(messages).unwrap();
+    let b = serde_json::to_value(to_anthropic(&req, "claude-sonnet-4-5", 4096, false).unwrap()).unwrap();
+    assert_eq!(b["system"][1]["cache_control"], eph, "{b}");
+    assert!(b["system"][0].get("cache_control").is_none());
+    assert_eq!(b["tools"][0]["cache_control"], eph);
+    assert_eq!(b["messages"][0]["content"][0]["cache_control"]["ttl"], "1h", "{b}");
+    let result = &b["messages"][2]["content"][0];
+    assert_eq!((result["type"].as_str(), &result["cache_control"]), (Some("tool_result"), &eph), "{b}");
+}
