@@ -138,34 +138,17 @@ fn render_messages(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Res
     let mut resp = match served.body {
         Body::Json(r) => axum::Json(messages::to_message(&r)).into_response(),
         Body::Stream(stream) => {
-            let failed = Arc::new(AtomicBool::new(false));
-            let seen = failed.clone();
-            let shared = Arc::new(parking_lot::Mutex::new(messages::StreamTranslator::new()));
-            let tail = shared.clone();
-            let events = stream
-                .map(move |item| {
-                    let _held = &slot;
-                    let text = match item {
-                        StreamItem::Chunk(c) => shared.lock().chunk(&c),
-                        StreamItem::Error(e) => {
-                            seen.store(true, Ordering::Relaxed);
-                            shared.lock().error(&e)
-                        }
-                    };
-                    Ok::<_, std::convert::Infallible>(Bytes::from(text))
-                })
-                .filter(|r| std::future::ready(r.as_ref().map_or(true, |b| !b.is_empty())))
-                .chain(
-                    futures_util::stream::once(async move {
-                        // the closing events only after a complete answer (as `[DONE]` for chat)
-                        (!failed.load(Ordering::Relaxed)).then(|| Ok(Bytes::from(tail.lock().finish())))
-                    })
-                    .filter_map(std::future::ready),
-                );
-            let mut r = Response::new(HttpBody::from_stream(events));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            r
+            let events = Arc::new(parking_lot::Mutex::new(messages::StreamTranslator::new()));
+            let tail = events.clone();
+            sse_response(
+                stream,
+                slot,
+                move |item| match item {
+                    StreamItem::Chunk(c) => events.lock().chunk(&c),
+                    StreamItem::Error(e) => events.lock().error(&e),
+                },
+                move || tail.lock().finish(),
+            )
         }
     };
     meta_headers(&mut resp, &served.meta, rid);
@@ -213,37 +196,55 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
 fn render(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Response {
     let mut resp = match served.body {
         Body::Json(r) => axum::Json(r).into_response(),
-        Body::Stream(stream) => {
-            // `[DONE]` only after a complete answer: a stream that ended in an error event must
-            // not look finished to a client that only watches for `[DONE]`
-            let failed = Arc::new(AtomicBool::new(false));
-            let seen = failed.clone();
-            let events = stream
-                .map(move |item| {
-                    let _held = &slot;
-                    let line = match item {
-                        StreamItem::Chunk(c) => serde_json::to_string(&c).unwrap_or_default(),
-                        StreamItem::Error(e) => {
-                            seen.store(true, Ordering::Relaxed);
-                            serde_json::to_string(&e.body()).unwrap_or_default()
-                        }
-                    };
-                    Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {line}\n\n")))
-                })
-                .chain(
-                    futures_util::stream::once(async move {
-                        (!failed.load(Ordering::Relaxed)).then(|| Ok(Bytes::from_static(b"data: [DONE]\n\n")))
-                    })
-                    .filter_map(std::future::ready),
-                );
-            let mut r = Response::new(HttpBody::from_stream(events));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            r
-        }
+        Body::Stream(stream) => sse_response(
+            stream,
+            slot,
+            |item| {
+                let line = match item {
+                    StreamItem::Chunk(c) => serde_json::to_string(&c).unwrap_or_default(),
+                    StreamItem::Error(e) => serde_json::to_string(&e.body()).unwrap_or_default(),
+                };
+                format!("data: {line}\n\n")
+            },
+            || "data: [DONE]\n\n".to_string(),
+        ),
     };
     meta_headers(&mut resp, &served.meta, rid);
     resp
+}
+
+/// An SSE response from the pipeline's stream, in either API's event format: `event` renders each
+/// item (an empty string sends nothing), `close` the closing events (`[DONE]`, `message_stop`),
+/// sent only after a complete answer: a stream that ended in an error event must not look
+/// finished to a client that only watches for the end. The request's concurrency slot is held
+/// until the last byte.
+fn sse_response(
+    stream: crate::pipeline::ReplyStream,
+    slot: OwnedSemaphorePermit,
+    mut event: impl FnMut(StreamItem) -> String + Send + 'static,
+    close: impl FnOnce() -> String + Send + 'static,
+) -> Response {
+    let failed = Arc::new(AtomicBool::new(false));
+    let seen = failed.clone();
+    let events = stream
+        .map(move |item| {
+            let _held = &slot;
+            if matches!(item, StreamItem::Error(_)) {
+                seen.store(true, Ordering::Relaxed);
+            }
+            Ok::<_, std::convert::Infallible>(Bytes::from(event(item)))
+        })
+        .filter(|r| std::future::ready(r.as_ref().map_or(true, |b| !b.is_empty())))
+        .chain(
+            futures_util::stream::once(
+                async move { (!failed.load(Ordering::Relaxed)).then(|| Ok(Bytes::from(close()))) },
+            )
+            .filter_map(std::future::ready),
+        );
+    let mut r = Response::new(HttpBody::from_stream(events));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 /// The `x-switchyard-*` headers that say how a request was served.
