@@ -1,11 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Spend control end to end: keys from a key file, limits and budgets counted in a real
-//! `redis-server` across two replicas, the soft budget level, SIGHUP reload of the real binary,
+//! `redis-server` across two replicas (in this process, and as two real `switchyard` processes),
+//! the soft budget level, SIGHUP reload of the real binary,
 //! refused pricier fallbacks, and the request log (no keys in it; a full queue never waits).
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -467,6 +467,54 @@ async fn a_full_log_queue_never_delays_a_request() {
 
 /// The real binary, SIGHUP: a new key works and the removed one stops, with no restart; a bad
 /// file is refused and the keys in use stay.
+/// The same limits with two real `switchyard` processes sharing one `redis-server`, requests
+/// alternating between them: the key's budget of requests per minute holds for the pair.
+#[tokio::test]
+async fn limits_hold_across_two_gateway_processes() {
+    let r = redis_on(free_port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (keys_path, keys) = key_file(dir.path(), &[("limited", "rpm = 3"), ("free", "")]);
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nkeys_file = {:?}\n[cache]\nbackend = \"redis://127.0.0.1:{}\"\n",
+            keys_path.display().to_string(),
+            r.port
+        ),
+    )
+    .unwrap();
+    let (mut one, addr_one) = common::binary::spawn_demo(&cfg);
+    let (mut two, addr_two) = common::binary::spawn_demo(&cfg);
+    let client = reqwest::Client::new();
+    let send = |addr: &str, key: &str, q: String| {
+        let req = client
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("authorization", bearer(key))
+            .json(&ask("cheap", &q));
+        async move {
+            let resp = req.send().await.unwrap();
+            let remaining = header(resp.headers(), "x-ratelimit-remaining-requests").to_string();
+            (resp.status().as_u16(), remaining)
+        }
+    };
+    early_in_a_minute().await;
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        let addr = if i % 2 == 0 { &addr_one } else { &addr_two };
+        seen.push(send(addr, &keys[0], format!("process question {i}")).await);
+    }
+    assert_eq!(seen, [(200, "2".to_string()), (200, "1".to_string()), (200, "0".to_string())]);
+    for addr in [&addr_one, &addr_two] {
+        assert_eq!(send(addr, &keys[0], "one too many".into()).await.0, 429, "{addr}");
+        assert_eq!(send(addr, &keys[1], format!("free key on {addr}")).await.0, 200, "{addr}");
+    }
+    for child in [&mut one, &mut two] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_key_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -484,17 +532,7 @@ async fn sighup_reloads_the_key_file() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(common::binary::BIN)
-        .args(["serve", "--demo", "--demo-latency-ms", "0", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    let (mut child, addr) = common::binary::spawn_demo(&cfg);
     let client = reqwest::Client::new();
     let status = |key: String| {
         let req = client
