@@ -14,10 +14,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::redis_server::start_redis;
 use common::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -313,42 +313,11 @@ fn adversarial_tenants_never_share_answers_in_the_local_cache() {
     check("local cache", &t);
 }
 
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn redis() -> Redis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (.ci/run installs it)");
-    let server = Redis(child, port);
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("redis-server did not start on port {port}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adversarial_tenants_never_share_answers_through_the_shared_tier() {
-    let r = redis().await;
-    let shared = SharedSettings {
-        url: format!("redis://127.0.0.1:{}", r.1),
-        stream: "switchyard:isolation".into(),
-        max_len: 1_000_000,
-        queue: 4096,
-    };
+    let r = start_redis().await;
+    let shared =
+        SharedSettings { url: r.url(), stream: "switchyard:isolation".into(), max_len: 1_000_000, queue: 4096 };
     let keys = adversarial_keys();
     let vectors = Vectors::new();
     let mut rng = StdRng::seed_from_u64(17);

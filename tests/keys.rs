@@ -7,47 +7,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::redis_server::{free_port, start_redis_on};
 use common::*;
 use serde_json::{json, Value};
 use switchyard::app::Running;
 use switchyard::config::Config;
 use switchyard::keys::{new_key, NewKey};
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn redis_on(port: u16) -> Redis {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (.ci/run installs it)");
-    let server = Redis { child, port };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("redis-server did not start on port {port}");
-}
 
 /// Limits count per UTC minute: a test that counts requests starts early in a minute, so its
 /// requests do not straddle a window boundary.
@@ -136,7 +104,7 @@ fn code(body: &Value) -> &str {
 
 #[tokio::test]
 async fn limits_and_budgets_hold_when_requests_alternate_between_replicas() {
-    let r = redis_on(free_port()).await;
+    let r = start_redis_on(free_port()).await;
     let dir = tempfile::tempdir().unwrap();
     // mini answers cost $0.00005 each: a $0.00012 day budget pays for three, refuses the fourth
     let (path, keys) =
@@ -218,7 +186,7 @@ async fn redis_down_means_local_limits_then_recovery() {
     assert_eq!((s, code(&body)), (429, "rate_limit_exceeded"));
     assert_eq!(metric(&metrics(&g).await, "switchyard_limits_degraded"), 1.0);
     // Redis comes up: the replica goes back to it (fresh counters there) within its retry interval
-    let _r = redis_on(port).await;
+    let _r = start_redis_on(port).await;
     let mut recovered = false;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -471,7 +439,7 @@ async fn a_full_log_queue_never_delays_a_request() {
 /// alternating between them: the key's budget of requests per minute holds for the pair.
 #[tokio::test]
 async fn limits_hold_across_two_gateway_processes() {
-    let r = redis_on(free_port()).await;
+    let r = start_redis_on(free_port()).await;
     let dir = tempfile::tempdir().unwrap();
     let (keys_path, keys) = key_file(dir.path(), &[("limited", "rpm = 3"), ("free", "")]);
     let cfg = dir.path().join("switchyard.toml");

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use common::providers::{ProviderMock, Reply};
+use common::redis_server::start_redis;
 use serde_json::{json, Value};
 
 const OPENAI_KEY: &str = "sk-oa-LEAKCHECK-5f3a9c1e7b2d4068";
@@ -114,24 +115,6 @@ impl Drop for Killed {
     }
 }
 
-async fn redis() -> (Killed, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (.ci/run installs it)");
-    let server = Killed(child);
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return (server, port);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("redis-server did not start on port {port}");
-}
-
 /// Everything a secret could hide in, by where it came from.
 #[derive(Default)]
 struct Evidence(Vec<(String, Vec<u8>)>);
@@ -222,7 +205,8 @@ async fn send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_provider_or_gateway_key_appears_in_logs_errors_metrics_health_snapshots_or_redis() {
     assert!(ANTHROPIC_STREAM_ERROR.contains(ANTHROPIC_KEY) && GEMINI_STREAM_ERROR.contains(GEMINI_KEY));
-    let (_redis, redis_port) = redis().await;
+    let redis_server = start_redis().await;
+    let redis_port = redis_server.port;
     let (openai_url, openai_seen) = start_openai_echo().await;
     let anthropic = ProviderMock::anthropic("an", ANTHROPIC_KEY).await;
     let gemini = ProviderMock::gemini("gm", GEMINI_KEY).await;

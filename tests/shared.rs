@@ -10,57 +10,11 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::redis_server::{start_redis, start_redis_on};
 use common::*;
 use serde_json::Value;
 use switchyard::app::Running;
 use switchyard::config::Config;
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn redis() -> Redis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    redis_on(port).await
-}
-
-/// A fresh, empty redis-server on `port` (a restart after a crash: nothing persisted).
-async fn redis_on(port: u16) -> Redis {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--enable-debug-command",
-            "local",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (.ci/run installs it)");
-    // owned before anything can fail, so the server is killed and reaped on every path
-    let server = Redis { child, port };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("redis-server did not start on port {port}");
-}
 
 /// A replica: the usual two-tier config on `cheap`/`premium`, cache on the shared tier.
 fn replica_config(cheap: &MockUpstream, premium: &MockUpstream, redis_url: &str) -> Config {
@@ -94,7 +48,7 @@ const BOB: (&str, &str) = ("authorization", "Bearer key-bob");
 
 #[tokio::test]
 async fn replicas_serve_each_others_answers_but_never_across_tenants() {
-    let r = redis().await;
+    let r = start_redis().await;
     let redis_url = format!("redis://127.0.0.1:{}", r.port);
     // each replica has its own upstreams, so who answered is visible
     let (c1, p1) = (MockUpstream::start("cheap1").await, MockUpstream::start("premium1").await);
@@ -187,7 +141,7 @@ async fn ask_all(g: &Running, qs: &[String], who: (&str, &str)) -> Vec<String> {
 
 #[tokio::test]
 async fn redis_stopped_restarted_and_slowed_while_serving_fails_no_request() {
-    let r = redis().await;
+    let r = start_redis().await;
     let port = r.port;
     let redis_url = format!("redis://127.0.0.1:{port}");
     let (c1, p1) = (MockUpstream::start("cheap1").await, MockUpstream::start("premium1").await);
@@ -232,7 +186,7 @@ async fn redis_stopped_restarted_and_slowed_while_serving_fails_no_request() {
     // restarted, empty: the answers a stored while Redis was down reach b once it is back
     let published_before = metric(&a, "switchyard_shared_tier_entries_total{event=\"published\"}").await;
     let entries_before = metric(&b, "switchyard_cache_entries").await;
-    let _r = redis_on(port).await;
+    let _r = start_redis_on(port).await;
     wait_for_entries(&b, entries_before + 3.0).await;
     assert!(metric(&a, "switchyard_shared_tier_entries_total{event=\"published\"}").await >= published_before + 3.0);
     let calls = (c1.calls(), c2.calls());

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod providers;
+pub mod redis_server;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

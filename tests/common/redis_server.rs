@@ -1,0 +1,54 @@
+//! A real `redis-server` for the shared-tier, limits, isolation and secrets tests: started empty
+//! (nothing persisted) on a free or given port, killed and reaped when dropped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A port nothing listens on right now (for a server started later on it, or never).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh, empty redis-server on a free port.
+pub async fn start_redis() -> RedisServer {
+    start_redis_on(free_port()).await
+}
+
+/// A fresh, empty redis-server on `port` (also a restart after a crash: nothing persisted).
+/// `DEBUG` is enabled for local clients so fault tests can slow it (`DEBUG SLEEP`).
+pub async fn start_redis_on(port: u16) -> RedisServer {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--enable-debug-command", "local"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (.ci/run installs it)");
+    // owned before anything can fail, so the server is killed and reaped on every path
+    let server = RedisServer { child, port };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("redis-server did not start on port {port}");
+}
