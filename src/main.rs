@@ -356,9 +356,7 @@ async fn main() -> anyhow::Result<()> {
                 multiplier,
             };
             let report = switchyard::bench::overload::run(opts, embedder).await?;
-            if let Some(path) = &out {
-                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-            }
+            save_json(out.as_deref(), &report)?;
             print!("{}", report.markdown());
             for s in &report.other_samples {
                 println!("error: {s}");
@@ -372,9 +370,7 @@ async fn main() -> anyhow::Result<()> {
                 ..switchyard::bench::soak::SoakOptions::minutes(minutes)
             };
             let report = switchyard::bench::soak::run(opts, embedder).await?;
-            if let Some(path) = &out {
-                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-            }
+            save_json(out.as_deref(), &report)?;
             print!("{}", report.markdown());
             for s in &report.unexpected_samples {
                 println!("unexpected: {s}");
@@ -476,6 +472,14 @@ async fn main() -> anyhow::Result<()> {
                 println!("  {:<40} {:+.4}", f.name, f.contribution);
             }
         }
+    }
+    Ok(())
+}
+
+/// Writes a run's report as JSON to `out`, if one was asked for.
+fn save_json(out: Option<&std::path::Path>, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(path) = out {
+        std::fs::write(path, serde_json::to_string_pretty(report)?)?;
     }
     Ok(())
 }
