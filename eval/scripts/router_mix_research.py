@@ -31,14 +31,20 @@ ALPACA = {
 
 
 def load_store():
+    """The Rust encoder's store: `<model>.v2.bin` = magic line + u32 dim, then records of
+    sha256(text) (32 bytes), dim little-endian f32 and an 8-byte check (see src/eval/embeddings.rs)."""
     d = ROOT / "eval/.cache/embeddings"
-    files = sorted(d.glob("*.bin"), key=lambda p: p.stat().st_size)
-    raw = files[-1].read_bytes()
-    rec = 32 + 384 * 4
-    n = len(raw) // rec
-    a = np.frombuffer(raw[: n * rec], dtype=np.uint8).reshape(n, rec)
+    path = max(d.glob("*.v2.bin"), key=lambda p: p.stat().st_size)
+    raw = path.read_bytes()
+    magic = b"SWITCHYARD-EMBEDDINGS v2\n"
+    assert raw.startswith(magic), path
+    dim = int.from_bytes(raw[len(magic):len(magic) + 4], "little")
+    body = raw[len(magic) + 4:]
+    rec = 32 + dim * 4 + 8
+    n = len(body) // rec
+    a = np.frombuffer(body[: n * rec], dtype=np.uint8).reshape(n, rec)
     keys = [bytes(k) for k in a[:, :32]]
-    vecs = a[:, 32:].copy().view("<f4").reshape(n, 384)
+    vecs = a[:, 32:32 + dim * 4].copy().view("<f4").reshape(n, dim)
     return dict(zip(keys, vecs))
 
 
