@@ -93,6 +93,8 @@ pub struct Meta {
     pub route_score: Option<f32>,
     /// The threshold the score was compared with.
     pub route_threshold: Option<f32>,
+    /// Premium only because the conversation already was (affinity), not by this turn's score.
+    pub route_affinity: bool,
 }
 
 pub enum StreamItem {
@@ -373,6 +375,7 @@ impl Gateway {
         };
         let (tier, mut targets, routed) = self.route(&route, &route_text, vector.as_deref(), thread, &ctx);
         let (route_score, route_threshold) = (routed.map(|r| r.score), routed.map(|r| r.threshold));
+        let route_affinity = routed.is_some_and(|r| r.forced);
         // images go only to deployments that can see them
         if req.has_images() {
             targets.retain(|d| d.vision);
@@ -409,6 +412,7 @@ impl Gateway {
                 attempts: out.attempts,
                 route_score,
                 route_threshold,
+                route_affinity,
             };
             let origin = Origin { tier, provider: out.provider, model: out.model };
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -453,6 +457,7 @@ impl Gateway {
                 attempts: out.attempts,
                 route_score,
                 route_threshold,
+                route_affinity,
             },
             body: Body::Json(response),
             done: None,
@@ -518,6 +523,7 @@ impl Gateway {
                 // the key's spend is past its soft budget level: premium is off for this key
                 if ctx.premium_off && d.tier == TierChoice::Premium {
                     d.tier = TierChoice::Cheap;
+                    d.forced = false;
                 }
                 if let Some(t) = thread {
                     let mut threads = self.threads.lock();
@@ -688,6 +694,7 @@ impl Gateway {
             attempts: 0,
             route_score: None,
             route_threshold: None,
+            route_affinity: false,
         };
         let body = if req.is_stream() {
             let chunks = response_to_chunks(&response, req.include_usage(), REPLAY_PIECE);
