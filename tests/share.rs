@@ -275,6 +275,9 @@ const FOLLOW_UPS: [&str; 12] = [
 /// questions draw more follow-ups), which puts more affinity-forced premium calls in the share.
 const PREMIUM_FOLLOW_WEIGHT: u32 = 4;
 
+/// How close the conversational stream's share must come to the target (see its test).
+const AFFINITY_TOLERANCE: f64 = 0.03;
+
 /// One request of a conversational stream.
 enum Turn {
     /// Starts a conversation (by `key`, if any) with a prompt from the dev files.
@@ -412,7 +415,8 @@ fn served_share(served: &[&Served]) -> f64 {
 
 /// Affinity — a conversation that went premium never moves down — and the configured share at
 /// once: about a fifth of the requests are later turns of earlier conversations (mostly short
-/// follow-ups that on their own would go cheap), the rest fresh chat, GSM8K and MMLU prompts.
+/// follow-ups that on their own would go cheap, and more often on conversations that went
+/// premium), the rest fresh chat, GSM8K and MMLU prompts.
 /// The premium calls affinity forces are counted inside the 0.3, not on top of it. Every request
 /// is distinct (a follow-up's earlier turns are in its cache namespace), so the cache serves
 /// almost nothing and `share` checks that it served under a tenth.
@@ -440,10 +444,16 @@ async fn affinity_is_counted_inside_the_share() {
         assert_ne!(s.premium, Some(false), "a conversation moved down a tier: {s:?}");
     }
     // affinity is exercised: enough follow-ups would have gone cheap on their own score
-    assert!(forced * 40 >= n, "only {forced} premium calls were forced by affinity");
+    assert!(forced * 50 >= n, "only {forced} premium calls were forced by affinity");
     assert!(out.iter().all(|s| !s.affinity || (s.after_premium && s.premium == Some(true))));
-    // (b) the share, affinity-forced premium included, holds after the first 100 requests
-    assert!((after - TARGET).abs() <= TOLERANCE, "realised premium share after the first 100 requests is {after:.3}");
+    // (b) the share, affinity-forced premium included, holds after the first 100 requests: within
+    // ±0.03, tighter than the other streams' ±0.05 because ±0.05 would also pass a gateway that
+    // adds affinity on top of the share (by hand, with neither the subtraction nor the feedback,
+    // this stream gave 0.337; with both, ten runs gave 0.293–0.307)
+    assert!(
+        (after - TARGET).abs() <= AFFINITY_TOLERANCE,
+        "realised premium share after the first 100 requests is {after:.3}"
+    );
     // (c) /metrics reports the same share over its window, and the forced decisions
     let m = demo.metrics().await;
     assert_eq!(gauge(&m, "switchyard_route_premium_share_target", "global"), TARGET);
