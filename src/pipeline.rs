@@ -12,7 +12,9 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::api::{response_to_chunks, ChatChunk, ChatRequest, ChatResponse, ChunkAccumulator, GatewayError, Usage};
-use crate::cache::{unix_now, CacheKey, ExactKey, Hit, HitKind, Lookup, Namespace, SemanticCache, StoredAnswer};
+use crate::cache::{
+    thread_of, unix_now, CacheKey, ExactKey, Hit, HitKind, Lookup, Namespace, SemanticCache, StoredAnswer,
+};
 use crate::classify::{Ask, LiveRouter, Routed, TierChoice};
 use crate::config::{Deployment, Price};
 use crate::embed::EmbedHandle;
@@ -91,6 +93,8 @@ pub struct Meta {
     pub route_score: Option<f32>,
     /// The threshold the score was compared with.
     pub route_threshold: Option<f32>,
+    /// Premium only because the conversation already was (affinity), not by this turn's score.
+    pub route_affinity: bool,
 }
 
 pub enum StreamItem {
@@ -363,8 +367,15 @@ impl Gateway {
         // lines and answer options, which the cache key's whitespace-normalised text has lost);
         // the vector is the same either way, as the tokenizer splits on any whitespace
         let route_text = if matches!(route, Route::Auto) { last_user_text(&req) } else { String::new() };
-        let (tier, mut targets, routed) = self.route(&route, &route_text, vector.as_deref(), key.as_ref(), &ctx);
+        // affinity follows the conversation whether or not the cache is in play (cache off,
+        // `no-store`, a key without cache): the thread comes from the messages, not the cache key
+        let thread = match (&route, self.affinity) {
+            (Route::Auto, true) => key.as_ref().map(|k| k.thread).or_else(|| thread_of(&req, &ctx.tenant)),
+            _ => None,
+        };
+        let (tier, mut targets, routed) = self.route(&route, &route_text, vector.as_deref(), thread, &ctx);
         let (route_score, route_threshold) = (routed.map(|r| r.score), routed.map(|r| r.threshold));
+        let route_affinity = routed.is_some_and(|r| r.forced);
         // images go only to deployments that can see them
         if req.has_images() {
             targets.retain(|d| d.vision);
@@ -401,6 +412,7 @@ impl Gateway {
                 attempts: out.attempts,
                 route_score,
                 route_threshold,
+                route_affinity,
             };
             let origin = Origin { tier, provider: out.provider, model: out.model };
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -445,6 +457,7 @@ impl Gateway {
                 attempts: out.attempts,
                 route_score,
                 route_threshold,
+                route_affinity,
             },
             body: Body::Json(response),
             done: None,
@@ -482,7 +495,7 @@ impl Gateway {
         route: &Route,
         prompt: &str,
         vector: Option<&[f32]>,
-        key: Option<&CacheKey>,
+        thread: Option<Namespace>,
         ctx: &RequestCtx,
     ) -> (String, Vec<Deployment>, Option<Routed>) {
         let (tier, routed) = match route {
@@ -499,7 +512,6 @@ impl Gateway {
             Route::Auto => {
                 // score outside any lock; the thread table is only held for a lookup and an insert
                 let score = self.router.router().score(prompt, vector);
-                let thread = key.filter(|_| self.affinity).map(|k| k.thread);
                 let sticky_premium = thread.is_some_and(|t| self.threads.lock().get(&t) == Some(&TierChoice::Premium));
                 let ask = Ask {
                     tenant: &ctx.tenant,
@@ -511,6 +523,7 @@ impl Gateway {
                 // the key's spend is past its soft budget level: premium is off for this key
                 if ctx.premium_off && d.tier == TierChoice::Premium {
                     d.tier = TierChoice::Cheap;
+                    d.forced = false;
                 }
                 if let Some(t) = thread {
                     let mut threads = self.threads.lock();
@@ -681,6 +694,7 @@ impl Gateway {
             attempts: 0,
             route_score: None,
             route_threshold: None,
+            route_affinity: false,
         };
         let body = if req.is_stream() {
             let chunks = response_to_chunks(&response, req.include_usage(), REPLAY_PIECE);

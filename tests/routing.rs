@@ -92,3 +92,19 @@ async fn without_affinity_each_turn_is_routed_on_its_own() {
     assert_eq!((cheap.calls(), premium.calls()), (1, 1));
     g.shutdown().await;
 }
+
+/// Affinity follows the conversation, not the cache: with the cache off for the gateway, or for
+/// one request (`Cache-Control: no-store`), a conversation that went premium still stays there.
+#[tokio::test]
+async fn a_conversation_stays_premium_when_the_cache_is_not_in_play() {
+    for (tables, headers) in [("[cache]\nenabled = false", &[][..]), ("", &[("cache-control", "no-store")][..])] {
+        let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+        let g = gateway(config_for(&cheap, &premium, &format!("[router]\npremium_share = 0.3\n{tables}"))).await;
+        let (_, h, _) = post_chat(&g, &auto(json!([{"role": "user", "content": HARD}])), headers).await;
+        assert_eq!(header(&h, "x-switchyard-tier"), "premium", "{tables} {headers:?}");
+        let (_, h, _) = post_chat(&g, &follow_up(), headers).await;
+        assert_eq!(header(&h, "x-switchyard-tier"), "premium", "{tables} {headers:?}: the follow-up moved down");
+        assert_eq!((cheap.calls(), premium.calls()), (0, 2));
+        g.shutdown().await;
+    }
+}

@@ -53,13 +53,7 @@ impl CacheKey {
         };
         let query = normalise(&query_msg.text_content());
 
-        let first_user = req.messages.iter().position(|m| m.role == Role::User).unwrap_or(last_user);
-        let mut th = Sha256::new();
-        field(&mut th, "tenant", tenant.as_bytes());
-        for m in &req.messages[..=first_user] {
-            field(&mut th, "m", &serde_json::to_vec(m).unwrap_or_default());
-        }
-        let thread = Namespace(truncate16(th.finalize().into()));
+        let thread = thread_of(req, tenant)?;
 
         let mut conv = Sha256::new();
         field(&mut conv, "tenant", tenant.as_bytes());
@@ -92,6 +86,21 @@ impl CacheKey {
         let exact = ExactKey(ex.finalize().into());
         Some(CacheKey { namespace, exact, query, thread })
     }
+}
+
+/// The conversation a request belongs to: tenant plus every message up to and including the
+/// first user message, so all turns of one conversation share it. Routing affinity needs it
+/// whether or not the cache is in play (cache off, `Cache-Control: no-store`, a key without
+/// cache), so it is computed on its own as well as inside [`CacheKey::new`]. `None` when the
+/// request has no user message.
+pub fn thread_of(req: &ChatRequest, tenant: &str) -> Option<Namespace> {
+    let first_user = req.messages.iter().position(|m| m.role == Role::User)?;
+    let mut th = Sha256::new();
+    field(&mut th, "tenant", tenant.as_bytes());
+    for m in &req.messages[..=first_user] {
+        field(&mut th, "m", &serde_json::to_vec(m).unwrap_or_default());
+    }
+    Some(Namespace(truncate16(th.finalize().into())))
 }
 
 /// Length-prefixed so that no two different field sequences hash the same.
@@ -136,6 +145,20 @@ mod tests {
         let para = CacheKey::new(&req(&base.replace("How do I", "How can I")), "t1", "auto").unwrap();
         assert_eq!(k.namespace, para.namespace);
         assert_ne!(k.exact, para.exact);
+    }
+
+    #[test]
+    fn every_turn_of_a_conversation_has_the_thread_of_its_first_turn() {
+        let first = r#"{"model":"auto","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Explain entanglement."}]}"#;
+        let later = r#"{"model":"auto","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Explain entanglement."},{"role":"assistant","content":"It is a correlation."},{"role":"user","content":"Shorter?"}]}"#;
+        let t = thread_of(&req(first), "t1").unwrap();
+        assert_eq!(thread_of(&req(later), "t1"), Some(t));
+        // the cache key carries the same thread
+        assert_eq!(CacheKey::new(&req(later), "t1", "auto").unwrap().thread, t);
+        assert_ne!(thread_of(&req(later), "t2"), Some(t), "threads are per tenant");
+        let other = first.replace("Explain entanglement.", "Explain superposition.");
+        assert_ne!(thread_of(&req(&other), "t1"), Some(t));
+        assert_eq!(thread_of(&req(r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#), "t1"), None);
     }
 
     #[test]

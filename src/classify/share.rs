@@ -235,6 +235,8 @@ struct TrackerState {
     decisions: u64,
     premium: u64,
     dialled: u64,
+    /// Decisions premium only because of affinity (dialled ones included).
+    affinity: u64,
 }
 
 impl TrackerState {
@@ -257,6 +259,7 @@ impl ShareTracker {
                 decisions: 0,
                 premium: 0,
                 dialled: 0,
+                affinity: 0,
             }),
         }
     }
@@ -280,6 +283,9 @@ pub struct ShareStats {
     pub decisions: u64,
     pub premium: u64,
     pub dialled: u64,
+    /// Decisions premium only because their conversation already was: at the configured share
+    /// they are inside `realised` (and `premium`), taken out of what the score window is asked for.
+    pub affinity: u64,
 }
 
 /// A [`Router`] whose threshold follows live traffic so that the configured premium share holds.
@@ -348,12 +354,14 @@ impl LiveRouter {
         };
         let by_score = score >= threshold;
         let premium = by_score || ask.sticky_premium;
+        let forced = premium && !by_score;
         st.scores.push(score);
         st.seen += 1;
+        st.affinity += u64::from(forced);
         if ask.dial.is_some() {
             st.dialled += 1;
         } else {
-            st.outcomes.push(Outcome { premium, forced: premium && !by_score });
+            st.outcomes.push(Outcome { premium, forced });
             st.decisions += 1;
             st.premium += u64::from(premium);
             if let OperatingPoint::Share(s) = st.point {
@@ -363,12 +371,7 @@ impl LiveRouter {
             }
         }
         drop(st);
-        Routed {
-            tier: if premium { TierChoice::Premium } else { TierChoice::Cheap },
-            score,
-            threshold,
-            forced: premium && !by_score,
-        }
+        Routed { tier: if premium { TierChoice::Premium } else { TierChoice::Cheap }, score, threshold, forced }
     }
 
     /// The threshold for `share` on this window: the training calibration at first, blended
@@ -441,6 +444,7 @@ impl LiveRouter {
             decisions: st.decisions,
             premium: st.premium,
             dialled: st.dialled,
+            affinity: st.affinity,
         }
     }
 }
@@ -571,11 +575,12 @@ mod tests {
     fn affinity_forced_premium_is_counted_inside_the_share() {
         let r = live(0.3);
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        let (mut n, mut p, mut forced) = (0, 0, 0);
+        let (mut n, mut p, mut forced, mut all_forced) = (0, 0, 0, 0);
         for i in 0..6000 {
             // one request in ten continues a conversation that already went premium
             let ask = Ask { tenant: "default", sticky_premium: i % 10 == 0, ..Ask::default() };
             let d = r.decide_score(rng.gen(), &ask);
+            all_forced += u64::from(d.forced);
             if i >= 1000 {
                 n += 1;
                 p += usize::from(d.tier == TierChoice::Premium);
@@ -584,6 +589,8 @@ mod tests {
         }
         let got = p as f32 / n as f32;
         assert!(forced > 0);
+        // every affinity-forced decision is counted (`/metrics` shows it)
+        assert_eq!(r.stats()[0].affinity, all_forced);
         assert!((got - 0.3).abs() < 0.015, "realised {got} with {forced} forced");
     }
 

@@ -273,6 +273,10 @@ fn meta_headers(resp: &mut Response, m: &crate::pipeline::Meta, rid: &str) {
     if let Some(t) = m.route_threshold {
         set(h, "x-switchyard-route-threshold", format!("{t:.4}"));
     }
+    // the score alone would have gone cheap: the conversation's earlier premium turn decided
+    if m.route_affinity {
+        set(h, "x-switchyard-route-affinity", "premium");
+    }
 }
 
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -45,7 +45,7 @@ pub(super) fn as_f64(x: f32) -> f64 {
 /// and each tenant with one, by tenant id (a hash; keys never appear here).
 fn route_shares(out: &mut String, stats: &[ShareStats]) {
     type Series = (&'static str, &'static str, &'static str, fn(&ShareStats) -> Option<f64>);
-    let series: [Series; 5] = [
+    let series: [Series; 6] = [
         ("switchyard_route_premium_share_target", "gauge", "The configured premium share (absent for a fixed router.threshold).", |s| {
             s.target.map(as_f64)
         }),
@@ -64,6 +64,12 @@ fn route_shares(out: &mut String, stats: &[ShareStats]) {
         ("switchyard_route_dialled_total", "counter", "Routing decisions at a per-request x-switchyard-premium-share.", |s| {
             Some(s.dialled as f64)
         }),
+        (
+            "switchyard_route_affinity_total",
+            "counter",
+            "Routing decisions sent premium only because their conversation already was (inside the realised share).",
+            |s| Some(s.affinity as f64),
+        ),
     ];
     for (name, kind, help, value) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
