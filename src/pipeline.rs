@@ -518,13 +518,10 @@ impl Gateway {
                     tenant_share: ctx.tenant_share,
                     dial: ctx.premium_share,
                     sticky_premium,
+                    // the key's spend is past its soft budget level: premium is off for this key
+                    premium_off: ctx.premium_off,
                 };
-                let mut d = self.router.decide_score(score, &ask);
-                // the key's spend is past its soft budget level: premium is off for this key
-                if ctx.premium_off && d.tier == TierChoice::Premium {
-                    d.tier = TierChoice::Cheap;
-                    d.forced = false;
-                }
+                let d = self.router.decide_score(score, &ask);
                 if let Some(t) = thread {
                     let mut threads = self.threads.lock();
                     if threads.len() >= AFFINITY_CAP {

@@ -207,6 +207,10 @@ pub struct Ask<'a> {
     pub dial: Option<f32>,
     /// The conversation already went premium (affinity): premium whatever the score.
     pub sticky_premium: bool,
+    /// The key is past its soft budget level: cheap whatever the score or the conversation. Its
+    /// score stays out of the window and its outcome out of the feedback (counted with the dialled
+    /// decisions), so the other tenants' share is not raised to make up for it.
+    pub premium_off: bool,
 }
 
 /// A routing decision with what explains it.
@@ -353,12 +357,16 @@ impl LiveRouter {
             },
         };
         let by_score = score >= threshold;
-        let premium = by_score || ask.sticky_premium;
+        let premium = !ask.premium_off && (by_score || ask.sticky_premium);
         let forced = premium && !by_score;
-        st.scores.push(score);
-        st.seen += 1;
+        // a key past its soft budget is not eligible for premium: its scores would skew the
+        // window the others are ranked in
+        if !ask.premium_off {
+            st.scores.push(score);
+            st.seen += 1;
+        }
         st.affinity += u64::from(forced);
-        if ask.dial.is_some() {
+        if ask.dial.is_some() || ask.premium_off {
             st.dialled += 1;
         } else {
             st.outcomes.push(Outcome { premium, forced });
@@ -617,6 +625,33 @@ mod tests {
         }
         let (dialled, others) = (dp as f32 / dn as f32, p as f32 / n as f32);
         assert!((dialled - 0.1).abs() < 0.02, "dialled {dialled}");
+        assert!((others - 0.3).abs() < 0.02, "others {others}");
+        assert_eq!(r.stats()[0].dialled, 4000);
+    }
+
+    #[test]
+    fn a_key_past_its_soft_budget_stays_cheap_without_raising_the_others_share() {
+        let r = live(0.3);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let (mut n, mut p, mut off_premium) = (0, 0, 0);
+        for i in 0..8000 {
+            // half the traffic is a key past its soft budget, with hard prompts and premium threads
+            let off = i % 2 == 0;
+            let ask = Ask { tenant: "default", premium_off: off, sticky_premium: off, ..Ask::default() };
+            let d = r.decide_score(if off { 3.0 } else { rng.gen() }, &ask);
+            let premium = usize::from(d.tier == TierChoice::Premium);
+            if off {
+                off_premium += premium;
+                assert!(!d.forced);
+            } else if i >= 1000 {
+                n += 1;
+                p += premium;
+            }
+        }
+        assert_eq!(off_premium, 0, "premium is off for that key, affinity included");
+        // its cheap outcomes are kept out of the feedback: the others get the configured share,
+        // not more to make up for it
+        let others = p as f32 / n as f32;
         assert!((others - 0.3).abs() < 0.02, "others {others}");
         assert_eq!(r.stats()[0].dialled, 4000);
     }
