@@ -339,6 +339,13 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
         routers.insert("prompt-length".to_string(), curve(&length, &cheap, &premium, Grid::Qcut10));
         routers.insert("random".to_string(), random_curve(&cheap, &premium));
         routers.insert("oracle".to_string(), curve(&gain, &cheap, &premium, Grid::Exact));
+        // where every row has a cross-model difficulty (AlpacaEval: 54 other models judged on the
+        // same instruction), ranking by it shows how far a router reading only the text could go:
+        // a ceiling known only after judging, not a router
+        let difficulty: Option<Vec<f64>> = rows.iter().map(|r| r.difficulty.map(|d| 1.0 - 2.0 * d)).collect();
+        if let Some(d) = difficulty.filter(|d| !d.is_empty()) {
+            routers.insert("difficulty-after-judging".to_string(), curve(&d, &cheap, &premium, Grid::Qcut10));
+        }
         if let Some(l) = lookup {
             routers.insert("category-lookup".to_string(), curve(l, &cheap, &premium, Grid::Qcut10));
         }
@@ -472,15 +479,16 @@ pub fn write_report(report: &RoutingReport, out: &Path) -> std::io::Result<()> {
     }
     std::fs::write(out.join("report.md"), md)?;
     for d in &report.datasets {
-        let series: Vec<Series> = ["switchyard", "category-lookup", "prompt-length", "random", "oracle"]
-            .iter()
-            .filter_map(|n| d.routers.get(*n).map(|c| (n, c)))
-            .map(|(n, c)| Series {
-                name: format!("{n} (APGR {:.3})", c.apgr),
-                points: c.curve.iter().map(|p| (p[0], p[1])).collect(),
-                dashed: *n != "switchyard",
-            })
-            .collect();
+        let series: Vec<Series> =
+            ["switchyard", "category-lookup", "prompt-length", "random", "difficulty-after-judging", "oracle"]
+                .iter()
+                .filter_map(|n| d.routers.get(*n).map(|c| (n, c)))
+                .map(|(n, c)| Series {
+                    name: format!("{n} (APGR {:.3})", c.apgr),
+                    points: c.curve.iter().map(|p| (p[0], p[1])).collect(),
+                    dashed: *n != "switchyard",
+                })
+                .collect();
         let lo = d.cheap_quality.min(d.premium_quality) - 0.05;
         let hi = d
             .routers
