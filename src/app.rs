@@ -154,7 +154,7 @@ pub fn train_router(
     router.save(out)?;
     let mut md = format!(
         "# Router training report\n\nLearner: a mixture of per-source heads (`gated-heads`): one ridge regression per source \
-         group (lambda = {lambda}, raised for small groups) of the quality gain premium - cheap (averaged with 1 - 2 x difficulty \
+         group (lambda = {lambda}, raised on the embedding dimensions for small groups, the text features keep it) of the quality gain premium - cheap (averaged with 1 - 2 x difficulty \
          where the data has a cross-model difficulty) on the 384-d MiniLM embedding + 12 text features, each head z-scored on its \
          own training prompts, mixed by a group-balanced linear softmax gate. Heads: {}.\n\nCheap model `{cheap}`, premium model `{premium}` \
          (files of another pair use their own cheap model).\n\n\

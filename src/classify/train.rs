@@ -447,7 +447,10 @@ mod tests {
             v[noise] = if i % 3 == 0 { 0.5 } else { 0.0 };
             v[10 + i % 50] = 0.2;
             vecs.push(v);
-            rows.push(row(i, source, format!("{source} prompt {i}"), if hard { 0.0 } else { 1.0 }, 1.0));
+            // distinct prompts whose text features are the same within a source (no digits, one
+            // length): the signal is in the embedding only, as the test intends
+            let tag: String = [i / 676, i / 26 % 26, i % 26].iter().map(|d| char::from(b'a' + *d as u8)).collect();
+            rows.push(row(i, source, format!("{source} prompt {tag}"), if hard { 0.0 } else { 1.0 }, 1.0));
         }
         let r = fit(&rows, &vecs, 1.0, ("c", "p", vec![])).unwrap();
         let names: Vec<&str> = r.file().heads.iter().map(|h| h.name.as_str()).collect();
