@@ -287,10 +287,12 @@ pub fn fit(
     let ys: Vec<f64> = rows.iter().map(target).collect();
     let (names, of) = groups(rows);
     let mut heads = Vec::new();
+    let mut head_means = Vec::new();
     for (g, name) in names.iter().enumerate() {
         let idx: Vec<usize> = (0..n).filter(|i| of[*i] == g).collect();
         let distinct: std::collections::HashSet<&str> = idx.iter().map(|i| rows[*i].prompt.as_str()).collect();
         let gx: Vec<Vec<f64>> = idx.iter().map(|i| xs[*i].clone()).collect();
+        head_means.push((0..DIM).map(|j| (gx.iter().map(|x| x[j]).sum::<f64>() / gx.len() as f64) as f32).collect());
         let gy: Vec<f64> = idx.iter().map(|i| ys[*i]).collect();
         let fitted = ridge(&gx, &vec![1.0; gx.len()], &[gy], &head_penalty(lambda, distinct.len()))?;
         let train: Vec<f64> = gx.iter().map(|x| dot(x, &fitted[0].0) + fitted[0].1).collect();
@@ -318,6 +320,7 @@ pub fn fit(
         gate,
         gate_temperature: GATE_TEMPERATURE,
         mean,
+        head_means,
         quantiles: vec![0.0; 101],
         trained_on: meta.2,
         cheap_model: meta.0.into(),
@@ -477,6 +480,45 @@ mod tests {
             let min_hard = hard.iter().copied().fold(f32::INFINITY, f32::min);
             let max_easy = easy.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             assert!(min_hard > max_easy, "{source}: hard from {min_hard}, easy up to {max_easy}");
+        }
+    }
+
+    #[test]
+    fn an_explanation_adds_up_to_the_score_and_measures_each_head_from_its_own_prompts() {
+        // every "quiz" prompt ends in a question mark, one "chat" prompt in ten does (all of them
+        // hard ones, so the chat head weighs it): against the pooled mean, mostly quiz, every chat
+        // prompt would seem to lack a question mark; against its own kind it hardly does
+        let (mut rows, mut vecs) = (Vec::new(), Vec::new());
+        for i in 0..400 {
+            let (source, home) = if i % 4 == 0 { ("chat", 1) } else { ("quiz", 0) };
+            let hard = (i / 4) % 2 == 0;
+            let mut v = vec![0.0f32; EMBED_DIM];
+            v[home] = 1.0;
+            v[2 + home] = if hard { 0.5 } else { 0.0 };
+            v[10 + i % 50] = 0.2;
+            vecs.push(v);
+            let mark = if source == "quiz" || (hard && i % 40 == 0) { "?" } else { "" };
+            rows.push(row(i, source, format!("{source} prompt {i}{mark}"), if hard { 0.0 } else { 1.0 }, 1.0));
+        }
+        let r = fit(&rows, &vecs, 1.0, ("c", "p", vec![])).unwrap();
+        assert_eq!(r.file().head_means.len(), 2);
+        let mut pooled_file = r.file().clone();
+        pooled_file.head_means.clear();
+        let pooled = TrainedRouter::from_file(pooled_file).unwrap();
+        let qmark = |parts: &[crate::classify::Feature]| {
+            parts.iter().find(|f| f.name == "has_qmark").map(|f| f.contribution.abs()).unwrap()
+        };
+        for i in [4, 12, 20] {
+            let mut x = vecs[i].clone();
+            x.extend_from_slice(&crate::classify::features::text_features(&rows[i].prompt));
+            let p = r.gate_weights(&x);
+            for router in [&r, &pooled] {
+                let sum: f32 = router.parts(&x, &p).iter().map(|f| f.contribution).sum();
+                assert!((sum - r.score_x(&x)).abs() < 1e-3, "parts {sum} vs score {}", r.score_x(&x));
+            }
+            let (own, against_pooled) = (qmark(&r.parts(&x, &p)), qmark(&pooled.parts(&x, &p)));
+            assert!(against_pooled > 0.05, "the chat head weighs the question mark: {against_pooled}");
+            assert!(own < against_pooled / 3.0, "chat row {i}: {own} against its kind, {against_pooled} pooled");
         }
     }
 

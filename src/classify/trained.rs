@@ -50,6 +50,11 @@ pub struct RouterFile {
     pub gate_temperature: f32,
     /// Training means of x, per dimension.
     pub mean: Vec<f32>,
+    /// Each head's own training means of x (one row per head; empty in files from before they were
+    /// kept). Explanations measure a prompt against the prompts of its own kind: against the
+    /// pooled mean, which is mostly MMLU, every chat instruction "lacks" answer options.
+    #[serde(default)]
+    pub head_means: Vec<Vec<f32>>,
     /// Training-score quantiles q_0 … q_100: the threshold for premium share s is q_{100(1−s)}.
     pub quantiles: Vec<f32>,
     pub trained_on: Vec<String>,
@@ -80,6 +85,12 @@ impl TrainedRouter {
         }
         if file.heads.iter().chain(&file.gate).any(|l| l.weights.len() != DIM) || file.mean.len() != DIM {
             return Err(format!("expected {DIM} weights and means per head and gate row"));
+        }
+        if !file.head_means.is_empty()
+            && (file.head_means.len() != file.heads.len()
+                || file.head_means.iter().any(|m| m.len() != DIM || !m.iter().all(|x| x.is_finite())))
+        {
+            return Err(format!("expected no head means or {DIM} finite ones per head"));
         }
         if file.quantiles.len() != 101 {
             return Err("expected 101 calibration quantiles".into());
@@ -147,6 +158,40 @@ impl TrainedRouter {
     pub fn score_x(&self, x: &[f32]) -> f32 {
         self.score_input(x)
     }
+
+    /// The score of `x` split into the 12 text features, the embedding and the average prompt of
+    /// the prompt's kind: the parts sum to the score. Each head's part is measured from the mean
+    /// of its own training prompts (the pooled mean for files without them), as
+    /// score = Σ_h p_h (b_h + w_h·m_h) + Σ_j Σ_h p_h w_hj (x_j − m_hj).
+    pub(crate) fn parts(&self, x: &[f32], p: &[f32]) -> Vec<Feature> {
+        let means: Vec<&[f32]> = (0..self.file.heads.len())
+            .map(|h| self.file.head_means.get(h).map_or(self.file.mean.as_slice(), Vec::as_slice))
+            .collect();
+        let contrib = |j: usize| {
+            self.file.heads.iter().zip(p).zip(&means).map(|((h, p), m)| p * h.weights[j] * (x[j] - m[j])).sum::<f32>()
+        };
+        let mut parts: Vec<Feature> = features::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Feature { name: (*n).to_string(), contribution: contrib(EMBED_DIM + i) })
+            .collect();
+        parts.push(Feature {
+            name: "embedding (what the prompt is about)".into(),
+            contribution: (0..EMBED_DIM).map(contrib).sum(),
+        });
+        parts.push(Feature {
+            name: "average prompt of its kind".into(),
+            contribution: self
+                .file
+                .heads
+                .iter()
+                .zip(p)
+                .zip(&means)
+                .map(|((h, p), m)| p * (h.bias + h.weights.iter().zip(*m).map(|(w, m)| w * m).sum::<f32>()))
+                .sum(),
+        });
+        parts
+    }
 }
 
 impl Classifier for TrainedRouter {
@@ -172,23 +217,7 @@ impl Classifier for TrainedRouter {
                 contribution: 0.0,
             }));
         }
-        // contributions of the gate-weighted mixture of heads, relative to the training mean
-        let w = |j: usize| self.file.heads.iter().zip(&p).map(|(h, p)| p * h.weights[j]).sum::<f32>();
-        let contrib = |j: usize| w(j) * (x[j] - self.file.mean[j]);
-        let mut parts: Vec<Feature> = features::NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, n)| Feature { name: (*n).to_string(), contribution: contrib(EMBED_DIM + i) })
-            .collect();
-        parts.push(Feature {
-            name: "embedding (what the prompt is about)".into(),
-            contribution: (0..EMBED_DIM).map(contrib).sum(),
-        });
-        parts.push(Feature {
-            name: "average prompt".into(),
-            contribution: self.file.heads.iter().zip(&p).map(|(h, p)| p * h.bias).sum::<f32>()
-                + (0..DIM).map(|j| w(j) * self.file.mean[j]).sum::<f32>(),
-        });
+        let mut parts = self.parts(&x, &p);
         parts.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
         parts.truncate(6);
         out.extend(parts);
