@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from router_research import metrics  # noqa: E402
-from router_mix_research import ALPACA, MIXTRAL, PREMIUM, DS, fold, load_store, read  # noqa: E402
+from router_mix_research import ALPACA, MIXTRAL, PREMIUM, DS, fold, load_sets, load_store, read  # noqa: E402
 
 GROUP_PENALTY_ROWS = 8000.0
 GATE_LAMBDA = 0.1
@@ -98,12 +98,7 @@ def load(cache=None):
     import os, pickle
     if cache and os.path.exists(cache):
         return pickle.load(open(cache, "rb"))
-    store = load_store()
-    sets = {"mmlu": DS("mmlu", read("mmlu_dev.jsonl"), store),
-            "gsm8k": DS("gsm8k", read("gsm8k_dev.jsonl"), store),
-            "arena": DS("arena", read("arena_bench_v1.jsonl"), store)}
-    for k, f in ALPACA.items():
-        sets["alpaca-" + k] = DS("alpaca-" + k, read(f), store)
+    sets = load_sets(load_store())
     a = [sets["alpaca-" + k] for k in ALPACA]
     assert all(x.texts == a[0].texts for x in a)
     if cache:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from router_mix_research import ALPACA, DS, fold, load_store, read  # noqa: E402
+from router_mix_research import ALPACA, DS, fold, load_sets, load_store, read  # noqa: E402
 from router_research import metrics  # noqa: E402
 
 K = 5
@@ -33,12 +33,7 @@ SRC = ["alpaca", "arena", "gsm8k", "mmlu"]  # sorted group names, as in Rust
 
 
 def load():
-    store = load_store()
-    sets = {"mmlu": DS("mmlu", read("mmlu_dev.jsonl"), store),
-            "gsm8k": DS("gsm8k", read("gsm8k_dev.jsonl"), store),
-            "arena": DS("arena", read("arena_bench_v1.jsonl"), store)}
-    for k, f in ALPACA.items():
-        sets["alpaca-" + k] = DS("alpaca-" + k, read(f), store)
+    sets = load_sets(load_store())
     m = sets["alpaca-mixtral"]
     for n in PAIRS:
         assert sets[n].texts == m.texts, n

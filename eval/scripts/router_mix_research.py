@@ -97,6 +97,18 @@ class DS:
         self.length = np.array([len(t) for t in self.texts], dtype=np.float64)
 
 
+def load_sets(store):
+    """Every routing dev file as a DS: mmlu, gsm8k, arena and one alpaca-<pair> per pair file."""
+    sets = {
+        "mmlu": DS("mmlu", read("mmlu_dev.jsonl"), store),
+        "gsm8k": DS("gsm8k", read("gsm8k_dev.jsonl"), store),
+        "arena": DS("arena", read("arena_bench_v1.jsonl"), store),
+    }
+    for k, f in ALPACA.items():
+        sets["alpaca-" + k] = DS("alpaca-" + k, read(f), store)
+    return sets
+
+
 def ridge(X, y, w, lam):
     mu = (X * w[:, None]).sum(0) / w.sum()
     Xc = X - mu
@@ -116,14 +128,7 @@ def main():
     ap.add_argument("--baselines", action="store_true")
     ap.add_argument("--spec", action="append", default=[])
     args = ap.parse_args()
-    store = load_store()
-    sets = {
-        "mmlu": DS("mmlu", read("mmlu_dev.jsonl"), store),
-        "gsm8k": DS("gsm8k", read("gsm8k_dev.jsonl"), store),
-        "arena": DS("arena", read("arena_bench_v1.jsonl"), store),
-    }
-    for k, f in ALPACA.items():
-        sets["alpaca-" + k] = DS("alpaca-" + k, read(f), store)
+    sets = load_sets(load_store())
     for n, d in sets.items():
         print(n, len(d.rows), "cheap", round(d.c.mean(), 3), "premium", round(d.p.mean(), 3), file=sys.stderr)
     if args.baselines:
