@@ -294,7 +294,7 @@ pub fn fit(
         let gx: Vec<Vec<f64>> = idx.iter().map(|i| xs[*i].clone()).collect();
         head_means.push((0..DIM).map(|j| (gx.iter().map(|x| x[j]).sum::<f64>() / gx.len() as f64) as f32).collect());
         let gy: Vec<f64> = idx.iter().map(|i| ys[*i]).collect();
-        let fitted = ridge(&gx, &vec![1.0; gx.len()], &[gy], &head_penalty(lambda, distinct.len()))?;
+        let fitted = ridge(&gx, &vec![1.0; gx.len()], &[gy], &head_penalty(lambda, distinct.len(), &gx))?;
         let train: Vec<f64> = gx.iter().map(|x| dot(x, &fitted[0].0) + fitted[0].1).collect();
         let m = train.iter().sum::<f64>() / train.len() as f64;
         let sd = (train.iter().map(|s| (s - m).powi(2)).sum::<f64>() / train.len() as f64).sqrt();
@@ -345,16 +345,33 @@ pub fn fit(
     Ok(router)
 }
 
-/// The ridge penalty of a head trained on `distinct` prompts, per input dimension. A small group
-/// overfits the 384 embedding dimensions, so their penalty grows as the group shrinks; the 12 text
-/// features keep `lambda` whatever the group's size. They are few, and what some sources need
-/// most: with the grown penalty on them too, the 293-prompt arena head could not even learn the
-/// prompt length it needed to beat the length baseline. Measured by 5-fold CV over 8 fold draws
-/// (`switchyard eval routing`, before → after): GSM8K 0.634 → 0.647, arena 0.510 → 0.541, MMLU
-/// and the chat files within ±0.003 (`eval/scripts/router_feature_research.py` found it).
-fn head_penalty(lambda: f64, distinct: usize) -> [f64; DIM] {
+/// The ridge penalty of a head trained on the rows `xs` (`distinct` prompts), per input dimension.
+/// A small group overfits the 384 embedding dimensions, so their penalty grows as the group
+/// shrinks; the 12 text features keep `lambda` whatever the group's size. They are few, and what
+/// some sources need most: with the grown penalty on them too, the 293-prompt arena head could not
+/// even learn the prompt length it needed to beat the length baseline. A feature that hardly varies
+/// in the group (fewer than [`MIN_FEATURE_SUPPORT`] rows off its median: one chat instruction
+/// with A./B. options) gets the grown penalty, or a single row would set its weight. Measured by
+/// 5-fold CV over 8 fold draws (`switchyard eval routing`, stop-10 recipe → this): GSM8K 0.634 →
+/// 0.654, arena 0.510 → 0.545, MMLU and the chat files within ±0.003
+/// (`eval/scripts/router_feature_research.py` found the first part).
+fn head_penalty(lambda: f64, distinct: usize, xs: &[Vec<f64>]) -> [f64; DIM] {
     let grown = lambda * (GROUP_PENALTY_ROWS / distinct.max(1) as f64).max(1.0);
-    std::array::from_fn(|j| if j < EMBED_DIM { grown } else { lambda })
+    std::array::from_fn(|j| if j < EMBED_DIM || support(xs, j) < MIN_FEATURE_SUPPORT { grown } else { lambda })
+}
+
+/// Rows off its median a text feature needs in a group to keep the base penalty there (10 and 30
+/// measured alike: GSM8K +0.006 either way, which has a few rare layout features; 30 also arena
+/// +0.004).
+const MIN_FEATURE_SUPPORT: usize = 30;
+
+/// How many rows of `xs` differ from the median in dimension `j` (for a 0/1 feature, how many
+/// have the rarer value).
+fn support(xs: &[Vec<f64>], j: usize) -> usize {
+    let mut v: Vec<f64> = xs.iter().map(|x| x[j]).collect();
+    v.sort_by(f64::total_cmp);
+    let median = v.get(v.len() / 2).copied().unwrap_or(0.0);
+    v.iter().filter(|x| (*x - median).abs() > 1e-9).count()
 }
 
 /// Distinct prompts at which a group's head is penalised with `lambda` itself; a group of n < this
@@ -544,11 +561,22 @@ mod tests {
 
     #[test]
     fn a_small_group_is_penalised_more_on_the_embedding_but_not_on_the_text_features() {
-        let small = head_penalty(1.0, 400);
+        // 400 rows: feature 0 varies on every row, feature 1 is 1 on only 5 rows, the rest are 0
+        let xs: Vec<Vec<f64>> = (0..400)
+            .map(|i| {
+                let mut x = vec![0.0; DIM];
+                x[EMBED_DIM] = i as f64;
+                x[EMBED_DIM + 1] = if i < 5 { 1.0 } else { 0.0 };
+                x
+            })
+            .collect();
+        let small = head_penalty(1.0, 400, &xs);
         assert!(small[..EMBED_DIM].iter().all(|p| *p == 20.0));
-        assert!(small[EMBED_DIM..].iter().all(|p| *p == 1.0));
-        let large = head_penalty(2.0, 20_000);
-        assert!(large.iter().all(|p| *p == 2.0));
+        assert_eq!(small[EMBED_DIM], 1.0, "a feature that varies keeps the base penalty");
+        assert_eq!(small[EMBED_DIM + 1], 20.0, "a feature set on 5 rows of 400 is not fitted from them");
+        assert_eq!(support(&xs, EMBED_DIM + 1), 5);
+        let large = head_penalty(2.0, 20_000, &xs);
+        assert!(large[..EMBED_DIM + 1].iter().all(|p| *p == 2.0));
     }
 
     #[test]
