@@ -292,7 +292,7 @@ pub fn fit(
         let idx: Vec<usize> = (0..n).filter(|i| of[*i] == g).collect();
         let distinct: std::collections::HashSet<&str> = idx.iter().map(|i| rows[*i].prompt.as_str()).collect();
         let gx: Vec<Vec<f64>> = idx.iter().map(|i| xs[*i].clone()).collect();
-        head_means.push((0..DIM).map(|j| (gx.iter().map(|x| x[j]).sum::<f64>() / gx.len() as f64) as f32).collect());
+        head_means.push(column_means(&gx));
         let gy: Vec<f64> = idx.iter().map(|i| ys[*i]).collect();
         let fitted = ridge(&gx, &vec![1.0; gx.len()], &[gy], &head_penalty(lambda, distinct.len(), &gx))?;
         let train: Vec<f64> = gx.iter().map(|x| dot(x, &fitted[0].0) + fitted[0].1).collect();
@@ -313,7 +313,7 @@ pub fn fit(
     } else {
         Vec::new()
     };
-    let mean: Vec<f32> = (0..DIM).map(|j| (xs.iter().map(|x| x[j]).sum::<f64>() / n as f64) as f32).collect();
+    let mean = column_means(&xs);
     let mut router = TrainedRouter::from_file(RouterFile {
         kind: "gated-heads".into(),
         heads,
@@ -375,9 +375,10 @@ fn support(xs: &[Vec<f64>], j: usize) -> usize {
 }
 
 /// Distinct prompts at which a group's head is penalised with `lambda` itself; a group of n < this
-/// gets `lambda · GROUP_PENALTY_ROWS / n` on its embedding dimensions. Chosen by 5-fold CV over 2000 / 4000 / 8000 / 16000
-/// (MMLU's 9.9k prompts then get 1, GSM8K's 900 about 9, the 468 chat instructions 17): larger
-/// values help the small chat groups by up to 0.005 APGR and cost the others nothing.
+/// gets `lambda · GROUP_PENALTY_ROWS / n` on its embedding dimensions. Chosen by 5-fold CV over
+/// 2000 / 4000 / 8000 / 16000 (MMLU's 9.9k prompts then get 1, GSM8K's 900 about 9, the 468 chat
+/// instructions 17): larger values help the small chat groups by up to 0.005 APGR and cost the
+/// others nothing.
 const GROUP_PENALTY_ROWS: f64 = 8000.0;
 /// Ridge penalty of the gate (one-vs-rest on the group labels). 0.1 against 1 and 10: a sharper
 /// gate lets MMLU prompts use the MMLU head alone (+0.01 APGR on MMLU, −0.005 on GSM8K).
@@ -385,6 +386,13 @@ const GATE_LAMBDA: f64 = 0.1;
 /// Sharpness of the gate: the one-vs-rest outputs are near 0/1, so 30 makes a clear group's
 /// weight ≈ 1 while a prompt between groups still mixes them (3 and 10 measured worse).
 const GATE_TEMPERATURE: f32 = 30.0;
+
+/// The mean of each input dimension over `xs` (the router file keeps them for explanations and
+/// for a prompt without an embedding).
+fn column_means(xs: &[Vec<f64>]) -> Vec<f32> {
+    let n = xs.len().max(1) as f64;
+    (0..DIM).map(|j| (xs.iter().map(|x| x[j]).sum::<f64>() / n) as f32).collect()
+}
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()

@@ -61,7 +61,7 @@ fn route_shares(out: &mut String, stats: &[ShareStats]) {
         ("switchyard_route_decisions_total", "counter", "Routing decisions at the configured operating point.", |s| {
             Some(s.decisions as f64)
         }),
-        ("switchyard_route_dialled_total", "counter", "Routing decisions at a per-request x-switchyard-premium-share.", |s| {
+        ("switchyard_route_dialled_total", "counter", "Routing decisions kept out of the share: at a per-request x-switchyard-premium-share, or for a key past its soft budget.", |s| {
             Some(s.dialled as f64)
         }),
         (
