@@ -13,9 +13,9 @@ use tokio::sync::watch;
 
 use crate::api::{response_to_chunks, ChatChunk, ChatRequest, ChatResponse, ChunkAccumulator, GatewayError, Usage};
 use crate::cache::{
-    thread_of, unix_now, CacheKey, ExactKey, Hit, HitKind, Lookup, Namespace, SemanticCache, StoredAnswer,
+    thread_of, unix_now, CacheKey, ExactKey, Hit, HitKind, Lookup, SemanticCache, StoredAnswer, Thread,
 };
-use crate::classify::{Ask, LiveRouter, Routed, TierChoice};
+use crate::classify::{Affinity, Ask, LiveRouter, Routed, TierChoice};
 use crate::config::{Deployment, Price};
 use crate::embed::EmbedHandle;
 use crate::metrics::Metrics;
@@ -23,7 +23,7 @@ use crate::providers::Dispatcher;
 
 /// Characters per replayed SSE chunk when a cached answer is streamed.
 const REPLAY_PIECE: usize = 24;
-/// Threads remembered for routing affinity before the table is cleared.
+/// Premium threads remembered for routing affinity (the idlest are forgotten first).
 const AFFINITY_CAP: usize = 100_000;
 
 /// Who is asking: the tenant id (a hash of the gateway key, never the key) and what its key sets.
@@ -250,7 +250,7 @@ pub struct Gateway {
     /// How long a request waits for its embedding before it goes on without one (`embed.max_wait`).
     pub embed_wait: Duration,
     inflight: Mutex<HashMap<ExactKey, watch::Receiver<Flight>>>,
-    threads: Mutex<HashMap<Namespace, TierChoice>>,
+    threads: Affinity,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -282,7 +282,7 @@ impl Gateway {
             shared: None,
             embed_wait: Duration::from_millis(500),
             inflight: Mutex::default(),
-            threads: Mutex::default(),
+            threads: Affinity::new(AFFINITY_CAP),
         }
     }
 }
@@ -370,7 +370,7 @@ impl Gateway {
         // affinity follows the conversation whether or not the cache is in play (cache off,
         // `no-store`, a key without cache): the thread comes from the messages, not the cache key
         let thread = match (&route, self.affinity) {
-            (Route::Auto, true) => key.as_ref().map(|k| k.thread).or_else(|| thread_of(&req, &ctx.tenant)),
+            (Route::Auto, true) => thread_of(&req, &ctx.tenant),
             _ => None,
         };
         let (tier, mut targets, routed) = self.route(&route, &route_text, vector.as_deref(), thread, &ctx);
@@ -495,7 +495,7 @@ impl Gateway {
         route: &Route,
         prompt: &str,
         vector: Option<&[f32]>,
-        thread: Option<Namespace>,
+        thread: Option<Thread>,
         ctx: &RequestCtx,
     ) -> (String, Vec<Deployment>, Option<Routed>) {
         let (tier, routed) = match route {
@@ -512,7 +512,7 @@ impl Gateway {
             Route::Auto => {
                 // score outside any lock; the thread table is only held for a lookup and an insert
                 let score = self.router.router().score(prompt, vector);
-                let sticky_premium = thread.is_some_and(|t| self.threads.lock().get(&t) == Some(&TierChoice::Premium));
+                let sticky_premium = thread.is_some_and(|t| self.threads.is_premium(&t));
                 let ask = Ask {
                     tenant: &ctx.tenant,
                     tenant_share: ctx.tenant_share,
@@ -522,16 +522,8 @@ impl Gateway {
                     premium_off: ctx.premium_off,
                 };
                 let d = self.router.decide_score(score, &ask);
-                if let Some(t) = thread {
-                    let mut threads = self.threads.lock();
-                    if threads.len() >= AFFINITY_CAP {
-                        threads.clear();
-                    }
-                    // premium wins a race between two turns of one thread: never move it down
-                    let slot = threads.entry(t).or_insert(d.tier);
-                    if d.tier == TierChoice::Premium {
-                        *slot = TierChoice::Premium;
-                    }
+                if let (Some(t), TierChoice::Premium) = (thread, d.tier) {
+                    self.threads.remember_premium(&t);
                 }
                 let name = match d.tier {
                     TierChoice::Cheap => self.cheap_tier.clone(),

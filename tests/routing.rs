@@ -108,3 +108,31 @@ async fn a_conversation_stays_premium_when_the_cache_is_not_in_play() {
         g.shutdown().await;
     }
 }
+
+/// Two conversations that open with the same greeting: a premium turn in one must not pull the
+/// other up. They part at their first reply, which differs.
+#[tokio::test]
+async fn a_premium_turn_holds_its_own_conversation_not_every_one_that_opened_alike() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "[router]\npremium_share = 0.3")).await;
+    let turn = |reply: &str, next: &str| json!([{"role": "user", "content": EASY}, {"role": "assistant", "content": reply}, {"role": "user", "content": next}]);
+    let (_, h, _) = post_chat(&g, &auto(json!([{"role": "user", "content": EASY}])), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "cheap");
+    // conversation A asks something hard on its second turn
+    let (_, h, _) = post_chat(&g, &auto(turn("Hello! How can I help?", HARD)), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "premium");
+    // conversation B, same greeting, another reply, an easy second turn: routed on its own
+    let (_, h, _) = post_chat(&g, &auto(turn("Hi! What is on your mind?", EASY)), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "cheap", "B was pulled up by A");
+    assert!(h.get("x-switchyard-route-affinity").is_none());
+    // A's third turn is easy, and stays premium
+    let mut a3 = turn("Hello! How can I help?", HARD);
+    a3.as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": "Entanglement is ..."}),
+        json!({"role": "user", "content": EASY}),
+    ]);
+    let (_, h, _) = post_chat(&g, &auto(a3), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "premium", "A moved down");
+    assert_eq!(header(&h, "x-switchyard-route-affinity"), "premium");
+    g.shutdown().await;
+}

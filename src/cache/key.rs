@@ -23,9 +23,6 @@ pub struct CacheKey {
     pub exact: ExactKey,
     /// The text compared by meaning: the last user message, whitespace-normalised.
     pub query: String,
-    /// The thread: tenant plus every message up to and including the first user message. All
-    /// turns of one conversation share it (routing affinity uses it).
-    pub thread: Namespace,
 }
 
 /// Temperatures close together give answers of the same character; 0 stays apart from the rest.
@@ -52,8 +49,6 @@ impl CacheKey {
             _ => Vec::new(),
         };
         let query = normalise(&query_msg.text_content());
-
-        let thread = thread_of(req, tenant)?;
 
         let mut conv = Sha256::new();
         field(&mut conv, "tenant", tenant.as_bytes());
@@ -84,23 +79,48 @@ impl CacheKey {
         field(&mut ex, "ns", &namespace.0);
         field(&mut ex, "query", query.as_bytes());
         let exact = ExactKey(ex.finalize().into());
-        Some(CacheKey { namespace, exact, query, thread })
+        Some(CacheKey { namespace, exact, query })
     }
 }
 
-/// The conversation a request belongs to: tenant plus every message up to and including the
-/// first user message, so all turns of one conversation share it. Routing affinity needs it
-/// whether or not the cache is in play (cache off, `Cache-Control: no-store`, a key without
-/// cache), so it is computed on its own as well as inside [`CacheKey::new`]. `None` when the
-/// request has no user message.
-pub fn thread_of(req: &ChatRequest, tenant: &str) -> Option<Namespace> {
+/// Where a request sits in its conversation, for routing affinity. Computed from the messages,
+/// not the cache key, so affinity works whether or not the cache is in play (cache off,
+/// `Cache-Control: no-store`, a key without cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thread {
+    /// Tenant plus every message up to and including the first user message: what every turn
+    /// of the conversation carries, the first turn included.
+    pub opener: Namespace,
+    /// The opener plus every message up to and including the first assistant reply; `None` on
+    /// a first turn. Two conversations that open with the same message (a greeting, a stock
+    /// question) part here, because their replies differ; a premium turn after the reply is
+    /// remembered under this key, so it does not pull the other conversations up with it.
+    pub reply: Option<Namespace>,
+}
+
+impl Thread {
+    /// The key this turn's premium decision is remembered under.
+    pub fn slot(&self) -> Namespace {
+        self.reply.unwrap_or(self.opener)
+    }
+}
+
+/// The [`Thread`] of a request; `None` when it has no user message.
+pub fn thread_of(req: &ChatRequest, tenant: &str) -> Option<Thread> {
     let first_user = req.messages.iter().position(|m| m.role == Role::User)?;
     let mut th = Sha256::new();
     field(&mut th, "tenant", tenant.as_bytes());
     for m in &req.messages[..=first_user] {
         field(&mut th, "m", &serde_json::to_vec(m).unwrap_or_default());
     }
-    Some(Namespace(truncate16(th.finalize().into())))
+    let opener = Namespace(truncate16(th.clone().finalize().into()));
+    let reply = req.messages[first_user + 1..].iter().position(|m| m.role == Role::Assistant).map(|i| {
+        for m in &req.messages[first_user + 1..=first_user + 1 + i] {
+            field(&mut th, "m", &serde_json::to_vec(m).unwrap_or_default());
+        }
+        Namespace(truncate16(th.finalize().into()))
+    });
+    Some(Thread { opener, reply })
 }
 
 /// Length-prefixed so that no two different field sequences hash the same.
@@ -148,16 +168,31 @@ mod tests {
     }
 
     #[test]
-    fn every_turn_of_a_conversation_has_the_thread_of_its_first_turn() {
+    fn every_turn_of_a_conversation_shares_its_opener_and_parts_from_others_at_the_reply() {
         let first = r#"{"model":"auto","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Explain entanglement."}]}"#;
         let later = r#"{"model":"auto","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Explain entanglement."},{"role":"assistant","content":"It is a correlation."},{"role":"user","content":"Shorter?"}]}"#;
-        let t = thread_of(&req(first), "t1").unwrap();
-        assert_eq!(thread_of(&req(later), "t1"), Some(t));
-        // the cache key carries the same thread
-        assert_eq!(CacheKey::new(&req(later), "t1", "auto").unwrap().thread, t);
-        assert_ne!(thread_of(&req(later), "t2"), Some(t), "threads are per tenant");
+        let t1 = thread_of(&req(first), "t1").unwrap();
+        assert_eq!(t1.reply, None);
+        assert_eq!(t1.slot(), t1.opener);
+        let t2 = thread_of(&req(later), "t1").unwrap();
+        assert_eq!(t2.opener, t1.opener);
+        let reply = t2.reply.expect("a turn after a reply has a reply key");
+        assert_eq!(t2.slot(), reply);
+        // a third turn carries the same opener and reply
+        let third = later.replace(
+            r#""Shorter?"}"#,
+            r#""Shorter?"},{"role":"assistant","content":"Linked."},{"role":"user","content":"Thanks"}"#,
+        );
+        assert_eq!(thread_of(&req(&third), "t1"), Some(t2));
+        // another conversation with the same opener parts at its own reply
+        let other_reply = later.replace("It is a correlation.", "Two particles share one state.");
+        let t3 = thread_of(&req(&other_reply), "t1").unwrap();
+        assert_eq!(t3.opener, t1.opener);
+        assert_ne!(t3.reply, Some(reply));
+
+        assert_ne!(thread_of(&req(later), "t2").unwrap().opener, t1.opener, "threads are per tenant");
         let other = first.replace("Explain entanglement.", "Explain superposition.");
-        assert_ne!(thread_of(&req(&other), "t1"), Some(t));
+        assert_ne!(thread_of(&req(&other), "t1").unwrap().opener, t1.opener);
         assert_eq!(thread_of(&req(r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#), "t1"), None);
     }
 

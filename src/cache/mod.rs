@@ -19,7 +19,7 @@ use parking_lot::RwLock;
 
 use crate::api::ChatResponse;
 pub use index::{HnswParams, VectorIndex};
-pub use key::{thread_of, CacheKey, ExactKey, Namespace};
+pub use key::{thread_of, CacheKey, ExactKey, Namespace, Thread};
 pub use rule::{CacheRule, RuleKind};
 pub use shared::{SharedSettings, SharedTier};
 

@@ -5,12 +5,14 @@
 //! router's score is the expected quality gain; the baseline's is in 0..1). The [`Router`] turns the
 //! score into a tier with a threshold.
 
+mod affinity;
 mod baseline;
 pub mod features;
 pub mod share;
 pub mod train;
 pub mod trained;
 
+pub use affinity::Affinity;
 pub use baseline::LengthBaseline;
 pub use share::{Ask, LiveRouter, OperatingPoint, Routed, ShareSettings, ShareStats};
 pub use trained::TrainedRouter;

@@ -635,7 +635,7 @@ fn probe_cache(cache: &SemanticCache) {
         for ex in 0..8u8 {
             let mut e = [0u8; 32];
             e[0] = ex;
-            let key = CacheKey { namespace: Namespace(n), exact: ExactKey(e), query: "q".into(), thread: Namespace(n) };
+            let key = CacheKey { namespace: Namespace(n), exact: ExactKey(e), query: "q".into() };
             if let Some(hit) = cache.exact(&key, &Lookup::default()) {
                 let _ = serde_json::to_vec(&hit.entry.answer.response);
             }
