@@ -464,6 +464,22 @@ impl Gateway {
         })
     }
 
+    /// The input tokens of `req` as the upstream that would serve it counts them (Anthropic's
+    /// count endpoint; see [`Dispatcher::count_tokens`]). `auto` may land on either tier: the
+    /// premium tier's deployments are asked first, then the cheap tier's.
+    pub async fn count_tokens(&self, req: &ChatRequest) -> Result<u64, GatewayError> {
+        let targets: Vec<Deployment> = match self.resolve(&req.model)? {
+            Route::Auto => [&self.premium_tier, &self.cheap_tier]
+                .into_iter()
+                .filter_map(|t| self.tiers.get(t))
+                .flat_map(Tier::order)
+                .collect(),
+            Route::Tier(t) => self.tiers.get(&t).map(Tier::order).unwrap_or_default(),
+            Route::Model(ds) => ds,
+        };
+        self.dispatch.count_tokens(&targets, req).await
+    }
+
     fn resolve(&self, model: &str) -> Result<Route, GatewayError> {
         if model == self.router_alias {
             return Ok(Route::Auto);

@@ -210,3 +210,75 @@ async fn messages_api_through_an_anthropic_upstream_and_a_gemini_one() {
     assert!(ev.iter().any(|(n, d)| n == "content_block_delta" && d["delta"]["type"] == "text_delta"));
     g.shutdown().await;
 }
+
+async fn count(g: &switchyard::app::Running, body: &Value, key: Option<&str>) -> (u16, Value) {
+    let mut rb =
+        reqwest::Client::new().post(url(g, "/v1/messages/count_tokens")).header("anthropic-version", "2023-06-01");
+    if let Some(k) = key {
+        rb = rb.header("x-api-key", k);
+    }
+    let r = rb.json(body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// `POST /v1/messages/count_tokens` (the SDK's `messages.count_tokens`): the Anthropic deployment
+/// the model would use counts, on the same translation as a call, with only the fields the count
+/// endpoint takes; a model without an Anthropic deployment gets a 400 that says so.
+#[tokio::test]
+async fn messages_count_tokens_is_asked_of_the_anthropic_deployment() {
+    use common::providers::{config, ProviderMock, Reply, ANTHROPIC_KEY};
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5"], Some(&a), None)).await;
+    let short = json!({"model": "auto", "system": "Be brief.",
+        "messages": [{"role": "user", "content": "What is a river delta?"}]});
+    let (status, body) = count(&g, &short, None).await;
+    assert_eq!(status, 200, "{body}");
+    // the mock's count: 2 system words + 3 + 5 message words
+    assert_eq!(body, json!({"input_tokens": 10}));
+    let seen = a.last();
+    assert_eq!(seen.path, "/v1/messages/count_tokens");
+    assert_eq!(seen.header("x-api-key"), ANTHROPIC_KEY);
+    assert_eq!(seen.body["model"], "claude-haiku-4-5");
+    assert_eq!(seen.body["system"], "Be brief.");
+    assert!(seen.body.get("max_tokens").is_none(), "{}", seen.body);
+    assert_eq!(a.calls(), 0, "a count is not a generation");
+
+    // a longer conversation with tools counts more, and a tool_result turn is translated as for a call
+    let long = json!({"model": "claude-haiku-4-5", "system": "Be brief.",
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"}, {"type": "text", "text": "And tomorrow in Lyon?"}]},
+        ],
+        "tools": [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]});
+    let (status, body) = count(&g, &long, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["input_tokens"].as_u64().unwrap() > 10, "{body}");
+    assert_eq!(a.last().body["tools"][0]["name"], "get_weather");
+
+    // bad input: Anthropic-shaped errors
+    let (status, body) =
+        count(&g, &json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}), None).await;
+    assert_eq!((status, body["error"]["type"].as_str()), (404, Some("not_found_error")));
+    let (status, body) = count(&g, &json!({"model": "auto"}), None).await;
+    assert_eq!((status, body["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{body}");
+    // the provider's refusal comes back as a 400, its key scrubbed
+    a.then(Reply::Error(400, "invalid_request_error", format!("prompt too long for key {ANTHROPIC_KEY}")));
+    let (status, body) = count(&g, &short, None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("prompt too long"), "{body}");
+    assert!(!body.to_string().contains(ANTHROPIC_KEY), "{body}");
+    g.shutdown().await;
+
+    // an OpenAI-compatible upstream has no count endpoint: a 400 that says why; keys still apply
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, r#"gateway_keys = "key-a""#)).await;
+    let (status, body) = count(&g, &short, Some("wrong")).await;
+    assert_eq!((status, body["error"]["type"].as_str()), (401, Some("authentication_error")));
+    let (status, body) = count(&g, &short, Some("key-a")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["type"], "error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("needs an Anthropic deployment"), "{body}");
+    assert_eq!(cheap.calls() + premium.calls(), 0);
+    g.shutdown().await;
+}

@@ -178,6 +178,18 @@ fn with_cc(mut v: Value, cache_control: &Option<Value>) -> Value {
 
 /// The OpenAI-shaped request for a Messages request. Built as JSON and parsed by
 /// [`ChatRequest`]'s own deserialiser, so it meets exactly the checks a chat request meets.
+/// A `POST /v1/messages/count_tokens` body: a Messages request without `max_tokens` (the count
+/// endpoint takes none), translated like a call so the count is of what a call would send.
+pub fn count_request(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
+    let mut v: Value = super::parse_json(bytes)?;
+    if let Some(fields) = v.as_object_mut() {
+        fields.entry("max_tokens").or_insert(json!(1));
+    }
+    let req: MessagesRequest =
+        serde_json::from_value(v).map_err(|e| GatewayError::invalid(format!("invalid request: {e}"), None))?;
+    to_chat_request(req)
+}
+
 pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError> {
     if req.messages.is_empty() {
         return Err(invalid("`messages` must hold at least one message", "messages"));

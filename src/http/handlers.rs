@@ -95,6 +95,41 @@ pub async fn messages(
     handle(&state, &headers, body, parse, render_messages, super::anthropic_error_response).await
 }
 
+/// `POST /v1/messages/count_tokens`: Anthropic's token count, asked of the Anthropic deployment
+/// the request's model would use (for `auto`, the premium tier's first). The gateway key and its
+/// allowed models are checked; Anthropic does not bill counts, so they are outside the key's
+/// limits, budget and request log. A model with no Anthropic deployment gets a 400.
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let rid = request_id(&headers);
+    let counted = async {
+        let tenant = authenticate(&state, &headers)?;
+        let _slot = state
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| GatewayError::overloaded("the gateway is at its concurrency limit; retry shortly"))?;
+        let req = messages::count_request(&body_or_error(body, state.max_body)?)?;
+        if let Some(policy) = &tenant.policy {
+            super::spend::check_model(policy, &req.model)?;
+        }
+        tokio::time::timeout(state.request_timeout, state.gateway.count_tokens(&req))
+            .await
+            .map_err(|_| GatewayError::Timeout(format!("the count took longer than {:?}", state.request_timeout)))?
+    };
+    match counted.await {
+        Ok(n) => {
+            let mut resp = axum::Json(serde_json::json!({ "input_tokens": n })).into_response();
+            set(resp.headers_mut(), "x-request-id", &rid);
+            resp
+        }
+        Err(e) => super::anthropic_error_response(&e, &rid),
+    }
+}
+
 /// One chat-shaped request from the client's wire format to its response: the key's account
 /// (limits, budget, request log) wraps the pipeline whichever API the client speaks.
 async fn handle(

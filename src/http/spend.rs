@@ -24,6 +24,18 @@ pub struct Account {
     pub headers: RateHeaders,
 }
 
+/// 403 when the key's allowed models leave `model` out.
+pub fn check_model(policy: &KeyPolicy, model: &str) -> Result<(), GatewayError> {
+    if policy.allows_model(model) {
+        return Ok(());
+    }
+    Err(GatewayError::Forbidden(format!(
+        "key `{}` may not use model `{model}` (allowed: {})",
+        policy.name,
+        policy.models.as_deref().unwrap_or_default().join(", ")
+    )))
+}
+
 impl Account {
     pub fn new(state: &AppState, rid: &str) -> Account {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -61,14 +73,7 @@ impl Account {
             self.record.prompt = self.state.ledger.content_of(&prompt);
         }
         let Some(policy) = self.policy.clone() else { return Ok(false) };
-        if !policy.allows_model(&req.model) {
-            return Err(GatewayError::Forbidden(format!(
-                "key `{}` may not use model `{}` (allowed: {})",
-                policy.name,
-                req.model,
-                policy.models.as_deref().unwrap_or_default().join(", ")
-            )));
-        }
+        check_model(&policy, &req.model)?;
         if !policy.is_limited() {
             return Ok(false);
         }

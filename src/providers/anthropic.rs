@@ -44,18 +44,26 @@ pub const DEFAULT_VERSION: &str = "2023-06-01";
 pub struct Anthropic {
     pub up: Upstream,
     url: String,
+    count_url: String,
 }
+
+/// The fields `POST /v1/messages/count_tokens` takes: the prompt, not the generation settings.
+const COUNT_FIELDS: [&str; 6] = ["model", "messages", "system", "tools", "tool_choice", "thinking"];
 
 impl Anthropic {
     pub fn new(up: Upstream) -> Self {
         let base = up.base_url.strip_suffix("/v1").unwrap_or(&up.base_url);
-        let url = format!("{base}/v1/messages");
-        Anthropic { up, url }
+        let (url, count_url) = (format!("{base}/v1/messages"), format!("{base}/v1/messages/count_tokens"));
+        Anthropic { up, url, count_url }
     }
 
     fn request(&self, body: &MessagesRequest) -> reqwest::RequestBuilder {
+        self.post(&self.url, body)
+    }
+
+    fn post(&self, url: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
         let version = self.up.config.api_version.as_deref().unwrap_or(DEFAULT_VERSION);
-        let mut rb = self.up.http.post(&self.url).header("anthropic-version", version).json(body);
+        let mut rb = self.up.http.post(url).header("anthropic-version", version).json(body);
         if let Some(k) = &self.up.key {
             rb = rb.header("x-api-key", k.expose());
         }
@@ -69,6 +77,25 @@ impl Anthropic {
         let parsed: MessagesResponse =
             serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(format!("anthropic response: {e}")))?;
         Ok(from_anthropic(parsed, model))
+    }
+
+    /// The input tokens Anthropic counts for this request (`POST /v1/messages/count_tokens`): the
+    /// same translation as a call, with only the fields the count endpoint takes.
+    pub async fn count_tokens(&self, req: &ChatRequest, model: &str) -> Result<u64, ProviderError> {
+        let body = to_anthropic(req, model, self.up.config.default_max_tokens, false)?;
+        let mut body = serde_json::to_value(&body).map_err(|e| ProviderError::Decode(format!("count request: {e}")))?;
+        if let Some(fields) = body.as_object_mut() {
+            fields.retain(|k, _| COUNT_FIELDS.contains(&k.as_str()));
+        }
+        let resp = self.up.send(self.post(&self.count_url, &body), false, map_error).await?;
+        let bytes = self.up.body(resp).await?;
+        #[derive(Deserialize)]
+        struct Count {
+            input_tokens: u64,
+        }
+        let count: Count =
+            serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(format!("anthropic token count: {e}")))?;
+        Ok(count.input_tokens)
     }
 
     pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream, ProviderError> {

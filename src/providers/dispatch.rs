@@ -223,6 +223,37 @@ impl Dispatcher {
         .await
     }
 
+    /// The input tokens of `req`, counted by the first deployment along `targets` whose provider
+    /// can count them (Anthropic). A count is not a generation: no retries, breakers or
+    /// concurrency slots, and a deployment that fails hands over to the next one that can count.
+    /// None able: a 400 that says so.
+    pub async fn count_tokens(&self, targets: &[Deployment], req: &ChatRequest) -> Result<u64, GatewayError> {
+        let mut errors: Vec<(String, ProviderError)> = Vec::new();
+        for d in targets {
+            let Some(p) = self.providers.get(&d.provider) else { continue };
+            match p.count_tokens(req, &d.model).await {
+                Ok(n) => return Ok(n),
+                Err(e) => {
+                    let fatal = !e.retryable() && !matches!(e, ProviderError::Unsupported(_));
+                    errors.push((deployment_key(d), e));
+                    if fatal {
+                        break;
+                    }
+                }
+            }
+        }
+        if errors.iter().all(|(_, e)| matches!(e, ProviderError::Unsupported(_))) {
+            let tried = errors.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(GatewayError::invalid(
+                format!(
+                    "token counting needs an Anthropic deployment, and this model has none (its deployments: {tried})"
+                ),
+                None,
+            ));
+        }
+        Err(summarise(&errors, 0, false))
+    }
+
     /// Streaming: the first deployment whose stream yields a first chunk. Failures after that
     /// are the caller's to report (the client has bytes already).
     pub async fn send_stream(

@@ -278,6 +278,19 @@ impl Provider {
         }
     }
 
+    /// The input tokens the provider counts for `req`. Only Anthropic has a count endpoint for
+    /// this request shape; the others say so without a call.
+    pub async fn count_tokens(&self, req: &ChatRequest, model: &str) -> Result<u64, ProviderError> {
+        let r = match self {
+            Provider::Anthropic(p) => p.count_tokens(req, model).await,
+            Provider::OpenAi(_) | Provider::Gemini(_) => Err(ProviderError::unsupported(format!(
+                "{}: no token-count endpoint for Messages requests",
+                self.name()
+            ))),
+        };
+        r.map_err(|e| e.scrubbed(self.key()))
+    }
+
     pub fn first_byte_timeout(&self) -> Duration {
         match self {
             Provider::OpenAi(p) => p.up.first_byte_timeout,

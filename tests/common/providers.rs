@@ -109,7 +109,9 @@ impl ProviderMock {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = match wire {
-            Wire::Anthropic => axum::Router::new().route("/v1/messages", post(anthropic)),
+            Wire::Anthropic => axum::Router::new()
+                .route("/v1/messages", post(anthropic))
+                .route("/v1/messages/count_tokens", post(anthropic_count_tokens)),
             Wire::Gemini => axum::Router::new().route("/v1beta/models/{*rest}", post(gemini)),
         }
         .with_state(st.clone());
@@ -336,6 +338,47 @@ fn anthropic_thinking_invalid(s: &St, body: &Value) -> Result<bool, String> {
         }
     }
     Ok(true)
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt fields only (`max_tokens`, `stream`,
+/// `temperature`… are "Extra inputs"), checked like a call. The count is the mock's own (words
+/// of the system prompt and every text block, plus 3 per message), not Claude's tokenizer: the
+/// tests check that the gateway passes the provider's number through, whatever it is. A scripted
+/// `Reply::Error` is answered. Not counted in `calls()` (a count is not a generation); recorded in
+/// `requests()`.
+async fn anthropic_count_tokens(State(s): State<St>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    s.requests.lock().unwrap().push(Recorded {
+        path: "/v1/messages/count_tokens".into(),
+        query: None,
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(s.key.as_str()) {
+        return anthropic_error(401, "authentication_error", "invalid x-api-key");
+    }
+    let known = ["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"];
+    if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| !known.contains(&k.as_str()))) {
+        return anthropic_error(400, "invalid_request_error", &format!("{extra}: Extra inputs are not permitted"));
+    }
+    if let Some(Reply::Error(status, kind, message)) = s.script.lock().unwrap().pop_front() {
+        return anthropic_error(status, kind, &message);
+    }
+    let mut as_call = body.clone();
+    as_call["max_tokens"] = json!(1);
+    if let Some(msg) = anthropic_invalid(&headers, &as_call) {
+        return anthropic_error(400, "invalid_request_error", &msg);
+    }
+    fn words(v: &Value) -> usize {
+        match v {
+            Value::String(t) => t.split_whitespace().count(),
+            Value::Array(blocks) => blocks.iter().map(|b| words(&b["text"])).sum(),
+            _ => 0,
+        }
+    }
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    let n = words(&body["system"]) + msgs.iter().map(|m| 3 + words(&m["content"])).sum::<usize>();
+    axum::Json(json!({"input_tokens": n})).into_response()
 }
 
 async fn anthropic(State(s): State<St>, headers: HeaderMap, body: Bytes) -> Response {
