@@ -19,7 +19,11 @@
 //! `functionCall` of a turn and rejects a follow-up whose `functionCall` part lacks it ("function
 //! call is missing a thought_signature"). The signature rides inside the tool call id we give the
 //! client ([`super::wire::encode_call_id`] says why the id rather than a gateway-side record) and
-//! is put back beside the `functionCall` when the conversation returns.
+//! is put back beside the `functionCall` when the conversation returns. A call Gemini 3 did not
+//! make itself has no signature to put back: a conversation begun on another provider that fails
+//! over to Gemini 3, or a history the client built. For those the adapter sends the stand-in
+//! Google documents for exactly this case ([`SKIP_SIGNATURE`]), so the failover is served instead
+//! of refused with a 400.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -67,8 +71,17 @@ impl Gemini {
         rb
     }
 
+    /// The request body for `model`: [`to_gemini`], with Gemini 3's signature rule met.
+    fn body(req: &ChatRequest, model: &str) -> Result<GenerateRequest, ProviderError> {
+        let mut body = to_gemini(req)?;
+        if model.starts_with("gemini-3") {
+            sign_foreign_calls(&mut body);
+        }
+        Ok(body)
+    }
+
     pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, ProviderError> {
-        let body = to_gemini(req)?;
+        let body = Self::body(req, model)?;
         let resp = self.up.send(self.request(&body, model, false), false, map_error).await?;
         let bytes = self.up.body(resp).await?;
         let parsed: GenerateResponse =
@@ -77,7 +90,7 @@ impl Gemini {
     }
 
     pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream, ProviderError> {
-        let body = to_gemini(req)?;
+        let body = Self::body(req, model)?;
         let resp = self.up.send(self.request(&body, model, true), true, map_error).await?;
         let deadline = tokio::time::Instant::now() + self.up.total_timeout;
         let mut state = StreamState::new(model, req.n.unwrap_or(1));
@@ -251,6 +264,21 @@ pub struct FunctionCallingConfig {
     pub mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_function_names: Option<Vec<String>>,
+}
+
+/// The thought signature Google's guide says to send for a function call that Gemini 3 did not
+/// make ("transferring a conversation trace from another model ... or injecting a custom function
+/// call"): it skips the validation that would otherwise refuse the request.
+pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// Gemini 3 requires a signature on the first `functionCall` of each model turn; the ones we
+/// have came back inside the call id, the rest get [`SKIP_SIGNATURE`].
+pub fn sign_foreign_calls(body: &mut GenerateRequest) {
+    for turn in body.contents.iter_mut().filter(|c| c.role == Some("model")) {
+        if let Some(part) = turn.parts.iter_mut().find(|p| matches!(p.data, GPart::FunctionCall(_))) {
+            part.thought_signature.get_or_insert_with(|| SKIP_SIGNATURE.to_string());
+        }
+    }
 }
 
 /// The Gemini request for `req`. Fails (as a 400) only for what Gemini cannot express: a tool

@@ -398,3 +398,32 @@ fn a_candidate_index_out_of_range_ends_the_stream_instead_of_allocating() {
     };
     assert_eq!(st.on_event(&ok).unwrap().len(), 1);
 }
+
+/// A conversation whose tool calls another provider made (OpenAI-style ids, no signature inside)
+/// fails over to Gemini: Gemini 3 gets Google's documented stand-in on the first call of each
+/// model turn, a signature we do have is kept, and other Gemini models get nothing added.
+#[test]
+fn gemini_3_gets_the_documented_stand_in_for_calls_it_did_not_make() {
+    let call =
+        |id: &str, name: &str| json!({"id": id, "type": "function", "function": {"name": name, "arguments": "{}"}});
+    let ours = encode_call_id("call_1", Some("CiQBcs/+ab=="));
+    let r = req(json!({"model": "x", "messages": [
+        {"role": "user", "content": "Weather in Paris and Lyon?"},
+        {"role": "assistant", "content": null, "tool_calls": [call("call_abc", "get_weather"), call("call_def", "get_weather")]},
+        {"role": "tool", "tool_call_id": "call_abc", "content": "18C"},
+        {"role": "tool", "tool_call_id": "call_def", "content": "20C"},
+        {"role": "assistant", "content": null, "tool_calls": [call(&ours, "get_time")]},
+        {"role": "tool", "tool_call_id": ours, "content": "noon"}
+    ]}));
+    let sent = |model: &str| serde_json::to_value(Gemini::body(&r, model).unwrap()).unwrap();
+    let b = sent("gemini-3-pro-preview");
+    let model_turns: Vec<&serde_json::Value> =
+        b["contents"].as_array().unwrap().iter().filter(|c| c["role"] == "model").collect();
+    assert_eq!(model_turns.len(), 2, "{b}");
+    assert_eq!(model_turns[0]["parts"][0]["thoughtSignature"], SKIP_SIGNATURE);
+    assert!(model_turns[0]["parts"][1].get("thoughtSignature").is_none(), "only the first call of a turn");
+    assert_eq!(model_turns[1]["parts"][0]["thoughtSignature"], "CiQBcs/+ab==", "a real signature is kept");
+    let b = sent("gemini-2.5-flash");
+    let first_call = b["contents"].as_array().unwrap().iter().find(|c| c["role"] == "model").unwrap();
+    assert!(first_call["parts"][0].get("thoughtSignature").is_none(), "{b}");
+}
