@@ -113,6 +113,13 @@ async fn traffic(g: &Running) {
         let (status, h, _) = post_chat(g, &body, &[]).await;
         assert_eq!((status, header(&h, "x-switchyard-cache")), (200, cache), "{body}");
     }
+    // an easy follow-up in the premium conversation: premium by affinity alone
+    let follow_up = json!({"model": "auto", "messages": [
+        {"role": "user", "content": "Can you explain quantum entanglement to a physicist?"},
+        {"role": "assistant", "content": "Entanglement is a correlation between quantum systems ..."},
+        {"role": "user", "content": "hi there"}]});
+    let (status, h, _) = post_chat(g, &follow_up, &[]).await;
+    assert_eq!((status, header(&h, "x-switchyard-route-affinity")), (200, "premium"));
     let (status, _, _) = post_chat(g, &ask("no-such-model", "hello"), &[]).await;
     assert!(status >= 400);
 }
@@ -127,7 +134,7 @@ async fn chromium_renders_the_numbers_metrics_counts() {
     let extra = format!("admin_key = \"{ADMIN}\"\n[router]\npremium_share = 0.3");
     let g = gateway(config_for(&cheap, &premium, &extra)).await;
     traffic(&g).await;
-    assert_eq!((cheap.calls(), premium.calls()), (2, 1));
+    assert_eq!((cheap.calls(), premium.calls()), (2, 2));
     let m = metrics(&g).await;
 
     let page = format!("http://operator:{ADMIN}@{}/dashboard", g.addr);
@@ -139,15 +146,15 @@ async fn chromium_renders_the_numbers_metrics_counts() {
 
     // requests: every chat request, the error included (the latency histogram's count)
     let total = m["switchyard_request_duration_seconds_count"];
-    assert_eq!(total, 7.0);
-    assert_eq!(rendered(&dom, "total-requests"), (total, "7".to_string()));
+    assert_eq!(total, 8.0);
+    assert_eq!(rendered(&dom, "total-requests"), (total, "8".to_string()));
     assert_eq!(rendered(&dom, "errors").0, sum(&m, "switchyard_errors_total"));
 
     // hit rates: of the requests that reached a cache outcome
     let outcomes = sum(&m, "switchyard_requests_total");
     let exact = m["switchyard_requests_total{cache=\"hit_exact\"}"];
     let semantic = m["switchyard_requests_total{cache=\"hit_semantic\"}"];
-    assert_eq!((exact, semantic, outcomes), (2.0, 1.0, 6.0));
+    assert_eq!((exact, semantic, outcomes), (2.0, 1.0, 7.0));
     assert_eq!(rendered(&dom, "hit-exact").0, exact);
     assert_eq!(rendered(&dom, "hit-semantic").0, semantic);
     let (rate, shown) = rendered(&dom, "exact-rate");
@@ -174,6 +181,9 @@ async fn chromium_renders_the_numbers_metrics_counts() {
     assert!(close(rendered(&dom, "share-target").0, target));
     assert_eq!(rendered(&dom, "share-target").1, "30.0%");
     assert!((rendered(&dom, "share-realised").0 - realised).abs() < 1e-6);
+    let affinity = m["switchyard_route_affinity_total{tenant=\"global\"}"];
+    assert_eq!(affinity, 1.0);
+    assert_eq!(rendered(&dom, "share-affinity"), (affinity, "1".to_string()));
 
     // latency: the median falls in the histogram bucket /metrics puts it in
     let p50 = rendered(&dom, "p50").0;
@@ -192,7 +202,7 @@ async fn chromium_renders_the_numbers_metrics_counts() {
     assert!(rendered(&dom, "p99").0 >= p50);
 
     // each deployment with its calls and breaker state
-    for (deployment, calls) in [("cheap:mini", 2.0), ("premium:large", 1.0)] {
+    for (deployment, calls) in [("cheap:mini", 2.0), ("premium:large", 2.0)] {
         let ok = m[&format!("switchyard_upstream_attempts_total{{deployment=\"{deployment}\",result=\"ok\"}}")];
         assert_eq!(ok, calls);
         assert_eq!(m[&format!("switchyard_breaker_state{{deployment=\"{deployment}\"}}")], 0.0);
@@ -367,7 +377,7 @@ async fn with_the_request_log_on_the_panel_shows_the_gateways_own_records() {
         .await
         .unwrap();
     let records = records["data"].as_array().unwrap().clone();
-    assert_eq!(records.len(), 7, "every chat request is logged: {records:?}");
+    assert_eq!(records.len(), 8, "every chat request is logged: {records:?}");
 
     let page = format!("http://operator:{ADMIN}@{}/dashboard", g.addr);
     let dom = headless(&page, &["--dump-dom"]).await;

@@ -122,6 +122,7 @@ pub fn snapshot(state: &AppState) -> Value {
             "realised": share.as_ref().and_then(|s| s.realised).map(as_f64),
             "threshold": share.as_ref().map(|s| as_f64(s.threshold)),
             "of_routed": ratio(now.routed_premium, now.routed),
+            "affinity": share.as_ref().map(|s| s.affinity),
         },
         "latency": {
             "count": now.requests,
