@@ -11,14 +11,16 @@ Fill eval/.cache/layers first:  python eval/scripts/minilm_layers.py --sets alpa
 Usage:  python eval/scripts/router_pooling_research.py --seeds 0-2 --view base --view cls ...
 Views: base (the Rust vectors), mean<L> (layer L mean pool, L2-normalised), meanall, cls, max;
         '+' joins views (e.g. base+cls); 'alpaca=mean0,gate=mean0' sets the view per head / for
-        the gate (the rest stay on base); a suffix '*k' scales the ridge penalty of that run.
+        the gate (the rest stay on base); 'alpaca=base|mean3' averages the z-scored outputs of one
+        head per view; a suffix '*k' scales the ridge penalty of that run.
 --spec adds "hard": 1 (each prompt scored by its most likely head) or "prior": {"arena": -1}
 (log-prior offsets in the gate). Results (draws 0-2 unless said; chat = the Mixtral pair):
   base 0.551 chat / 0.532 arena; cls 0.562 / 0.538 but MMLU -0.013, GSM8K -0.017; max worse
   everywhere; mean3 0.569 / 0.544, MMLU 0.670, GSM8K 0.631; mean0 0.578 / 0.520; gate=mean0 alone
   0.576 / 0.512 (draws 3-7: 0.577 against 0.564, arena 0.527 against 0.538); alpaca=mean0 0.551.
-  Hard gate and arena priors -0.5..-2: within 0.002 of base (8 draws). Nothing kept; see
-  eval/README.md.
+  Hard gate and arena priors -0.5..-2: within 0.002 of base (8 draws). Averaging chat heads
+  over views (base|mean3, base|mean0|mean3|cls, all seven layers): chat 0.550-0.552. Nothing
+  kept; see eval/README.md.
 Needs numpy.
 """
 import argparse, hashlib, sys
@@ -116,12 +118,14 @@ def cv_views(V, spec, seed, hv, gv, k=5):
         heads = {}
         for h in rfr.GROUPS:
             tr = folds[h] != f
-            X = V.X(h, hv[h])
-            rfr.NE = X.shape[1] - exp.gsrc[h].F.shape[1]
-            heads[h] = rfr.fit_head(X[tr], exp.target(h, spec)[tr], spec, h, 0, seed * 100 + f)
+            heads[h] = []
+            for v in hv[h].split("|"):  # 'a|b': one head per view, their z-scored outputs averaged
+                X = V.X(h, v)
+                rfr.NE = X.shape[1] - exp.gsrc[h].F.shape[1]
+                heads[h].append((v, rfr.fit_head(X[tr], exp.target(h, spec)[tr], spec, h, 0, seed * 100 + f)))
         for g in rfr.GROUPS:
             te = folds[g] == f
-            H = np.stack([heads[h](V.X(g, hv[h])[te]) for h in rfr.GROUPS], 1)
+            H = np.stack([np.mean([fn(V.X(g, v)[te]) for v, fn in heads[h]], 0) for h in rfr.GROUPS], 1)
             Pg = P[g]
             if spec.get("hard"):  # each prompt scored by its most likely head alone
                 Pg = (Pg == Pg.max(1, keepdims=True)).astype(float)
