@@ -340,6 +340,21 @@ fn anthropic_thinking_invalid(s: &St, body: &Value) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Records an Anthropic request and checks its key: the body, or the 401 Anthropic gives.
+fn anthropic_received(s: &St, path: &str, headers: &HeaderMap, body: &Bytes) -> Result<Value, Box<Response>> {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    s.requests.lock().unwrap().push(Recorded {
+        path: path.into(),
+        query: None,
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(s.key.as_str()) {
+        return Err(Box::new(anthropic_error(401, "authentication_error", "invalid x-api-key")));
+    }
+    Ok(body)
+}
+
 /// `POST /v1/messages/count_tokens`: the prompt fields only (`max_tokens`, `stream`,
 /// `temperature`… are "Extra inputs"), checked like a call. The count is the mock's own (words
 /// of the system prompt and every text block, plus 3 per message), not Claude's tokenizer: the
@@ -347,16 +362,10 @@ fn anthropic_thinking_invalid(s: &St, body: &Value) -> Result<bool, String> {
 /// `Reply::Error` is answered. Not counted in `calls()` (a count is not a generation); recorded in
 /// `requests()`.
 async fn anthropic_count_tokens(State(s): State<St>, headers: HeaderMap, body: Bytes) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    s.requests.lock().unwrap().push(Recorded {
-        path: "/v1/messages/count_tokens".into(),
-        query: None,
-        headers: headers.clone(),
-        body: body.clone(),
-    });
-    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(s.key.as_str()) {
-        return anthropic_error(401, "authentication_error", "invalid x-api-key");
-    }
+    let body = match anthropic_received(&s, "/v1/messages/count_tokens", &headers, &body) {
+        Ok(body) => body,
+        Err(refused) => return *refused,
+    };
     let known = ["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"];
     if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| !known.contains(&k.as_str()))) {
         return anthropic_error(400, "invalid_request_error", &format!("{extra}: Extra inputs are not permitted"));
@@ -383,16 +392,10 @@ async fn anthropic_count_tokens(State(s): State<St>, headers: HeaderMap, body: B
 
 async fn anthropic(State(s): State<St>, headers: HeaderMap, body: Bytes) -> Response {
     let n = s.calls.fetch_add(1, Ordering::SeqCst) + 1;
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    s.requests.lock().unwrap().push(Recorded {
-        path: "/v1/messages".into(),
-        query: None,
-        headers: headers.clone(),
-        body: body.clone(),
-    });
-    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(s.key.as_str()) {
-        return anthropic_error(401, "authentication_error", "invalid x-api-key");
-    }
+    let body = match anthropic_received(&s, "/v1/messages", &headers, &body) {
+        Ok(body) => body,
+        Err(refused) => return *refused,
+    };
     if let Some(msg) = anthropic_invalid(&headers, &body) {
         return anthropic_error(400, "invalid_request_error", &msg);
     }
