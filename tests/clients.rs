@@ -282,3 +282,17 @@ async fn messages_count_tokens_is_asked_of_the_anthropic_deployment() {
     assert_eq!(cheap.calls() + premium.calls(), 0);
     g.shutdown().await;
 }
+
+/// The `anthropic` package's `messages.count_tokens` through the gateway to an Anthropic upstream.
+#[tokio::test]
+async fn anthropic_python_sdk_counts_tokens_through_the_gateway() {
+    use common::providers::{config, ProviderMock, ANTHROPIC_KEY};
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5"], Some(&a), None)).await;
+    run_client(&python(), "anthropic_count_tokens.py", &format!("http://{}", g.addr)).await;
+    let seen = a.requests();
+    assert_eq!(seen.len(), 1, "the unknown model never reached the upstream");
+    assert_eq!(seen[0].path, "/v1/messages/count_tokens");
+    assert_eq!(seen[0].body["model"], "claude-haiku-4-5");
+    g.shutdown().await;
+}
