@@ -105,7 +105,7 @@ def texts_of(name):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sets", default="alpaca,arena,gsm8k")
+    ap.add_argument("--sets", default="alpaca,arena,gsm8k,mmlu")
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
     m = MiniLM()
