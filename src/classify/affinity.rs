@@ -71,21 +71,17 @@ impl Affinity {
     pub fn remember_premium(&self, thread: &Thread) {
         self.generations.lock().insert(thread.slot(), self.half);
     }
-
-    /// Threads remembered now (for tests and stats).
-    pub fn len(&self) -> usize {
-        let g = self.generations.lock();
-        g.current.len() + g.previous.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Threads remembered now.
+    fn remembered(a: &Affinity) -> usize {
+        let g = a.generations.lock();
+        g.current.len() + g.previous.len()
+    }
 
     fn ns(i: u32) -> Namespace {
         let mut b = [0u8; 16];
@@ -129,7 +125,7 @@ mod tests {
             if i % 4 == 0 {
                 assert!(a.is_premium(&live), "forgot a live conversation at {i}");
             }
-            assert!(a.len() <= 10, "{} threads remembered", a.len());
+            assert!(remembered(&a) <= 10, "{} threads remembered", remembered(&a));
         }
         // an idle one from long ago is gone; the most recent ones are kept
         assert!(!a.is_premium(&first_turn(1)));

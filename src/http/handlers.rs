@@ -33,6 +33,15 @@ fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<By
     })
 }
 
+/// One of the gateway's `server.max_concurrency` slots, or the 503 that says it is full.
+fn concurrency_slot(state: &AppState) -> Result<OwnedSemaphorePermit, GatewayError> {
+    state
+        .slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| GatewayError::overloaded("the gateway is at its concurrency limit; retry shortly"))
+}
+
 fn cache_control(headers: &HeaderMap, ctx: &mut RequestCtx) {
     for v in headers.get_all(header::CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()) {
         for directive in v.split(',').map(|d| d.trim().to_ascii_lowercase()) {
@@ -107,11 +116,7 @@ pub async fn count_tokens(
     let rid = request_id(&headers);
     let counted = async {
         let tenant = authenticate(&state, &headers)?;
-        let _slot = state
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| GatewayError::overloaded("the gateway is at its concurrency limit; retry shortly"))?;
+        let _slot = concurrency_slot(&state)?;
         let req = messages::count_request(&body_or_error(body, state.max_body)?)?;
         if let Some(policy) = &tenant.policy {
             super::spend::check_model(policy, &req.model)?;
@@ -203,11 +208,7 @@ async fn serve(
 ) -> Result<(Served, OwnedSemaphorePermit), GatewayError> {
     let tenant = authenticate(state, headers)?;
     account.tenant(&tenant);
-    let slot = state
-        .slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| GatewayError::overloaded("the gateway is at its concurrency limit; retry shortly"))?;
+    let slot = concurrency_slot(state)?;
     let bytes = body_or_error(body, state.max_body)?;
     let req = parse(&bytes)?;
     let mut ctx = request_ctx(headers, tenant)?;
