@@ -15,6 +15,11 @@ pub enum GatewayError {
     /// A path the gateway does not serve, in OpenAI's own words and code (`unknown_url`).
     #[error("Unknown request URL: {method} {path}. Please check the URL for typos, or see the docs at https://platform.openai.com/docs/api-reference/.")]
     UnknownUrl { method: String, path: String },
+    /// A stored response (`/v1/responses`) this gateway does not hold for the caller: never
+    /// made here, made under another key, or forgotten (the store is bounded and per replica).
+    /// `param` names the request field that asked for it, if one did.
+    #[error("{message}")]
+    ResponseNotFound { message: String, param: Option<String> },
     /// A path the gateway serves, with the wrong method (405), in OpenAI's own words.
     #[error("Invalid method for URL ({method} {path})")]
     MethodNotAllowed { method: String, path: String },
@@ -77,7 +82,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { .. } => 400,
             GatewayError::Unauthorized(_) => 401,
-            GatewayError::NotFound(_) | GatewayError::UnknownUrl { .. } => 404,
+            GatewayError::NotFound(_) | GatewayError::UnknownUrl { .. } | GatewayError::ResponseNotFound { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::Forbidden(_) => 403,
             GatewayError::PayloadTooLarge { .. } => 413,
@@ -95,6 +100,10 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             GatewayError::NotFound(_) => ("invalid_request_error", Some("model_not_found")),
             GatewayError::UnknownUrl { .. } => ("invalid_request_error", Some("unknown_url")),
+            GatewayError::ResponseNotFound { param: Some(_), .. } => {
+                ("invalid_request_error", Some("previous_response_not_found"))
+            }
+            GatewayError::ResponseNotFound { .. } => ("invalid_request_error", None),
             GatewayError::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
             GatewayError::Forbidden(_) => ("permission_error", Some("model_not_allowed")),
             GatewayError::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
@@ -114,7 +123,7 @@ impl GatewayError {
     pub fn body(&self) -> ErrorBody {
         let (kind, code) = self.kind_and_code();
         let param = match self {
-            GatewayError::InvalidRequest { param, .. } => param.clone(),
+            GatewayError::InvalidRequest { param, .. } | GatewayError::ResponseNotFound { param, .. } => param.clone(),
             _ => None,
         };
         ErrorBody {
@@ -136,7 +145,9 @@ impl GatewayError {
         let kind = match self {
             GatewayError::InvalidRequest { .. } | GatewayError::PayloadTooLarge { .. } => "invalid_request_error",
             GatewayError::Unauthorized(_) => "authentication_error",
-            GatewayError::NotFound(_) | GatewayError::UnknownUrl { .. } => "not_found_error",
+            GatewayError::NotFound(_) | GatewayError::UnknownUrl { .. } | GatewayError::ResponseNotFound { .. } => {
+                "not_found_error"
+            }
             GatewayError::MethodNotAllowed { .. } => "invalid_request_error",
             GatewayError::Forbidden(_) => "permission_error",
             GatewayError::RateLimited(_) | GatewayError::LimitExceeded { .. } => "rate_limit_error",

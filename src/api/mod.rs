@@ -7,6 +7,7 @@
 mod error;
 pub mod messages;
 mod parse;
+pub mod responses;
 mod types;
 
 pub use error::{ErrorBody, ErrorDetail, GatewayError, DEFAULT_RETRY_AFTER_SECS};
