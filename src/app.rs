@@ -433,6 +433,7 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
         request_timeout: config.server.request_timeout.0,
         started: Instant::now(),
         slots: Arc::new(Semaphore::new(config.server.max_concurrency)),
+        responses: Arc::new(http::responses::ResponseStore::new(config.server.responses_store_bytes)),
     };
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();

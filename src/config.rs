@@ -228,6 +228,9 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Most headers a request may carry; more gets 431.
     pub max_headers: usize,
+    /// Memory for Responses API answers kept for `previous_response_id` and
+    /// `GET /v1/responses/{id}` (per replica; the oldest are forgotten first). 0 keeps none.
+    pub responses_store_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -246,6 +249,7 @@ impl Default for ServerConfig {
             keep_alive_timeout: Dur(Duration::from_secs(120)),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            responses_store_bytes: 64 * 1024 * 1024,
         }
     }
 }

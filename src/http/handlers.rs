@@ -89,7 +89,7 @@ fn request_ctx(headers: &HeaderMap, tenant: Tenant) -> Result<RequestCtx, Gatewa
 }
 
 pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(&state, &headers, body, parse_json, render, super::error_response).await
+    handle(&state, &headers, body, |b, _| parse_json(b), render, super::error_response).await
 }
 
 /// `POST /v1/messages`: Anthropic's Messages API, served by the same pipeline as chat (see
@@ -100,7 +100,7 @@ pub async fn messages(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let parse = |b: &[u8]| parse_json::<messages::MessagesRequest>(b).and_then(messages::to_chat_request);
+    let parse = |b: &[u8], _: &str| parse_json::<messages::MessagesRequest>(b).and_then(messages::to_chat_request);
     handle(&state, &headers, body, parse, render_messages, super::anthropic_error_response).await
 }
 
@@ -136,13 +136,14 @@ pub async fn count_tokens(
 }
 
 /// One chat-shaped request from the client's wire format to its response: the key's account
-/// (limits, budget, request log) wraps the pipeline whichever API the client speaks.
-async fn handle(
+/// (limits, budget, request log) wraps the pipeline whichever API the client speaks. `parse`
+/// gets the body and the caller's tenant id (a Responses request may continue a stored one).
+pub(super) async fn handle(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    parse: impl FnOnce(&[u8]) -> Result<ChatRequest, GatewayError>,
-    render_ok: fn(Served, &str, OwnedSemaphorePermit) -> Response,
+    parse: impl FnOnce(&[u8], &str) -> Result<ChatRequest, GatewayError>,
+    render_ok: impl FnOnce(Served, &str, OwnedSemaphorePermit) -> Response,
     render_err: fn(&GatewayError, &str) -> Response,
 ) -> Response {
     let rid = request_id(headers);
@@ -203,14 +204,14 @@ async fn serve(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    parse: impl FnOnce(&[u8]) -> Result<ChatRequest, GatewayError>,
+    parse: impl FnOnce(&[u8], &str) -> Result<ChatRequest, GatewayError>,
     account: &mut Account,
 ) -> Result<(Served, OwnedSemaphorePermit), GatewayError> {
     let tenant = authenticate(state, headers)?;
     account.tenant(&tenant);
     let slot = concurrency_slot(state)?;
     let bytes = body_or_error(body, state.max_body)?;
-    let req = parse(&bytes)?;
+    let req = parse(&bytes, &tenant.id)?;
     let mut ctx = request_ctx(headers, tenant)?;
     ctx.premium_off = account.admit(&req).await?;
     if account.cache_off() {
@@ -223,7 +224,7 @@ async fn serve(
     Ok((served, slot))
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
+pub(super) fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
     if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
         headers.insert(name, v);
     }
@@ -254,7 +255,7 @@ fn render(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Response {
 /// sent only after a complete answer: a stream that ended in an error event must not look
 /// finished to a client that only watches for the end. The request's concurrency slot is held
 /// until the last byte.
-fn sse_response(
+pub(super) fn sse_response(
     stream: crate::pipeline::ReplyStream,
     slot: OwnedSemaphorePermit,
     mut event: impl FnMut(StreamItem) -> String + Send + 'static,
@@ -284,7 +285,7 @@ fn sse_response(
 }
 
 /// The `x-switchyard-*` headers that say how a request was served.
-fn meta_headers(resp: &mut Response, m: &crate::pipeline::Meta, rid: &str) {
+pub(super) fn meta_headers(resp: &mut Response, m: &crate::pipeline::Meta, rid: &str) {
     let h = resp.headers_mut();
     set(h, "x-request-id", rid);
     set(h, "x-switchyard-cache", m.cache.as_str());

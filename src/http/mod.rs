@@ -4,6 +4,7 @@
 mod admin;
 mod handlers;
 mod metrics;
+pub mod responses;
 pub mod server;
 mod spend;
 pub mod stats;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     pub started: Instant,
     pub slots: Arc<Semaphore>,
+    /// Responses API answers kept for `previous_response_id` (see `responses`).
+    pub responses: Arc<responses::ResponseStore>,
 }
 
 /// The tenant id for a gateway key: a hash prefix, so the key itself never reaches logs,
@@ -53,6 +56,8 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/messages", post(handlers::messages))
         .route("/v1/messages/count_tokens", post(handlers::count_tokens))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::retrieve).delete(responses::delete))
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{*id}", get(handlers::model))
         .route("/v1/embeddings", post(handlers::embeddings))
