@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The clients people use, against the gateway: Anthropic's SDK on `/v1/messages`, the `openai`
-//! Node package and LangChain's `ChatOpenAI`, each running the very file the README shows
-//! (tests/clients/*), against the real binary's `--demo`. Plus `/v1/messages` over raw HTTP
+//! Python package's Responses API, the `openai` Node package and LangChain's `ChatOpenAI`, each
+//! running the very file the README shows (tests/clients/*), against the real binary's `--demo`. Plus `/v1/messages` over raw HTTP
 //! through mock upstreams of both wire formats, with gateway keys.
 //! Needs `.ci/run`'s installs: .venv (anthropic, langchain-openai) and tests/clients/node_modules.
 
@@ -69,6 +69,12 @@ async fn openai_node_package_against_the_demo() {
 }
 
 #[tokio::test]
+async fn openai_python_responses_api_against_the_demo() {
+    let (_dir, d) = demo();
+    run_client(&python(), "openai_responses.py", &d.1).await;
+}
+
+#[tokio::test]
 async fn langchain_chat_openai_tools_and_structured_output_against_the_demo() {
     let (_dir, d) = demo();
     run_client(&python(), "langchain_chat.py", &d.1).await;
@@ -78,7 +84,7 @@ async fn langchain_chat_openai_tools_and_structured_output_against_the_demo() {
 #[test]
 fn the_readme_shows_the_files_the_tests_run() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for f in ["anthropic_sdk.py", "openai_node.mjs", "langchain_chat.py"] {
+    for f in ["anthropic_sdk.py", "openai_responses.py", "openai_node.mjs", "langchain_chat.py"] {
         let text = std::fs::read_to_string(Path::new(CLIENTS).join(f)).unwrap();
         assert!(readme.contains(text.trim()), "README.md must show tests/clients/{f} as it is");
     }

@@ -51,6 +51,17 @@ const call = called.choices[0].message.tool_calls[0];
 assert.equal(called.choices[0].finish_reason, "tool_calls");
 assert.deepEqual(JSON.parse(call.function.arguments), { city: "Paris" });
 
+// the Responses API is the same pipeline: this request is the first one above, so the cache answers
+const { data: resp, response: raw } = await client.responses
+  .create({ model: "auto", input: "How do I reset my password?" })
+  .withResponse();
+assert.equal(raw.headers.get("x-switchyard-cache"), "hit");
+assert.equal(resp.output_text, first.choices[0].message.content);
+const events = await client.responses.create({ model: "auto", input: "Name two oceans.", stream: true });
+let streamed = "";
+for await (const e of events) if (e.type === "response.output_text.delta") streamed += e.delta;
+assert.ok(streamed.length > 0);
+
 // unknown models are a typed 404
 await assert.rejects(
   client.chat.completions.create({ model: "no-such-model", messages: ask("x") }),
