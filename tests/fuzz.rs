@@ -33,6 +33,7 @@ fn every_target_is_exercised_here() {
         names,
         [
             "request",
+            "responses-request",
             "openai-response",
             "openai-sse",
             "anthropic-response",
@@ -49,6 +50,10 @@ fn every_target_is_exercised_here() {
 #[test]
 fn fuzz_request() {
     short_run("request");
+}
+#[test]
+fn fuzz_responses_request() {
+    short_run("responses-request");
 }
 #[test]
 fn fuzz_openai_response() {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::mutate::{interesting_value, json_input, mutate_bytes, random_bytes, sse_input, toml_input};
 use super::{Outcome, Target, Verdict};
-use crate::api::{parse_json, ChatRequest, ChatResponse, ChunkAccumulator, GatewayError};
+use crate::api::{parse_json, responses, ChatRequest, ChatResponse, ChunkAccumulator, GatewayError};
 use crate::cache::{shared, snapshot, CacheKey, CacheSettings, ExactKey, Lookup, Namespace, SemanticCache};
 use crate::providers::sse::{SseDecoder, SseEvent};
 use crate::providers::{anthropic, dispatch, gemini, openai, ProviderError};
@@ -19,6 +19,13 @@ pub static TARGETS: &[Target] = &[
         seeds: request_seeds,
         generate: json_input,
         check: check_request,
+    },
+    Target {
+        name: "responses-request",
+        about: "Responses API request JSON → chat request (then the request target's checks) → Responses object",
+        seeds: responses_seeds,
+        generate: json_input,
+        check: check_responses_request,
     },
     Target {
         name: "openai-response",
@@ -226,6 +233,50 @@ fn request_seeds() -> Vec<Vec<u8>> {
         json!({"model": "auto", "messages": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "second"}], "tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
         json!({"model": "auto", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}),
         json!({"model": "auto", "messages": [{"role": "system", "content": [{"type": "text", "text": "sys"}]}, {"role": "user", "name": "bob", "content": "hey"}], "stop": "END", "temperature": 0}),
+    ])
+}
+
+/// A Responses request is translated into a chat request, which must then pass everything a chat
+/// request passes, and its answer must turn back into a Responses object.
+fn check_responses_request(input: &[u8]) -> Verdict {
+    let req: responses::ResponsesRequest = match parse_json(input) {
+        Ok(r) => r,
+        Err(e) => {
+            openai_shaped(&e, 400..=499)?;
+            return Ok(Outcome::Rejected);
+        }
+    };
+    let prepared = match responses::to_chat_request(req, vec![json!({"role": "user", "content": "earlier"})]) {
+        Ok(p) => p,
+        Err(e) => {
+            openai_shaped(&e, 400..=499)?;
+            return Ok(Outcome::Rejected);
+        }
+    };
+    let chat = serde_json::to_vec(&prepared.chat).map_err(|e| format!("the chat request does not serialise: {e}"))?;
+    let outcome = check_request(&chat)?;
+    let answer: ChatResponse = serde_json::from_value(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+    }))
+    .map_err(|e| format!("fixed answer: {e}"))?;
+    let done = responses::to_response(&answer, "resp_1", &prepared.echo);
+    serde_json::to_vec(&done.response).map_err(|e| format!("the Responses object does not serialise: {e}"))?;
+    Ok(outcome)
+}
+
+fn responses_seeds() -> Vec<Vec<u8>> {
+    let tools = json!([{"type": "function", "name": "get_weather", "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    lines(&[
+        json!({"model": "auto", "input": "How do I reset my password?"}),
+        json!({"model": "cheap", "instructions": "Be brief.", "input": "hi", "max_output_tokens": 64, "temperature": 0.2, "top_p": 0.9, "stream": true, "store": false}),
+        json!({"model": "auto", "input": [{"role": "developer", "content": "Answer in French."}, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "What is Rust?"}]}]}),
+        json!({"model": "premium", "input": [{"role": "user", "content": "Weather in Paris?"}, {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}, {"type": "function_call_output", "call_id": "call_1", "output": "18C sunny"}], "tools": tools, "tool_choice": {"type": "function", "name": "get_weather"}, "parallel_tool_calls": false}),
+        json!({"model": "auto", "input": [{"role": "user", "content": [{"type": "input_text", "text": "What is in this image?"}, {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUg==", "detail": "low"}]}]}),
+        json!({"model": "auto", "input": "List three colours", "text": {"format": {"type": "json_schema", "name": "colours", "schema": {"type": "object"}, "strict": true}}, "reasoning": {"effort": "low"}, "metadata": {"k": "v"}, "user": "u1"}),
+        json!({"model": "auto", "input": [{"role": "assistant", "content": [{"type": "output_text", "text": "ok"}]}, {"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": "second"}], "previous_response_id": "resp_1"}),
+        json!({"model": "auto", "input": "x", "tools": [{"type": "web_search"}], "conversation": "conv_1"}),
     ])
 }
 
