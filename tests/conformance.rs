@@ -2,7 +2,7 @@
 //! OpenAPI conformance: every response shape the gateway produces (chat completions and stream
 //! chunks, cache misses and hits, from OpenAI-compatible, Anthropic and Gemini upstreams, with
 //! tool calls and reasoning; the model list and each model; embeddings of every input form;
-//! errors) is collected from a real gateway on loopback and validated against the schemas of
+//! Responses API objects and stream events; errors) is collected from a real gateway on loopback and validated against the schemas of
 //! OpenAI's published spec, kept in `tests/fixtures/openapi/schemas.json` (provenance inside),
 //! by `jsonschema` in Python (`tests/python/validate_openapi.py`; `.ci/run` installs it).
 
@@ -175,6 +175,59 @@ async fn every_response_shape_validates_against_the_openai_openapi_spec() {
             }
         }
     }
+
+    // the Responses API: text, a tool call (through the Anthropic adapter), an answer cut by
+    // max_output_tokens, every stream event, and the 404 for an unknown previous response
+    let responses = |body: Value| {
+        let client = client.clone();
+        let u = url(&g, "/v1/responses");
+        async move {
+            let r = client.post(u).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let tool = json!({"type": "function", "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}});
+    for (name, body) in [
+        (
+            "text",
+            json!({"model": "mini", "instructions": "Be brief.", "input": "What is the capital of Spain?", "metadata": {"k": "v"}}),
+        ),
+        ("tool call", json!({"model": "claude-haiku-4-5", "input": "Weather in Oslo?", "tools": [tool]})),
+        (
+            "json schema",
+            json!({"model": "mini", "input": "A colour", "text": {"format": {"type": "json_schema", "name": "c", "schema": {"type": "object"}}}}),
+        ),
+    ] {
+        let (st, text) = responses(body).await;
+        assert_eq!(st, 200, "{text}");
+        let r: Value = serde_json::from_str(&text).unwrap();
+        s.add(&format!("response {name}"), "Response", &r);
+    }
+    cheap.then(Behavior::Truncated);
+    let (_, text) = responses(json!({"model": "mini", "input": "A long story", "max_output_tokens": 5})).await;
+    let cut: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(cut["status"], "incomplete", "{cut}");
+    s.add("response incomplete", "Response", &cut);
+    for (name, body) in [
+        ("text", json!({"model": "mini", "stream": true, "input": "Name three primary colours, please."})),
+        (
+            "tool call",
+            json!({"model": "claude-haiku-4-5", "stream": true, "input": "Weather in Bergen?", "tools": [tool]}),
+        ),
+    ] {
+        let (st, text) = responses(body).await;
+        assert_eq!(st, 200);
+        let events: Vec<Value> =
+            text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+        assert_eq!(events.last().unwrap()["type"], "response.completed", "{text}");
+        for (i, e) in events.iter().enumerate() {
+            s.add(&format!("responses stream {name} event {i}"), "ResponseStreamEvent", e);
+        }
+    }
+    let (st, text) = responses(json!({"model": "mini", "input": "x", "previous_response_id": "resp_nope"})).await;
+    assert_eq!(st, 404);
+    s.add("previous response 404", ERROR, &serde_json::from_str(&text).unwrap());
 
     // models: the list, and every listed model retrieved on its own
     let list: Value = client.get(url(&g, "/v1/models")).send().await.unwrap().json().await.unwrap();

@@ -333,7 +333,8 @@ pub fn to_chat_request(req: ResponsesRequest, previous: Vec<Value>) -> Result<Pr
     }
     messages.extend(history.iter().cloned());
 
-    let tools = req.tools.unwrap_or_default();
+    let tools: Vec<Value> = req.tools.unwrap_or_default();
+    let chat_tools = to_chat_tools(&tools)?;
     let text = req.text.unwrap_or_else(|| json!({"format": {"type": "text"}}));
     let mut out = Map::new();
     out.insert("model".into(), json!(req.model));
@@ -352,8 +353,8 @@ pub fn to_chat_request(req: ResponsesRequest, previous: Vec<Value>) -> Result<Pr
         // response.completed carries the usage, so ask every upstream for it
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    if !tools.is_empty() {
-        out.insert("tools".into(), json!(to_chat_tools(&tools)?));
+    if !chat_tools.is_empty() {
+        out.insert("tools".into(), json!(chat_tools));
     }
     if let Some(c) = &req.tool_choice {
         out.insert("tool_choice".into(), to_chat_tool_choice(c)?);
@@ -379,7 +380,15 @@ pub fn to_chat_request(req: ResponsesRequest, previous: Vec<Value>) -> Result<Pr
         max_output_tokens: req.max_output_tokens,
         temperature: req.temperature,
         top_p: req.top_p,
-        tools,
+        // as the Responses object lists them: every field present, `null` where unset
+        tools: chat_tools
+            .iter()
+            .map(|t| {
+                let f = &t["function"];
+                json!({"type": "function", "name": f["name"], "description": f["description"],
+                    "parameters": f["parameters"], "strict": f["strict"]})
+            })
+            .collect(),
         tool_choice: req.tool_choice.unwrap_or_else(|| json!("auto")),
         parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
         text,
@@ -401,7 +410,11 @@ fn usage_json(u: Option<&Usage>) -> Value {
     let u = u.copied().unwrap_or_default();
     json!({
         "input_tokens": u.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": u.prompt_tokens_details.map_or(0, |d| d.cached_tokens)},
+        // OpenAI's spec (2.3.0) requires `cache_write_tokens`; chat usage does not report writes
+        "input_tokens_details": {
+            "cached_tokens": u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            "cache_write_tokens": 0,
+        },
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": u.total_tokens,
@@ -417,9 +430,10 @@ fn status_of(finish_reason: Option<&str>) -> (&'static str, Value) {
     }
 }
 
-/// The Responses object around `output`. `model` is the model that answered.
+/// The Responses object around `output`. `model` is the model that answered. `usage` is added
+/// once known (the spec has no `null` for it, so an in-progress snapshot has none).
 fn response_object(id: &str, created_at: u64, model: &str, echo: &Echo, status: &str, output: Value) -> Value {
-    json!({
+    let mut r = json!({
         "id": id,
         "object": "response",
         "created_at": created_at,
@@ -440,10 +454,13 @@ fn response_object(id: &str, created_at: u64, model: &str, echo: &Echo, status: 
         "tools": echo.tools,
         "top_p": echo.top_p,
         "truncation": "disabled",
-        "usage": null,
-        "user": echo.user,
         "metadata": echo.metadata,
-    })
+    });
+    // a string when set; the spec has no null for it
+    if let Some(u) = &echo.user {
+        r["user"] = json!(u);
+    }
+    r
 }
 
 fn message_item(id: &str, status: &str, text: &str) -> Value {
