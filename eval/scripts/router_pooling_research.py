@@ -8,8 +8,11 @@ one) in every head and in the gate, and measures the shipped recipe (`router_fea
 the `feat_noinflate` rule) by 5-fold CV over fold draws.
 
 Fill eval/.cache/layers first:  python eval/scripts/minilm_layers.py --sets alpaca,arena,gsm8k,mmlu
+(and python eval/scripts/minilm_prefix.py for the prefix views; --json keeps per-draw results)
 Usage:  python eval/scripts/router_pooling_research.py --seeds 0-2 --view base --view cls ...
 Views: base (the Rust vectors), mean<L> (layer L mean pool, L2-normalised), meanall, cls, max;
+        first8/16/32/64, nl, sent (mean over the leading word pieces only; '_L3' for layer 3; from
+        <set>_prefix.npz, made by minilm_prefix.py for all four sets: every head scores every row);
         '+' joins views (e.g. base+cls); 'alpaca=mean0,gate=mean0' sets the view per head / for
         the gate (the rest stay on base); 'alpaca=base|mean3' averages the z-scored outputs of one
         head per view; a suffix '*k' scales the ridge penalty of that run.
@@ -21,9 +24,15 @@ Views: base (the Rust vectors), mean<L> (layer L mean pool, L2-normalised), mean
   Hard gate and arena priors -0.5..-2: within 0.002 of base (8 draws). Averaging chat heads
   over views (base|mean3, base|mean0|mean3|cls, all seven layers): chat 0.550-0.552. Nothing
   kept; see eval/README.md.
+  Task-statement views in the chat head only (research_stop14): first8..64, nl, sent and their
+  layer-3 versions 0.543-0.555 chat (base 0.551), the other pairs within +-0.004; base+first8/16/
+  32/nl/sent 0.551-0.552. Fresh draws 3-7 paired against base: first32 chat +0.0005 (3/5 up),
+  base+first32 +0.0012 (3/5), other pairs +0.002..+0.003. On the 129 prompts with a blank-line
+  input block the chat scores' rank correlation with the chat target is ~0 under every view.
+  No gain; nothing kept.
 Needs numpy.
 """
-import argparse, hashlib, sys
+import argparse, hashlib, re, sys
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +55,29 @@ def load_layers():
         z = np.load(LAYERS / f"{f}.npz")
         keys = [bytes(k) for k in z["keys"]]
         out[g] = {"index": {k: i for i, k in enumerate(keys)}, "mean": z["mean"], "cls": z["cls"], "max": z["max"]}
+        pf = LAYERS / f"{f}_prefix.npz"  # minilm_prefix.py: first<k> / nl / sent at layers 3 and 6
+        if pf.exists():
+            p = np.load(pf)
+            assert (p["keys"] == z["keys"]).all(), f"{pf} rows differ from {f}.npz: re-run both"
+            out[g]["prefix"] = {v: p[v] for v in p.files if v not in ("keys", "layers") and not v.endswith("_n")}
+            out[g]["prefix_layers"] = [int(x) for x in p["layers"]]
     return out
+
+
+PREFIX = re.compile(r"(first\d+|nl|sent)(?:_L(\d))?$")
+
+
+def prefix_view(z, g, v, idx):
+    """'first16', 'nl', 'sent' (last layer) or with '_L3' (layer 3), from <set>_prefix.npz."""
+    m = PREFIX.match(v)
+    if "prefix" not in z or m.group(1) not in z["prefix"]:
+        raise SystemExit(f"view {v} needs eval/.cache/layers/{FILES[g]}_prefix.npz with '{m.group(1)}' "
+                         f"(python eval/scripts/minilm_prefix.py --sets {FILES[g]}): every head scores "
+                         f"every set's rows, so a head on this view needs it for all four sets")
+    layer = int(m.group(2) or 6)
+    if layer not in z["prefix_layers"]:
+        raise SystemExit(f"view {v}: {FILES[g]}_prefix.npz has layers {z['prefix_layers']} only")
+    return unit(z["prefix"][m.group(1)][idx, z["prefix_layers"].index(layer)])
 
 
 def view(L, g, texts, name, base):
@@ -60,6 +91,8 @@ def view(L, g, texts, name, base):
             parts.append(unit(z["mean"][idx].mean(1)))
         elif v.startswith("mean"):
             parts.append(unit(z["mean"][idx, int(v[4:])]))
+        elif PREFIX.match(v):
+            parts.append(prefix_view(z, g, v, idx))
         elif v in ("cls", "max"):
             parts.append(unit(z[v][idx]))
         else:
@@ -154,6 +187,7 @@ def main():
     ap.add_argument("--seeds", default="0-2")
     ap.add_argument("--view", action="append", default=[])
     ap.add_argument("--spec", default='{"feat_noinflate": 1}')
+    ap.add_argument("--json", help="append raw per-draw results here (for paired comparisons)")
     a = ap.parse_args()
     import json
     spec0 = json.loads(a.spec)
@@ -171,6 +205,9 @@ def main():
                 d = exp.sets[n]
                 res.setdefault(n, []).append(rfr.metrics(sc[g], d.c, d.p)["apgr"])
         print(f"{name:>30}: {rfr.fmt(res)}", flush=True)
+        if a.json:
+            with open(a.json, "a") as fh:
+                fh.write(json.dumps({"view": name, "seeds": rfr.parse_seeds(a.seeds), "res": res}) + "\n")
 
 
 if __name__ == "__main__":
