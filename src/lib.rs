@@ -23,5 +23,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod prices;
 pub mod providers;
+pub mod redis_link;
 pub mod reqlog;
 pub mod simd;

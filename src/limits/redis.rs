@@ -5,13 +5,10 @@
 //! EVAL is sent each time (not EVALSHA): the scripts are a few hundred bytes, and the `redis`
 //! crate's `Script` helper needs a feature this build does not enable.
 
-use std::time::Duration;
-
-use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 
 use super::{AdmitArgs, CounterKeys, Counts, SettleArgs};
+use crate::redis_link::RedisLink;
 
 /// verdicts: 0 admitted, 1 requests per minute, 2 tokens per minute, 3 day budget, 4 month budget
 const ADMIT: &str = r"
@@ -54,54 +51,22 @@ return {day, mon}
 ";
 
 pub struct RedisCounters {
-    client: redis::Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
-    /// While Redis is unreachable, the next connection attempt is not before this.
-    retry_at: Mutex<std::time::Instant>,
+    link: RedisLink,
 }
-
-/// How long a request waits for Redis before it is counted locally instead.
-const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Between connection attempts while Redis is down: at most one request a second pays for one.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 impl RedisCounters {
     pub fn new(url: &str) -> redis::RedisResult<RedisCounters> {
-        Ok(RedisCounters {
-            client: redis::Client::open(url)?,
-            conn: Mutex::new(None),
-            retry_at: Mutex::new(std::time::Instant::now()),
-        })
+        Ok(RedisCounters { link: RedisLink::new(url)? })
     }
 
-    /// The connection, (re)connecting if it is time to try; `None` while Redis counts as down.
+    /// The connection; `None` while Redis counts as down (see [`RedisLink`]).
     pub async fn connection(&self) -> Option<MultiplexedConnection> {
-        if let Some(c) = self.conn.lock().clone() {
-            return Some(c);
-        }
-        {
-            let mut at = self.retry_at.lock();
-            if std::time::Instant::now() < *at {
-                return None;
-            }
-            *at = std::time::Instant::now() + RETRY_EVERY;
-        }
-        let cfg =
-            AsyncConnectionConfig::new().set_connection_timeout(CONNECT_TIMEOUT).set_response_timeout(RESPONSE_TIMEOUT);
-        match self.client.get_multiplexed_async_connection_with_config(&cfg).await {
-            Ok(c) => {
-                *self.conn.lock() = Some(c.clone());
-                Some(c)
-            }
-            Err(_) => None,
-        }
+        self.link.connection().await
     }
 
-    /// A command failed: drop the connection so the next call reconnects (after `RETRY_EVERY`).
+    /// A command failed: the next call reconnects.
     pub fn failed(&self) {
-        *self.conn.lock() = None;
-        *self.retry_at.lock() = std::time::Instant::now() + RETRY_EVERY;
+        self.link.failed()
     }
 
     pub async fn admit(
