@@ -37,6 +37,9 @@ pub enum AppError {
     Keys(#[from] crate::keys::KeyFileError),
     #[error(transparent)]
     Limits(#[from] crate::limits::LimitsError),
+    /// The Redis URL for stored Responses (the shared tier's) would not open.
+    #[error("cache.backend (stored responses): {0}")]
+    Responses(String),
 }
 
 /// A path as configured: relative paths are relative to the working directory. (There is no
@@ -433,7 +436,14 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
         request_timeout: config.server.request_timeout.0,
         started: Instant::now(),
         slots: Arc::new(Semaphore::new(config.server.max_concurrency)),
-        responses: Arc::new(http::responses::ResponseStore::new(config.server.responses_store_bytes)),
+        responses: Arc::new(
+            http::responses::ResponseStore::new(
+                config.server.responses_store_bytes,
+                config.server.responses_ttl.0,
+                redis,
+            )
+            .map_err(|e| AppError::Responses(e.to_string()))?,
+        ),
     };
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();

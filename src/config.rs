@@ -231,6 +231,9 @@ pub struct ServerConfig {
     /// Memory for Responses API answers kept for `previous_response_id` and
     /// `GET /v1/responses/{id}` (per replica; the oldest are forgotten first). 0 keeps none.
     pub responses_store_bytes: usize,
+    /// How long a stored response can be continued or read back (in memory, and in Redis with
+    /// the shared tier on).
+    pub responses_ttl: Dur,
 }
 
 impl Default for ServerConfig {
@@ -250,6 +253,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             responses_store_bytes: 64 * 1024 * 1024,
+            responses_ttl: Dur(Duration::from_secs(24 * 3600)),
         }
     }
 }

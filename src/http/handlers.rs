@@ -89,7 +89,7 @@ fn request_ctx(headers: &HeaderMap, tenant: Tenant) -> Result<RequestCtx, Gatewa
 }
 
 pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(&state, &headers, body, |b, _| parse_json(b), render, super::error_response).await
+    handle(&state, &headers, body, async |b: &[u8], _: &str| parse_json(b), render, super::error_response).await
 }
 
 /// `POST /v1/messages`: Anthropic's Messages API, served by the same pipeline as chat (see
@@ -100,7 +100,8 @@ pub async fn messages(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let parse = |b: &[u8], _: &str| parse_json::<messages::MessagesRequest>(b).and_then(messages::to_chat_request);
+    let parse =
+        async |b: &[u8], _: &str| parse_json::<messages::MessagesRequest>(b).and_then(messages::to_chat_request);
     handle(&state, &headers, body, parse, render_messages, super::anthropic_error_response).await
 }
 
@@ -142,7 +143,7 @@ pub(super) async fn handle(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    parse: impl FnOnce(&[u8], &str) -> Result<ChatRequest, GatewayError>,
+    parse: impl AsyncFnOnce(&[u8], &str) -> Result<ChatRequest, GatewayError>,
     render_ok: impl FnOnce(Served, &str, OwnedSemaphorePermit) -> Response,
     render_err: fn(&GatewayError, &str) -> Response,
 ) -> Response {
@@ -204,14 +205,14 @@ async fn serve(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    parse: impl FnOnce(&[u8], &str) -> Result<ChatRequest, GatewayError>,
+    parse: impl AsyncFnOnce(&[u8], &str) -> Result<ChatRequest, GatewayError>,
     account: &mut Account,
 ) -> Result<(Served, OwnedSemaphorePermit), GatewayError> {
     let tenant = authenticate(state, headers)?;
     account.tenant(&tenant);
     let slot = concurrency_slot(state)?;
     let bytes = body_or_error(body, state.max_body)?;
-    let req = parse(&bytes, &tenant.id)?;
+    let req = parse(&bytes, &tenant.id).await?;
     let mut ctx = request_ctx(headers, tenant)?;
     ctx.premium_off = account.admit(&req).await?;
     if account.cache_off() {

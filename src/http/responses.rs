@@ -2,14 +2,18 @@
 //! for the translation), and the store that makes `previous_response_id` and
 //! `GET /v1/responses/{id}` work.
 //!
-//! The store is in memory, per replica and bounded by bytes: the oldest responses are forgotten
-//! first. A response is only ever read back by the tenant that made it; for anyone else it does
-//! not exist (the same 404 as a response never made, so ids cannot be probed). Behind several
-//! replicas, a client that continues by `previous_response_id` needs its requests to reach the
-//! same replica; sending the whole `input` with `store: false` works anywhere.
+//! The store is in memory, bounded by bytes (the oldest responses are forgotten first) and by age
+//! (`server.responses_ttl`). A response is only ever read back by the tenant that made it; for
+//! anyone else it does not exist (the same 404 as a response never made, so ids cannot be
+//! probed). With the shared tier on (`cache.backend = "redis://…"`) every stored response is also
+//! written to Redis under its tenant and expires there with the same age, so a follow-up reaching
+//! another replica finds it, and a delete on one replica is seen by all (a tombstone). Redis is
+//! asked first when it is reachable; when it is down or slow (250 ms), each replica still serves
+//! what it holds itself, as the cache does.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -18,20 +22,31 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::handlers::{handle, meta_headers, sse_response};
 use super::{authenticate, error_response, request_id, AppState};
 use crate::api::responses::{self, Echo, Finished, StreamTranslator};
 use crate::api::{parse_json, GatewayError};
 use crate::pipeline::{Body, Served, StreamItem};
+use crate::redis_link::RedisLink;
+
+/// Writes to Redis in flight at once; past it a response is kept locally only.
+const SHARED_WRITES: usize = 256;
+
+/// One stored response: the conversation through its output (without `instructions`) and the
+/// Responses object.
+#[derive(Clone)]
+struct Kept {
+    conversation: Arc<Vec<Value>>,
+    response: Arc<Value>,
+}
 
 struct Stored {
     tenant: String,
-    /// The conversation through this response's output, without `instructions`.
-    conversation: Arc<Vec<Value>>,
-    response: Arc<Value>,
+    kept: Kept,
     bytes: usize,
+    at: Instant,
 }
 
 #[derive(Default)]
@@ -42,23 +57,53 @@ struct Inner {
     bytes: usize,
 }
 
-/// Stored responses, at most `budget` bytes of them (as serialised JSON).
+/// The Redis half of the store.
+struct Shared {
+    link: Arc<RedisLink>,
+    writes: Arc<Semaphore>,
+}
+
+/// Stored responses: at most `budget` bytes of them (as serialised JSON) in memory, none older
+/// than `ttl`; mirrored to Redis when the shared tier is on.
 pub struct ResponseStore {
     budget: usize,
+    ttl: Duration,
     inner: Mutex<Inner>,
+    shared: Option<Shared>,
+}
+
+fn redis_key(tenant: &str, id: &str) -> String {
+    format!("switchyard:response:{tenant}:{id}")
 }
 
 impl ResponseStore {
-    /// A store of at most `budget` bytes; 0 stores nothing.
-    pub fn new(budget: usize) -> Self {
-        ResponseStore { budget, inner: Mutex::new(Inner::default()) }
+    /// A store of at most `budget` bytes (0 stores nothing) kept for `ttl`, mirrored to the Redis
+    /// at `redis_url` if one is given.
+    pub fn new(budget: usize, ttl: Duration, redis_url: Option<&str>) -> redis::RedisResult<Self> {
+        let shared = match redis_url {
+            Some(url) => {
+                Some(Shared { link: Arc::new(RedisLink::new(url)?), writes: Arc::new(Semaphore::new(SHARED_WRITES)) })
+            }
+            None => None,
+        };
+        Ok(ResponseStore { budget, ttl, inner: Mutex::new(Inner::default()), shared })
     }
 
-    /// Keeps a response, forgetting the oldest ones past the budget. A response larger than
-    /// the whole budget is not kept.
+    /// Keeps a response, forgetting the oldest ones past the budget, and mirrors it to Redis.
     fn put(&self, id: &str, tenant: &str, conversation: Vec<Value>, response: Value) {
-        let bytes = serde_json::to_vec(&conversation).map_or(0, |v| v.len())
-            + serde_json::to_vec(&response).map_or(0, |v| v.len())
+        if self.budget == 0 {
+            return;
+        }
+        let kept = Kept { conversation: Arc::new(conversation), response: Arc::new(response) };
+        if let Some(shared) = &self.shared {
+            self.publish(shared, id, tenant, &kept);
+        }
+        self.keep_locally(id, tenant, kept);
+    }
+
+    fn keep_locally(&self, id: &str, tenant: &str, kept: Kept) {
+        let bytes = serde_json::to_vec(&*kept.conversation).map_or(0, |v| v.len())
+            + serde_json::to_vec(&*kept.response).map_or(0, |v| v.len())
             + id.len()
             + tenant.len();
         if bytes > self.budget {
@@ -71,12 +116,7 @@ impl ResponseStore {
                 inner.bytes -= gone.bytes;
             }
         }
-        let stored = Stored {
-            tenant: tenant.to_string(),
-            conversation: Arc::new(conversation),
-            response: Arc::new(response),
-            bytes,
-        };
+        let stored = Stored { tenant: tenant.to_string(), kept, bytes, at: Instant::now() };
         if let Some(replaced) = inner.entries.insert(id.to_string(), stored) {
             inner.bytes -= replaced.bytes;
         }
@@ -89,34 +129,105 @@ impl ResponseStore {
         }
     }
 
-    fn get<T>(&self, id: &str, tenant: &str, read: impl FnOnce(&Stored) -> T) -> Option<T> {
-        let inner = self.inner.lock();
-        inner.entries.get(id).filter(|s| s.tenant == tenant).map(read)
+    /// Writes the response to Redis in the background (a bounded number at once: past it, and
+    /// while Redis is down, the response is this replica's only).
+    fn publish(&self, shared: &Shared, id: &str, tenant: &str, kept: &Kept) {
+        let Ok(permit) = shared.writes.clone().try_acquire_owned() else {
+            tracing::debug!("stored response not mirrored to Redis: too many writes in flight");
+            return;
+        };
+        let value = json!({"conversation": &*kept.conversation, "response": &*kept.response}).to_string();
+        let (link, key, ttl) = (shared.link.clone(), redis_key(tenant, id), self.ttl.as_secs().max(1));
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Some(mut conn) = link.connection().await else { return };
+            let set: redis::RedisResult<()> =
+                redis::cmd("SET").arg(&key).arg(value).arg("EX").arg(ttl).query_async(&mut conn).await;
+            if let Err(e) = set {
+                tracing::debug!(error = %e, "stored response not mirrored to Redis");
+                link.failed();
+            }
+        });
     }
 
-    /// The conversation a follow-up to `id` continues, if `tenant` made `id` and it is kept.
-    pub fn conversation(&self, id: &str, tenant: &str) -> Option<Arc<Vec<Value>>> {
-        self.get(id, tenant, |s| s.conversation.clone())
+    /// What Redis holds for the key: `Some(Some(kept))`, `Some(None)` for a deleted or
+    /// unreadable one, `None` when Redis has nothing or cannot be asked.
+    async fn ask_redis(&self, shared: &Shared, key: &str) -> Option<Option<Kept>> {
+        let mut conn = shared.link.connection().await?;
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(key).query_async(&mut conn).await;
+        let text = match got {
+            Ok(t) => t?,
+            Err(e) => {
+                tracing::debug!(error = %e, "stored response lookup in Redis failed; using this replica's");
+                shared.link.failed();
+                return None;
+            }
+        };
+        let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if v["deleted"] == true || !v["conversation"].is_array() {
+            return Some(None);
+        }
+        let conversation = match v["conversation"].take() {
+            Value::Array(a) => a,
+            _ => Vec::new(),
+        };
+        Some(Some(Kept { conversation: Arc::new(conversation), response: Arc::new(v["response"].take()) }))
+    }
+
+    /// A stored response, if `tenant` made it and it is still kept (Redis first, then this
+    /// replica's memory).
+    async fn lookup(&self, id: &str, tenant: &str) -> Option<Kept> {
+        if let Some(shared) = &self.shared {
+            match self.ask_redis(shared, &redis_key(tenant, id)).await {
+                Some(Some(kept)) => return Some(kept),
+                Some(None) => return None,
+                None => {}
+            }
+        }
+        let inner = self.inner.lock();
+        inner.entries.get(id).filter(|s| s.tenant == tenant && s.at.elapsed() < self.ttl).map(|s| s.kept.clone())
+    }
+
+    /// The conversation a follow-up to `id` continues.
+    pub async fn conversation(&self, id: &str, tenant: &str) -> Option<Arc<Vec<Value>>> {
+        self.lookup(id, tenant).await.map(|k| k.conversation)
     }
 
     /// The stored Responses object.
-    pub fn response(&self, id: &str, tenant: &str) -> Option<Arc<Value>> {
-        self.get(id, tenant, |s| s.response.clone())
+    pub async fn response(&self, id: &str, tenant: &str) -> Option<Arc<Value>> {
+        self.lookup(id, tenant).await.map(|k| k.response)
     }
 
-    /// Forgets `id` if `tenant` made it; whether it was there.
-    pub fn delete(&self, id: &str, tenant: &str) -> bool {
-        let mut inner = self.inner.lock();
-        if inner.entries.get(id).is_none_or(|s| s.tenant != tenant) {
-            return false;
+    /// Forgets `id` if `tenant` made it, here and (with a tombstone, so no replica serves its
+    /// own copy) in Redis; whether it was there.
+    pub async fn delete(&self, id: &str, tenant: &str) -> bool {
+        let existed = self.lookup(id, tenant).await.is_some();
+        {
+            let mut inner = self.inner.lock();
+            if inner.entries.get(id).is_some_and(|s| s.tenant == tenant) {
+                if let Some(gone) = inner.entries.remove(id) {
+                    inner.bytes -= gone.bytes;
+                }
+            }
         }
-        if let Some(gone) = inner.entries.remove(id) {
-            inner.bytes -= gone.bytes;
+        if let (true, Some(shared)) = (existed, &self.shared) {
+            if let Some(mut conn) = shared.link.connection().await {
+                let set: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(redis_key(tenant, id))
+                    .arg(r#"{"deleted":true}"#)
+                    .arg("EX")
+                    .arg(self.ttl.as_secs().max(1))
+                    .query_async(&mut conn)
+                    .await;
+                if set.is_err() {
+                    shared.link.failed();
+                }
+            }
         }
-        true
+        existed
     }
 
-    /// Bytes held (for tests and `/metrics`).
+    /// Bytes held in memory (for tests).
     pub fn bytes(&self) -> usize {
         self.inner.lock().bytes
     }
@@ -153,12 +264,13 @@ pub async fn create(
 ) -> Response {
     let id = responses::new_id("resp");
     let pending: Mutex<Option<Pending>> = Mutex::new(None);
-    let parse = |bytes: &[u8], tenant: &str| {
+    let parse = async |bytes: &[u8], tenant: &str| {
         let req: responses::ResponsesRequest = parse_json(bytes)?;
         let previous = match &req.previous_response_id {
             Some(p) => state
                 .responses
                 .conversation(p, tenant)
+                .await
                 .ok_or_else(|| not_found(p, Some("previous_response_id")))?
                 .as_ref()
                 .clone(),
@@ -227,9 +339,11 @@ fn default_echo() -> Echo {
 /// `GET /v1/responses/{id}`: a stored response, to the tenant that made it.
 pub async fn retrieve(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let rid = request_id(&headers);
-    let found = authenticate(&state, &headers)
-        .and_then(|t| state.responses.response(&id, &t.id).ok_or_else(|| not_found(&id, None)));
-    match found {
+    let found = async {
+        let tenant = authenticate(&state, &headers)?;
+        state.responses.response(&id, &tenant.id).await.ok_or_else(|| not_found(&id, None))
+    };
+    match found.await {
         Ok(r) => axum::Json(r.as_ref().clone()).into_response(),
         Err(e) => error_response(&e, &rid),
     }
@@ -238,14 +352,14 @@ pub async fn retrieve(State(state): State<AppState>, headers: HeaderMap, Path(id
 /// `DELETE /v1/responses/{id}`.
 pub async fn delete(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let rid = request_id(&headers);
-    let deleted = authenticate(&state, &headers).and_then(|t| {
-        if state.responses.delete(&id, &t.id) {
-            Ok(())
-        } else {
-            Err(not_found(&id, None))
+    let deleted = async {
+        let tenant = authenticate(&state, &headers)?;
+        match state.responses.delete(&id, &tenant.id).await {
+            true => Ok(()),
+            false => Err(not_found(&id, None)),
         }
-    });
-    match deleted {
+    };
+    match deleted.await {
         Ok(()) => axum::Json(json!({"id": id, "object": "response", "deleted": true})).into_response(),
         Err(e) => error_response(&e, &rid),
     }
@@ -256,53 +370,67 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    const DAY: Duration = Duration::from_secs(86_400);
+
     fn conv(text: &str) -> Vec<Value> {
         vec![json!({"role": "user", "content": text})]
     }
 
-    #[test]
-    fn a_tenant_reads_only_its_own_responses() {
-        let s = ResponseStore::new(1 << 20);
+    fn store(budget: usize, ttl: Duration) -> ResponseStore {
+        ResponseStore::new(budget, ttl, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_tenant_reads_only_its_own_responses() {
+        let s = store(1 << 20, DAY);
         s.put("resp_a", "t-1", conv("hi"), json!({"id": "resp_a"}));
-        assert_eq!(s.conversation("resp_a", "t-1").unwrap()[0]["content"], "hi");
-        assert!(s.conversation("resp_a", "t-2").is_none());
-        assert!(s.response("resp_a", "t-2").is_none());
-        assert!(!s.delete("resp_a", "t-2"), "another tenant cannot delete it");
-        assert!(s.delete("resp_a", "t-1"));
-        assert!(s.response("resp_a", "t-1").is_none());
+        assert_eq!(s.conversation("resp_a", "t-1").await.unwrap()[0]["content"], "hi");
+        assert!(s.conversation("resp_a", "t-2").await.is_none());
+        assert!(s.response("resp_a", "t-2").await.is_none());
+        assert!(!s.delete("resp_a", "t-2").await, "another tenant cannot delete it");
+        assert!(s.delete("resp_a", "t-1").await);
+        assert!(s.response("resp_a", "t-1").await.is_none());
         assert_eq!(s.bytes(), 0);
     }
 
-    #[test]
-    fn the_oldest_are_forgotten_past_the_budget() {
+    #[tokio::test]
+    async fn the_oldest_are_forgotten_past_the_budget_and_the_age() {
         let one = {
-            let s = ResponseStore::new(1 << 20);
+            let s = store(1 << 20, DAY);
             s.put("resp_0", "t", conv(&"x".repeat(100)), json!({}));
             s.bytes()
         };
-        let s = ResponseStore::new(3 * one);
+        let s = store(3 * one, DAY);
         for i in 0..5 {
             s.put(&format!("resp_{i}"), "t", conv(&"x".repeat(100)), json!({}));
             assert!(s.bytes() <= 3 * one);
         }
-        assert!(s.response("resp_0", "t").is_none() && s.response("resp_1", "t").is_none());
-        assert!((2..5).all(|i| s.response(&format!("resp_{i}"), "t").is_some()));
+        assert!(s.response("resp_0", "t").await.is_none() && s.response("resp_1", "t").await.is_none());
+        for i in 2..5 {
+            assert!(s.response(&format!("resp_{i}"), "t").await.is_some());
+        }
         // larger than the whole budget: not kept, nothing else evicted for it
         s.put("resp_big", "t", conv(&"x".repeat(10 * one)), json!({}));
-        assert!(s.response("resp_big", "t").is_none() && s.response("resp_4", "t").is_some());
+        assert!(s.response("resp_big", "t").await.is_none() && s.response("resp_4", "t").await.is_some());
         // a store of 0 bytes keeps nothing
-        let off = ResponseStore::new(0);
+        let off = store(0, DAY);
         off.put("resp_x", "t", conv("hi"), json!({}));
-        assert!(off.response("resp_x", "t").is_none());
+        assert!(off.response("resp_x", "t").await.is_none());
+        // past its age a response is gone
+        let brief = store(1 << 20, Duration::from_millis(20));
+        brief.put("resp_y", "t", conv("hi"), json!({}));
+        assert!(brief.response("resp_y", "t").await.is_some());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(brief.response("resp_y", "t").await.is_none());
     }
 
-    #[test]
-    fn deleted_ids_do_not_pile_up_in_the_order() {
-        let s = ResponseStore::new(1 << 30);
+    #[tokio::test]
+    async fn deleted_ids_do_not_pile_up_in_the_order() {
+        let s = store(1 << 30, DAY);
         for i in 0..10_000 {
             let id = format!("resp_{i}");
             s.put(&id, "t", conv("hi"), json!({}));
-            s.delete(&id, "t");
+            s.delete(&id, "t").await;
         }
         assert!(s.inner.lock().order.len() <= 1024 + 1);
     }
