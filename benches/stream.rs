@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Streamed chat completions on ONE kept-alive connection, through the gateway against the same
-//! upstream called directly, in the same run.
+//! upstream called directly, in the same run; and the same question streamed through the
+//! gateway's Responses API (`/v1/responses`, translated to the same chat request and back).
 //!
 //! Why this exists: streams on a reused connection used to finish ≈ 40 ms late, because the
 //! gateway's accepted sockets ran Nagle's algorithm — every stream after the first on a connection
@@ -33,8 +34,13 @@ struct Timing {
     done: Duration,
 }
 
-/// One streamed request on the client's (kept-alive) connection; the stream is read to `[DONE]`.
-async fn stream_once(client: &reqwest::Client, url: &str, body: &str) -> Timing {
+/// How a chat completions stream ends.
+const DONE: &[u8] = b"data: [DONE]";
+/// How a Responses API stream ends.
+const COMPLETED: &[u8] = b"event: response.completed";
+
+/// One streamed request on the client's (kept-alive) connection; the stream is read to `end`.
+async fn stream_once(client: &reqwest::Client, url: &str, body: &str, end: &[u8]) -> Timing {
     let started = Instant::now();
     let mut resp = client
         .post(url)
@@ -49,14 +55,14 @@ async fn stream_once(client: &reqwest::Client, url: &str, body: &str) -> Timing 
     while let Some(chunk) = resp.chunk().await.expect("body chunk") {
         first_byte.get_or_insert_with(|| started.elapsed());
         seen.extend_from_slice(&chunk);
-        if seen.windows(12).any(|w| w == b"data: [DONE]") {
+        if seen.windows(end.len()).any(|w| w == end) {
             break;
         }
     }
     let done = started.elapsed();
     // read to the end so the connection goes back to the pool for the next request
     while resp.chunk().await.expect("body tail").is_some() {}
-    assert!(seen.windows(12).any(|w| w == b"data: [DONE]"), "stream ended without [DONE]");
+    assert!(seen.windows(end.len()).any(|w| w == end), "stream ended without {}", String::from_utf8_lossy(end));
     Timing { first_byte: first_byte.unwrap_or(done), done }
 }
 
@@ -70,7 +76,7 @@ fn ms(d: Duration) -> f64 {
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (direct_url, gateway_url, _running) = rt.block_on(async {
+    let (direct_url, gateway_url, responses_url, _running) = rt.block_on(async {
         let upstream = switchyard::demo::spawn(Duration::ZERO).await.unwrap();
         let cfg = Config::parse(&format!(
             r#"
@@ -92,6 +98,7 @@ fn bench(c: &mut Criterion) {
         (
             format!("{}/chat/completions", upstream.base_url()),
             format!("http://{}/v1/chat/completions", running.addr),
+            format!("http://{}/v1/responses", running.addr),
             running,
         )
     });
@@ -101,33 +108,51 @@ fn bench(c: &mut Criterion) {
         "messages": [{"role": "user", "content": "Explain in two sentences why the sky is blue on a clear day."}],
     })
     .to_string();
+    // the same question through the Responses API (translated to the same chat request)
+    let responses_body = json!({
+        "model": "cheap",
+        "stream": true,
+        "store": false,
+        "input": "Explain in two sentences why the sky is blue on a clear day.",
+    })
+    .to_string();
     // one idle connection per host: every request after the first reuses it
     let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
 
     let n: usize = std::env::var("SWITCHYARD_STREAM_SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
-    let (direct, through) = rt.block_on(async {
+    let (direct, through, responses) = rt.block_on(async {
         for _ in 0..20 {
-            stream_once(&client, &direct_url, &body).await;
-            stream_once(&client, &gateway_url, &body).await;
+            stream_once(&client, &direct_url, &body, DONE).await;
+            stream_once(&client, &gateway_url, &body, DONE).await;
+            stream_once(&client, &responses_url, &responses_body, COMPLETED).await;
         }
-        let (mut d, mut g) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut d, mut g, mut r) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         for _ in 0..n {
-            d.push(stream_once(&client, &direct_url, &body).await);
-            g.push(stream_once(&client, &gateway_url, &body).await);
+            d.push(stream_once(&client, &direct_url, &body, DONE).await);
+            g.push(stream_once(&client, &gateway_url, &body, DONE).await);
+            r.push(stream_once(&client, &responses_url, &responses_body, COMPLETED).await);
         }
-        (d, g)
+        (d, g, r)
     });
     let sorted = |ts: &[Timing], f: fn(&Timing) -> Duration| {
         let mut v: Vec<Duration> = ts.iter().map(f).collect();
         v.sort();
         v
     };
-    println!("streamed chat on one kept-alive connection, {n} requests per path, interleaved:");
-    for (what, f) in [("first byte", (|t: &Timing| t.first_byte) as fn(&Timing) -> Duration), ("[DONE]", |t| t.done)] {
-        let (d, g) = (sorted(&direct, f), sorted(&through, f));
+    println!(
+        "streamed on one kept-alive connection, {n} requests per path, interleaved (direct = chat to the upstream; \
+         end = [DONE] for chat, response.completed for the Responses API):"
+    );
+    let paths = [("chat", &through), ("responses", &responses)];
+    for ((path, timings), (what, f)) in paths.into_iter().flat_map(|p| {
+        [("first byte", (|t: &Timing| t.first_byte) as fn(&Timing) -> Duration), ("end", |t| t.done)]
+            .into_iter()
+            .map(move |w| (p, w))
+    }) {
+        let (d, g) = (sorted(&direct, f), sorted(timings, f));
         let added = pct(&g, 0.5).saturating_sub(pct(&d, 0.5));
         println!(
-            "  {what:>10}: direct p50 {:.3} ms p99 {:.3} ms | gateway p50 {:.3} ms p99 {:.3} ms | added p50 {:.3} ms (target <= {:.1} ms){}",
+            "  {path:>9} {what:>10}: direct p50 {:.3} ms p99 {:.3} ms | gateway p50 {:.3} ms p99 {:.3} ms | added p50 {:.3} ms (target <= {:.1} ms){}",
             ms(pct(&d, 0.5)),
             ms(pct(&d, 0.99)),
             ms(pct(&g, 0.5)),
@@ -139,13 +164,17 @@ fn bench(c: &mut Criterion) {
     }
 
     let mut group = c.benchmark_group("stream_keepalive");
-    for (name, url) in [("direct", &direct_url), ("gateway", &gateway_url)] {
+    for (name, url, body, end) in [
+        ("direct", &direct_url, &body, DONE),
+        ("gateway", &gateway_url, &body, DONE),
+        ("gateway_responses", &responses_url, &responses_body, COMPLETED),
+    ] {
         group.bench_function(format!("{name}/first_byte"), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        total += stream_once(&client, url, &body).await.first_byte;
+                        total += stream_once(&client, url, body, end).await.first_byte;
                     }
                     total
                 })
@@ -156,7 +185,7 @@ fn bench(c: &mut Criterion) {
                 rt.block_on(async {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        total += stream_once(&client, url, &body).await.done;
+                        total += stream_once(&client, url, body, end).await.done;
                     }
                     total
                 })

@@ -264,13 +264,21 @@ pub(super) fn sse_response(
 ) -> Response {
     let failed = Arc::new(AtomicBool::new(false));
     let seen = failed.clone();
+    // the items already decoded go out in one write: an upstream that sends a burst of chunks
+    // (most do, and every cache replay) costs one syscall and packet, not one per chunk, and an
+    // item that arrives alone is still sent at once
     let events = stream
-        .map(move |item| {
+        .ready_chunks(64)
+        .map(move |items| {
             let _held = &slot;
-            if matches!(item, StreamItem::Error(_)) {
-                seen.store(true, Ordering::Relaxed);
+            let mut out = String::new();
+            for item in items {
+                if matches!(item, StreamItem::Error(_)) {
+                    seen.store(true, Ordering::Relaxed);
+                }
+                out.push_str(&event(item));
             }
-            Ok::<_, std::convert::Infallible>(Bytes::from(event(item)))
+            Ok::<_, std::convert::Infallible>(Bytes::from(out))
         })
         .filter(|r| std::future::ready(r.as_ref().map_or(true, |b| !b.is_empty())))
         .chain(
