@@ -543,6 +543,16 @@ impl StreamTranslator {
     }
 }
 
+impl super::EventTranslator for StreamTranslator {
+    fn chunk(&mut self, chunk: &ChatChunk) -> String {
+        StreamTranslator::chunk(self, chunk)
+    }
+
+    fn error(&mut self, e: &GatewayError) -> String {
+        StreamTranslator::error(self, e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

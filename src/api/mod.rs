@@ -13,3 +13,12 @@ mod types;
 pub use error::{ErrorBody, ErrorDetail, GatewayError, DEFAULT_RETRY_AFTER_SECS};
 pub use parse::parse_json;
 pub use types::*;
+
+/// A stream translator from chat chunks to another API's events (Anthropic's Messages, OpenAI's
+/// Responses): stateful, because those event formats open and close content blocks.
+pub trait EventTranslator: Send + 'static {
+    /// The events for one chunk (possibly none).
+    fn chunk(&mut self, chunk: &ChatChunk) -> String;
+    /// The events for an error after the stream began (the stream then ends).
+    fn error(&mut self, e: &GatewayError) -> String;
+}

@@ -750,6 +750,16 @@ impl StreamTranslator {
     }
 }
 
+impl super::EventTranslator for StreamTranslator {
+    fn chunk(&mut self, chunk: &ChatChunk) -> String {
+        StreamTranslator::chunk(self, chunk)
+    }
+
+    fn error(&mut self, e: &GatewayError) -> String {
+        StreamTranslator::error(self, e)
+    }
+}
+
 #[cfg(test)]
 #[path = "responses_tests.rs"]
 mod tests;

@@ -15,7 +15,7 @@ use super::{authenticate, error_response, request_id, AppState};
 use crate::api::messages;
 use crate::api::{
     parse_json, ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
-    GatewayError, ModelInfo, ModelList,
+    EventTranslator, GatewayError, ModelInfo, ModelList,
 };
 use crate::pipeline::{Body, RequestCtx, Served, StreamItem, Tenant};
 
@@ -179,19 +179,7 @@ pub(super) async fn handle(
 fn render_messages(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Response {
     let mut resp = match served.body {
         Body::Json(r) => axum::Json(messages::to_message(&r)).into_response(),
-        Body::Stream(stream) => {
-            let events = Arc::new(parking_lot::Mutex::new(messages::StreamTranslator::new()));
-            let tail = events.clone();
-            sse_response(
-                stream,
-                slot,
-                move |item| match item {
-                    StreamItem::Chunk(c) => events.lock().chunk(&c),
-                    StreamItem::Error(e) => events.lock().error(&e),
-                },
-                move || tail.lock().finish(),
-            )
-        }
+        Body::Stream(stream) => translated_sse(stream, slot, messages::StreamTranslator::new(), |t| t.finish()),
     };
     meta_headers(&mut resp, &served.meta, rid);
     resp
@@ -256,7 +244,7 @@ fn render(served: Served, rid: &str, slot: OwnedSemaphorePermit) -> Response {
 /// sent only after a complete answer: a stream that ended in an error event must not look
 /// finished to a client that only watches for the end. The request's concurrency slot is held
 /// until the last byte.
-pub(super) fn sse_response(
+fn sse_response(
     stream: crate::pipeline::ReplyStream,
     slot: OwnedSemaphorePermit,
     mut event: impl FnMut(StreamItem) -> String + Send + 'static,
@@ -291,6 +279,27 @@ pub(super) fn sse_response(
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
+}
+
+/// An SSE response in another API's event format: `translator` turns each item into events,
+/// `close` writes the closing ones (see [`sse_response`] for when).
+pub(super) fn translated_sse<T: EventTranslator>(
+    stream: crate::pipeline::ReplyStream,
+    slot: OwnedSemaphorePermit,
+    translator: T,
+    close: impl FnOnce(&mut T) -> String + Send + 'static,
+) -> Response {
+    let events = Arc::new(parking_lot::Mutex::new(translator));
+    let tail = events.clone();
+    sse_response(
+        stream,
+        slot,
+        move |item| match item {
+            StreamItem::Chunk(c) => events.lock().chunk(&c),
+            StreamItem::Error(e) => events.lock().error(&e),
+        },
+        move || close(&mut tail.lock()),
+    )
 }
 
 /// The `x-switchyard-*` headers that say how a request was served.

@@ -24,11 +24,11 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::handlers::{handle, meta_headers, sse_response};
+use super::handlers::{handle, meta_headers, translated_sse};
 use super::{authenticate, error_response, request_id, AppState};
 use crate::api::responses::{self, Echo, Finished, StreamTranslator};
 use crate::api::{parse_json, GatewayError};
-use crate::pipeline::{Body, Served, StreamItem};
+use crate::pipeline::{Body, Served};
 use crate::redis_link::RedisLink;
 
 /// Writes to Redis in flight at once; past it a response is kept locally only.
@@ -292,22 +292,12 @@ pub async fn create(
             }
             Body::Stream(stream) => {
                 let echo = pending.as_ref().map(|p| p.echo.clone()).unwrap_or_else(default_echo);
-                let events = Arc::new(Mutex::new(StreamTranslator::new(id.clone(), echo)));
-                let tail = events.clone();
                 let id = id.clone();
-                sse_response(
-                    stream,
-                    slot,
-                    move |item| match item {
-                        StreamItem::Chunk(c) => events.lock().chunk(&c),
-                        StreamItem::Error(e) => events.lock().error(&e),
-                    },
-                    move || {
-                        let (events, finished) = tail.lock().finish();
-                        keep(&store, &id, pending, &finished);
-                        events
-                    },
-                )
+                translated_sse(stream, slot, StreamTranslator::new(id.clone(), echo), move |t| {
+                    let (events, finished) = t.finish();
+                    keep(&store, &id, pending, &finished);
+                    events
+                })
             }
         };
         meta_headers(&mut resp, &served.meta, rid);
