@@ -18,6 +18,11 @@ async fn get(g: &switchyard::app::Running, id: &str, key: &str) -> (u16, Value) 
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+async fn metric(g: &switchyard::app::Running, name: &str) -> f64 {
+    let text = reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+}
+
 fn output_text(r: &Value) -> String {
     r["output"]
         .as_array()
@@ -115,10 +120,15 @@ async fn responses_are_served_cached_and_continued_per_tenant() {
     assert_eq!(post(&g, &next, "key-a").await.status(), 404);
 
     // store: false keeps nothing
+    let held = metric(&g, "switchyard_responses_stored").await;
     let r = post(&g, &json!({"model": "cheap", "input": "Name a colour", "store": false}), "key-a").await;
     let unstored: Value = r.json().await.unwrap();
     assert_eq!(unstored["store"], false);
     assert_eq!(get(&g, unstored["id"].as_str().unwrap(), "key-a").await.0, 404);
+    assert_eq!(metric(&g, "switchyard_responses_stored").await, held);
+    // what is held is on /metrics: the paraphrase hit and the follow-up (the first was deleted)
+    assert_eq!(held, 2.0);
+    assert!(metric(&g, "switchyard_responses_stored_bytes").await > 100.0);
 
     // errors are OpenAI-shaped: no key, a bad field, an unknown model, a hosted tool
     let r = post(&g, &first, "wrong").await;

@@ -149,6 +149,8 @@ async fn a_response_stored_on_one_replica_is_continued_and_deleted_on_another() 
     assert_eq!(stored(&a, &id, "key-alice", reqwest::Method::GET).await, 404);
     assert_eq!(respond(&a, &next, "key-alice").await.0, 404);
 
+    assert!(metric(&a, "switchyard_responses_redis_total{event=\"mirrored\"}").await >= 1.0);
+
     // Redis gone: a replica continues what it holds itself
     let (_, kept) = respond(&a, &json!({"model": "cheap", "input": "Name a fjord"}), "key-alice").await;
     drop(r);

@@ -242,6 +242,26 @@ pub async fn render(State(state): State<AppState>) -> Response {
         let _ = writeln!(out, "# HELP switchyard_shared_tier_errors_total Failed Redis connections and commands.\n# TYPE switchyard_shared_tier_errors_total counter");
         let _ = writeln!(out, "switchyard_shared_tier_errors_total {}", st.errors.load(Relaxed));
     }
+    let rs = state.responses.stats();
+    gauge(
+        &mut out,
+        "switchyard_responses_stored",
+        "Responses API answers held for previous_response_id.",
+        rs.entries as f64,
+    );
+    gauge(
+        &mut out,
+        "switchyard_responses_stored_bytes",
+        "Memory those answers take (serialised JSON).",
+        rs.bytes as f64,
+    );
+    if let Some((mirrored, unmirrored, errors)) = rs.shared {
+        let _ = writeln!(out, "# HELP switchyard_responses_redis_total Stored responses written to Redis, or not (too many writes in flight, Redis down).\n# TYPE switchyard_responses_redis_total counter");
+        let _ = writeln!(out, "switchyard_responses_redis_total{{event=\"mirrored\"}} {mirrored}");
+        let _ = writeln!(out, "switchyard_responses_redis_total{{event=\"unmirrored\"}} {unmirrored}");
+        let _ = writeln!(out, "# HELP switchyard_responses_redis_errors_total Failed Redis commands of the stored responses.\n# TYPE switchyard_responses_redis_errors_total counter");
+        let _ = writeln!(out, "switchyard_responses_redis_errors_total {errors}");
+    }
     let stats = g.dispatch.stats();
     let _ = writeln!(out, "# HELP switchyard_upstream_attempts_total Upstream calls by deployment and result.\n# TYPE switchyard_upstream_attempts_total counter");
     for (d, s) in &stats {

@@ -12,6 +12,7 @@
 //! what it holds itself, as the cache does.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,24 @@ struct Inner {
 struct Shared {
     link: Arc<RedisLink>,
     writes: Arc<Semaphore>,
+    counts: Arc<SharedCounts>,
+}
+
+/// What happened to the Redis writes and reads, for `/metrics`.
+#[derive(Default)]
+struct SharedCounts {
+    mirrored: AtomicU64,
+    /// Not written to Redis: too many writes in flight, or Redis down.
+    unmirrored: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The store's numbers for `/metrics`.
+pub struct StoreStats {
+    pub entries: usize,
+    pub bytes: usize,
+    /// (mirrored, unmirrored, Redis errors), with the shared tier on.
+    pub shared: Option<(u64, u64, u64)>,
 }
 
 /// Stored responses: at most `budget` bytes of them (as serialised JSON) in memory, none older
@@ -82,7 +101,8 @@ impl ResponseStore {
     pub fn new(budget: usize, ttl: Duration, redis_url: Option<&str>) -> redis::RedisResult<Self> {
         let shared = match redis_url {
             Some(url) => {
-                Some(Shared { link: Arc::new(RedisLink::new(url)?), writes: Arc::new(Semaphore::new(SHARED_WRITES)) })
+                let link = Arc::new(RedisLink::new(url)?);
+                Some(Shared { link, writes: Arc::new(Semaphore::new(SHARED_WRITES)), counts: Arc::default() })
             }
             None => None,
         };
@@ -134,19 +154,29 @@ impl ResponseStore {
     fn publish(&self, shared: &Shared, id: &str, tenant: &str, kept: &Kept) {
         let Ok(permit) = shared.writes.clone().try_acquire_owned() else {
             tracing::debug!("stored response not mirrored to Redis: too many writes in flight");
+            shared.counts.unmirrored.fetch_add(1, Relaxed);
             return;
         };
         let value = json!({"conversation": &*kept.conversation, "response": &*kept.response}).to_string();
-        let (link, key, ttl) = (shared.link.clone(), redis_key(tenant, id), self.ttl.as_secs().max(1));
+        let (link, counts) = (shared.link.clone(), shared.counts.clone());
+        let (key, ttl) = (redis_key(tenant, id), self.ttl.as_secs().max(1));
         tokio::spawn(async move {
             let _permit = permit;
-            let Some(mut conn) = link.connection().await else { return };
+            let Some(mut conn) = link.connection().await else {
+                counts.unmirrored.fetch_add(1, Relaxed);
+                return;
+            };
             let set: redis::RedisResult<()> =
                 redis::cmd("SET").arg(&key).arg(value).arg("EX").arg(ttl).query_async(&mut conn).await;
-            if let Err(e) = set {
-                tracing::debug!(error = %e, "stored response not mirrored to Redis");
-                link.failed();
-            }
+            match set {
+                Ok(()) => counts.mirrored.fetch_add(1, Relaxed),
+                Err(e) => {
+                    tracing::debug!(error = %e, "stored response not mirrored to Redis");
+                    link.failed();
+                    counts.errors.fetch_add(1, Relaxed);
+                    counts.unmirrored.fetch_add(1, Relaxed)
+                }
+            };
         });
     }
 
@@ -160,6 +190,7 @@ impl ResponseStore {
             Err(e) => {
                 tracing::debug!(error = %e, "stored response lookup in Redis failed; using this replica's");
                 shared.link.failed();
+                shared.counts.errors.fetch_add(1, Relaxed);
                 return None;
             }
         };
@@ -221,6 +252,7 @@ impl ResponseStore {
                     .await;
                 if set.is_err() {
                     shared.link.failed();
+                    shared.counts.errors.fetch_add(1, Relaxed);
                 }
             }
         }
@@ -230,6 +262,18 @@ impl ResponseStore {
     /// Bytes held in memory (for tests).
     pub fn bytes(&self) -> usize {
         self.inner.lock().bytes
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let (entries, bytes) = {
+            let inner = self.inner.lock();
+            (inner.entries.len(), inner.bytes)
+        };
+        let shared = self.shared.as_ref().map(|s| {
+            let c = &s.counts;
+            (c.mirrored.load(Relaxed), c.unmirrored.load(Relaxed), c.errors.load(Relaxed))
+        });
+        StoreStats { entries, bytes, shared }
     }
 }
 
