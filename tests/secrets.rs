@@ -378,6 +378,40 @@ api_key = "{GEMINI_KEY}"
         assert!(body.contains("\"error\""), "{provider}: the stream ends with an error event: {body}");
         failures_seen += 3;
     }
+    // the Responses API: a stored answer, then upstream failures whose bodies carry the key
+    let responses = |body: Value, label: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r = client.post(format!("{base}/v1/responses")).bearer_auth(GATEWAY_KEYS[0]).json(&body);
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let headers = format!("{:?}", resp.headers());
+            (status, headers, resp.text().await.unwrap(), label)
+        }
+    };
+    for (body, want, fail) in [
+        (json!({"model": "premium", "input": "What is the capital of Spain? (responses)"}), 200, None),
+        (
+            json!({"model": "premium", "input": "fail401 please (responses)"}),
+            502,
+            Some(Reply::Error(401, "authentication_error", format!("invalid x-api-key: {ANTHROPIC_KEY}"))),
+        ),
+        (
+            // the stream breaks before its first byte: a 502 (scrubbed), not a broken stream
+            json!({"model": "premium", "stream": true, "input": "failstream please (responses)"}),
+            502,
+            Some(Reply::StreamError("overloaded_error", ANTHROPIC_STREAM_ERROR)),
+        ),
+    ] {
+        if let Some(reply) = fail {
+            anthropic.then(reply);
+        }
+        let (status, headers, text, label) = responses(body, "responses").await;
+        assert_eq!(status, want, "{text}");
+        ev.add(format!("{label}: response headers"), headers);
+        ev.add(format!("{label}: response body"), text);
+    }
+
     // the gateway's own refusals
     let (s, _) = send(
         &client,
@@ -427,6 +461,20 @@ api_key = "{GEMINI_KEY}"
     }
     assert!(records.len() > 500, "answers were published to the stream ({} bytes)", records.len());
     ev.add("redis stream records", records);
+    // and the stored responses
+    let mut stored = Vec::new();
+    for _ in 0..100 {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("switchyard:response:*").query_async(&mut con).await.unwrap();
+        if let Some(k) = keys.first() {
+            let v: String = redis::cmd("GET").arg(k).query_async(&mut con).await.unwrap();
+            stored.extend_from_slice(k.as_bytes());
+            stored.extend_from_slice(v.as_bytes());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stored.len() > 100, "the stored response reached Redis");
+    ev.add("redis stored responses", stored);
 
     // a clean shutdown writes the snapshot
     let pid = gw.0.id().to_string();
