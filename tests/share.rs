@@ -201,12 +201,16 @@ async fn the_configured_share_holds_on_maths_word_problems_and_the_dial_picks_an
         assert!(body["error"]["message"].as_str().unwrap().contains("x-switchyard-premium-share"));
         assert_eq!(body["error"]["type"], "invalid_request_error");
     }
-    // the stream goes on, every third request dialled down to 0.1
+    // the stream goes on, two requests in three dialled down to 0.1. The dialled share is a
+    // sample: no feedback holds it (that would move everybody else's share), so its error is the
+    // sampling error of its count, about 0.017 for 300 requests at 0.1, plus the window's; 150
+    // dialled requests (one in three) failed ±0.05 about once in ten runs (0.153 seen)
+    let dialled_at = |i: usize| i % 3 != 0;
     let mixed: Vec<(String, Option<&str>)> =
-        ps[300..750].iter().enumerate().map(|(i, p)| (p.clone(), (i % 3 == 2).then_some("0.1"))).collect();
+        ps[300..750].iter().enumerate().map(|(i, p)| (p.clone(), dialled_at(i).then_some("0.1"))).collect();
     let out = demo.drive_dialled(mixed).await;
     let pick = |dialled: bool| -> Vec<Option<bool>> {
-        out.iter().enumerate().filter(|(i, _)| (i % 3 == 2) == dialled).map(|(_, o)| *o).collect()
+        out.iter().enumerate().filter(|(i, _)| dialled_at(*i) == dialled).map(|(_, o)| *o).collect()
     };
     let (normal, dialled) = (pick(false), pick(true));
     let (n, d) = (share(&normal), share(&dialled));
