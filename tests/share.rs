@@ -205,7 +205,7 @@ async fn the_configured_share_holds_on_maths_word_problems_and_the_dial_picks_an
     // sample: no feedback holds it (that would move everybody else's share), so its error is the
     // sampling error of its count, about 0.017 for 300 requests at 0.1, plus the window's; 150
     // dialled requests (one in three) failed ±0.05 about once in ten runs (0.153 seen)
-    let dialled_at = |i: usize| i % 3 != 0;
+    let dialled_at = |i: usize| !i.is_multiple_of(3);
     let mixed: Vec<(String, Option<&str>)> =
         ps[300..750].iter().enumerate().map(|(i, p)| (p.clone(), dialled_at(i).then_some("0.1"))).collect();
     let out = demo.drive_dialled(mixed).await;
