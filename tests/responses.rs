@@ -137,11 +137,20 @@ async fn responses_are_served_cached_and_continued_per_tenant() {
         (json!({"model": "cheap"}), 400, "input"),
         (json!({"model": "cheap", "input": "x", "tools": [{"type": "web_search"}]}), 400, "tools[0]"),
         (json!({"model": "nope", "input": "x"}), 404, "nope"),
+        // no deployment here sees images: the error names `input`, the field this client sent
+        (
+            json!({"model": "cheap", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}]}),
+            400,
+            "vision",
+        ),
     ] {
         let r = post(&g, &body, "key-a").await;
         assert_eq!(r.status(), status, "{body}");
         let e: Value = r.json().await.unwrap();
         assert!(e["error"]["message"].as_str().unwrap().contains(needle), "{e}");
+        if needle == "vision" {
+            assert_eq!(e["error"]["param"], "input", "{e}");
+        }
     }
     g.shutdown().await;
 }

@@ -347,7 +347,18 @@ pub async fn create(
         meta_headers(&mut resp, &served.meta, rid);
         resp
     };
-    handle(&state, &headers, body, parse, render, error_response).await
+    handle(&state, &headers, body, parse, render, responses_error).await
+}
+
+/// Errors about the translated chat request name the field this client sent: `messages` is
+/// `input` here.
+fn responses_error(e: &GatewayError, rid: &str) -> Response {
+    match e {
+        GatewayError::InvalidRequest { message, param: Some(p) } if p == "messages" => {
+            error_response(&GatewayError::invalid(message.replace("`messages`", "`input`"), Some("input")), rid)
+        }
+        _ => error_response(e, rid),
+    }
 }
 
 /// Only reached if the pipeline served a request whose parse did not record it: a bug.
