@@ -4,11 +4,15 @@
 //! translated), and one streamed text event to its chunk(s). The request is a realistic
 //! multi-turn conversation with a system prompt, two tools, a tool call and its result.
 //!
+//! The `client_api` group times the other side: a request in OpenAI's Responses API or Anthropic's
+//! Messages API turned into that chat request (parsed and translated), the chat answer turned back
+//! (translated and serialised), and one stream chunk turned into their events.
+//!
 //! `cargo bench --bench providers -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
-use switchyard::api::{ChatChunk, ChatRequest, ChatResponse};
+use switchyard::api::{messages, responses, ChatChunk, ChatRequest, ChatResponse};
 use switchyard::providers::openai::OpenAi;
 use switchyard::providers::sse::SseEvent;
 use switchyard::providers::{anthropic, gemini};
@@ -154,5 +158,89 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The travel conversation of [`request`] as a Responses API request.
+fn responses_request() -> Vec<u8> {
+    let req = serde_json::to_value(request()).unwrap();
+    let m = &req["messages"];
+    let tools: Vec<Value> = req["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let f = &t["function"];
+            json!({"type": "function", "name": f["name"], "description": f["description"], "parameters": f["parameters"]})
+        })
+        .collect();
+    let call = &m[2]["tool_calls"][0];
+    serde_json::to_vec(&json!({
+        "model": "auto", "temperature": 0.4, "max_output_tokens": 800, "instructions": m[0]["content"],
+        "tools": tools, "tool_choice": "auto",
+        "input": [
+            {"role": "user", "content": m[1]["content"]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": m[2]["content"]}]},
+            {"type": "function_call", "call_id": call["id"], "name": call["function"]["name"], "arguments": call["function"]["arguments"]},
+            {"type": "function_call_output", "call_id": call["id"], "output": m[3]["content"]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": m[4]["content"]}]},
+            {"role": "user", "content": [{"type": "input_text", "text": m[5]["content"]}]},
+        ],
+    }))
+    .unwrap()
+}
+
+/// The same conversation as an Anthropic Messages request.
+fn messages_request() -> Vec<u8> {
+    let req = serde_json::to_value(request()).unwrap();
+    let m = &req["messages"];
+    let call = &m[2]["tool_calls"][0];
+    let tools: Vec<Value> = req["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| json!({"name": t["function"]["name"], "description": t["function"]["description"], "input_schema": t["function"]["parameters"]}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "model": "auto", "temperature": 0.4, "max_tokens": 800, "system": m[0]["content"], "tools": tools,
+        "messages": [
+            {"role": "user", "content": m[1]["content"]},
+            {"role": "assistant", "content": [{"type": "text", "text": m[2]["content"]},
+                {"type": "tool_use", "id": call["id"], "name": call["function"]["name"],
+                 "input": serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap()}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": m[3]["content"]}]},
+            {"role": "assistant", "content": m[4]["content"]},
+            {"role": "user", "content": m[5]["content"]},
+        ],
+    }))
+    .unwrap()
+}
+
+fn client_api(c: &mut Criterion) {
+    let (rq, mq) = (responses_request(), messages_request());
+    let answer: ChatResponse = serde_json::from_slice(&openai_response()).unwrap();
+    let chunk = openai_event(
+        &json!({"id": "chatcmpl-AbC123", "object": "chat.completion.chunk", "created": 1_730_000_000,
+            "model": "gpt-4o-mini-2024-07-18", "choices": [{"index": 0, "delta": {"content": " morning departures"}, "finish_reason": null}]})
+        .to_string(),
+    );
+    let prepared = responses::to_chat_request(serde_json::from_slice(&rq).unwrap(), Vec::new()).unwrap();
+    let mut g = c.benchmark_group("client_api");
+    g.bench_function("responses/request", |b| {
+        b.iter(|| responses::to_chat_request(serde_json::from_slice(black_box(&rq)).unwrap(), Vec::new()).unwrap())
+    });
+    g.bench_function("messages/request", |b| {
+        b.iter(|| messages::to_chat_request(serde_json::from_slice(black_box(&mq)).unwrap()).unwrap())
+    });
+    g.bench_function("responses/answer", |b| {
+        b.iter(|| serde_json::to_vec(&responses::to_response(black_box(&answer), "resp_1", &prepared.echo).response))
+    });
+    g.bench_function("messages/answer", |b| b.iter(|| serde_json::to_vec(&messages::to_message(black_box(&answer)))));
+    let mut rt = responses::StreamTranslator::new("resp_1".into(), prepared.echo.clone());
+    rt.chunk(&chunk); // opened: measure a later delta
+    let mut mt = messages::StreamTranslator::new();
+    mt.chunk(&chunk);
+    g.bench_function("responses/stream_event", |b| b.iter(|| rt.chunk(black_box(&chunk))));
+    g.bench_function("messages/stream_event", |b| b.iter(|| mt.chunk(black_box(&chunk))));
+    g.finish();
+}
+
+criterion_group!(benches, bench, client_api);
 criterion_main!(benches);
