@@ -12,7 +12,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
-use switchyard::api::{messages, responses, ChatChunk, ChatRequest, ChatResponse};
+use switchyard::api::{messages, responses, ChatChunk, ChatRequest, ChatResponse, EventTranslator};
 use switchyard::providers::openai::OpenAi;
 use switchyard::providers::sse::SseEvent;
 use switchyard::providers::{anthropic, gemini};

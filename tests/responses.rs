@@ -18,11 +18,6 @@ async fn get(g: &switchyard::app::Running, id: &str, key: &str) -> (u16, Value) 
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn metric(g: &switchyard::app::Running, name: &str) -> f64 {
-    let text = reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
-}
-
 fn output_text(r: &Value) -> String {
     r["output"]
         .as_array()

@@ -23,11 +23,6 @@ fn replica_config(cheap: &MockUpstream, premium: &MockUpstream, redis_url: &str)
     config_for(cheap, premium, &extra)
 }
 
-async fn metric(g: &Running, name: &str) -> f64 {
-    let text = reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-}
-
 /// Waits until `g` holds `n` cache entries (mirroring is asynchronous).
 async fn wait_for_entries(g: &Running, n: f64) {
     // a bound, not a timing assertion: a replica reconnecting after an outage backs off up to 5 s

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{ChatChunk, ChatRequest, ChatResponse, GatewayError, Usage};
+use super::{ChatChunk, ChatRequest, ChatResponse, EventTranslator, GatewayError, Usage};
 
 /// A Messages request as Anthropic's SDKs send it. Fields the gateway has no use for
 /// (`top_k`, `thinking`, `service_tier`, ...) are accepted and ignored.
@@ -474,8 +474,38 @@ impl StreamTranslator {
         ));
     }
 
+    /// The closing events after the last chunk.
+    pub fn finish(&mut self) -> String {
+        let mut out = String::new();
+        if !self.started {
+            // an upstream that sent nothing at all still gets a well-formed message
+            let empty = ChatChunk {
+                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                object: "chat.completion.chunk".into(),
+                created: 0,
+                model: String::new(),
+                choices: Vec::new(),
+                usage: None,
+            };
+            self.start(&empty, &mut out);
+        }
+        self.close(&mut out);
+        out.push_str(&sse(
+            "message_delta",
+            &json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null},
+                "usage": usage_json(self.usage.as_ref()),
+            }),
+        ));
+        out.push_str(&sse("message_stop", &json!({"type": "message_stop"})));
+        out
+    }
+}
+
+impl EventTranslator for StreamTranslator {
     /// The events for one chunk (possibly none).
-    pub fn chunk(&mut self, chunk: &ChatChunk) -> String {
+    fn chunk(&mut self, chunk: &ChatChunk) -> String {
         let mut out = String::new();
         self.start(chunk, &mut out);
         if let Some(u) = chunk.usage {
@@ -509,47 +539,9 @@ impl StreamTranslator {
         out
     }
 
-    /// The closing events after the last chunk.
-    pub fn finish(&mut self) -> String {
-        let mut out = String::new();
-        if !self.started {
-            // an upstream that sent nothing at all still gets a well-formed message
-            let empty = ChatChunk {
-                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
-                object: "chat.completion.chunk".into(),
-                created: 0,
-                model: String::new(),
-                choices: Vec::new(),
-                usage: None,
-            };
-            self.start(&empty, &mut out);
-        }
-        self.close(&mut out);
-        out.push_str(&sse(
-            "message_delta",
-            &json!({
-                "type": "message_delta",
-                "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null},
-                "usage": usage_json(self.usage.as_ref()),
-            }),
-        ));
-        out.push_str(&sse("message_stop", &json!({"type": "message_stop"})));
-        out
-    }
-
     /// An error after the stream began: Anthropic's `error` event (the stream then ends).
-    pub fn error(&mut self, e: &GatewayError) -> String {
-        sse("error", &e.anthropic_body())
-    }
-}
-
-impl super::EventTranslator for StreamTranslator {
-    fn chunk(&mut self, chunk: &ChatChunk) -> String {
-        StreamTranslator::chunk(self, chunk)
-    }
-
     fn error(&mut self, e: &GatewayError) -> String {
-        StreamTranslator::error(self, e)
+        sse("error", &e.anthropic_body())
     }
 }
 

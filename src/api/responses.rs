@@ -17,7 +17,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{ChatChunk, ChatRequest, ChatResponse, GatewayError, Usage};
+use super::{ChatChunk, ChatRequest, ChatResponse, EventTranslator, GatewayError, Usage};
 
 /// A Responses request as the OpenAI SDKs send it. Fields with no effect on the answer
 /// (`include`, `truncation`, `service_tier`, `prompt_cache_key`, ...) are accepted and ignored.
@@ -640,8 +640,49 @@ impl StreamTranslator {
         self.event("response.output_item.done", json!({"output_index": index, "item": done}), out);
     }
 
+    /// The closing events after the last chunk, and the finished answer (to store).
+    pub fn finish(&mut self) -> (String, Finished) {
+        let mut out = String::new();
+        self.start(crate::limits::clock::now(), "", &mut out);
+        self.close(&mut out);
+        let (status, incomplete) = status_of(self.finish.as_deref());
+        let mut response = self.snapshot(status);
+        response["incomplete_details"] = incomplete;
+        response["usage"] = usage_json(self.usage.as_ref());
+        let kind = if status == "completed" { "response.completed" } else { "response.incomplete" };
+        self.event(kind, json!({"response": response}), &mut out);
+        let mut turn = json!({"role": "assistant", "content": null});
+        let text: String = self
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Message { text, .. } => Some(text.as_str()),
+                Item::Call { .. } => None,
+            })
+            .collect();
+        if !text.is_empty() {
+            turn["content"] = json!(text);
+        }
+        let calls: Vec<Value> = self
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Call { call_id, name, arguments, .. } => Some(json!({
+                    "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments},
+                })),
+                Item::Message { .. } => None,
+            })
+            .collect();
+        if !calls.is_empty() {
+            turn["tool_calls"] = json!(calls);
+        }
+        (out, Finished { response, turn })
+    }
+}
+
+impl EventTranslator for StreamTranslator {
     /// The events for one chunk (possibly none).
-    pub fn chunk(&mut self, chunk: &ChatChunk) -> String {
+    fn chunk(&mut self, chunk: &ChatChunk) -> String {
         let mut out = String::new();
         self.start(chunk.created, &chunk.model, &mut out);
         if let Some(u) = chunk.usage {
@@ -696,48 +737,9 @@ impl StreamTranslator {
         out
     }
 
-    /// The closing events after the last chunk, and the finished answer (to store).
-    pub fn finish(&mut self) -> (String, Finished) {
-        let mut out = String::new();
-        self.start(crate::limits::clock::now(), "", &mut out);
-        self.close(&mut out);
-        let (status, incomplete) = status_of(self.finish.as_deref());
-        let mut response = self.snapshot(status);
-        response["incomplete_details"] = incomplete;
-        response["usage"] = usage_json(self.usage.as_ref());
-        let kind = if status == "completed" { "response.completed" } else { "response.incomplete" };
-        self.event(kind, json!({"response": response}), &mut out);
-        let mut turn = json!({"role": "assistant", "content": null});
-        let text: String = self
-            .items
-            .iter()
-            .filter_map(|i| match i {
-                Item::Message { text, .. } => Some(text.as_str()),
-                Item::Call { .. } => None,
-            })
-            .collect();
-        if !text.is_empty() {
-            turn["content"] = json!(text);
-        }
-        let calls: Vec<Value> = self
-            .items
-            .iter()
-            .filter_map(|i| match i {
-                Item::Call { call_id, name, arguments, .. } => Some(json!({
-                    "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments},
-                })),
-                Item::Message { .. } => None,
-            })
-            .collect();
-        if !calls.is_empty() {
-            turn["tool_calls"] = json!(calls);
-        }
-        (out, Finished { response, turn })
-    }
-
     /// An error after the stream began: the `error` event, then `response.failed` (the stream
     /// then ends).
-    pub fn error(&mut self, e: &GatewayError) -> String {
+    fn error(&mut self, e: &GatewayError) -> String {
         let mut out = String::new();
         self.start(crate::limits::clock::now(), "", &mut out);
         let body = e.body().error;
@@ -747,16 +749,6 @@ impl StreamTranslator {
         failed["error"] = json!({"code": code, "message": body.message});
         self.event("response.failed", json!({"response": failed}), &mut out);
         out
-    }
-}
-
-impl super::EventTranslator for StreamTranslator {
-    fn chunk(&mut self, chunk: &ChatChunk) -> String {
-        StreamTranslator::chunk(self, chunk)
-    }
-
-    fn error(&mut self, e: &GatewayError) -> String {
-        StreamTranslator::error(self, e)
     }
 }
 

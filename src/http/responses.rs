@@ -35,6 +35,13 @@ use crate::redis_link::RedisLink;
 /// Writes to Redis in flight at once; past it a response is kept locally only.
 const SHARED_WRITES: usize = 256;
 
+/// A stored response as Redis holds it (a deleted one is `{"deleted": true}`).
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    conversation: &'a [Value],
+    response: &'a Value,
+}
+
 /// One stored response: the conversation through its output (without `instructions`) and the
 /// Responses object.
 #[derive(Clone)]
@@ -114,18 +121,18 @@ impl ResponseStore {
         if self.budget == 0 {
             return;
         }
-        let kept = Kept { conversation: Arc::new(conversation), response: Arc::new(response) };
+        // serialised once: its length is what the budget counts, and it is what Redis holds
+        let record =
+            serde_json::to_string(&Record { conversation: &conversation, response: &response }).unwrap_or_default();
+        let bytes = record.len() + id.len() + tenant.len();
         if let Some(shared) = &self.shared {
-            self.publish(shared, id, tenant, &kept);
+            self.publish(shared, id, tenant, record);
         }
-        self.keep_locally(id, tenant, kept);
+        let kept = Kept { conversation: Arc::new(conversation), response: Arc::new(response) };
+        self.keep_locally(id, tenant, kept, bytes);
     }
 
-    fn keep_locally(&self, id: &str, tenant: &str, kept: Kept) {
-        let bytes = serde_json::to_vec(&*kept.conversation).map_or(0, |v| v.len())
-            + serde_json::to_vec(&*kept.response).map_or(0, |v| v.len())
-            + id.len()
-            + tenant.len();
+    fn keep_locally(&self, id: &str, tenant: &str, kept: Kept, bytes: usize) {
         if bytes > self.budget {
             return;
         }
@@ -151,13 +158,12 @@ impl ResponseStore {
 
     /// Writes the response to Redis in the background (a bounded number at once: past it, and
     /// while Redis is down, the response is this replica's only).
-    fn publish(&self, shared: &Shared, id: &str, tenant: &str, kept: &Kept) {
+    fn publish(&self, shared: &Shared, id: &str, tenant: &str, record: String) {
         let Ok(permit) = shared.writes.clone().try_acquire_owned() else {
             tracing::debug!("stored response not mirrored to Redis: too many writes in flight");
             shared.counts.unmirrored.fetch_add(1, Relaxed);
             return;
         };
-        let value = json!({"conversation": &*kept.conversation, "response": &*kept.response}).to_string();
         let (link, counts) = (shared.link.clone(), shared.counts.clone());
         let (key, ttl) = (redis_key(tenant, id), self.ttl.as_secs().max(1));
         tokio::spawn(async move {
@@ -167,7 +173,7 @@ impl ResponseStore {
                 return;
             };
             let set: redis::RedisResult<()> =
-                redis::cmd("SET").arg(&key).arg(value).arg("EX").arg(ttl).query_async(&mut conn).await;
+                redis::cmd("SET").arg(&key).arg(record).arg("EX").arg(ttl).query_async(&mut conn).await;
             match set {
                 Ok(()) => counts.mirrored.fetch_add(1, Relaxed),
                 Err(e) => {
@@ -292,12 +298,10 @@ struct Pending {
     tenant: String,
 }
 
-/// Keeps a finished answer for follow-ups, if the request asked for it (`store`, on by default).
-fn keep(store: &ResponseStore, id: &str, pending: Option<Pending>, finished: &Finished) {
-    if let Some(Pending { mut history, tenant, .. }) = pending.filter(|p| p.echo.store) {
-        history.push(finished.turn.clone());
-        store.put(id, &tenant, history, finished.response.clone());
-    }
+/// Keeps a finished answer for follow-ups: the conversation through its turn, and the object.
+fn keep(store: &ResponseStore, id: &str, tenant: &str, mut history: Vec<Value>, finished: Finished) {
+    history.push(finished.turn);
+    store.put(id, tenant, history, finished.response);
 }
 
 /// `POST /v1/responses`.
@@ -325,21 +329,28 @@ pub async fn create(
         Ok(prepared.chat)
     };
     let render = |served: Served, rid: &str, slot: OwnedSemaphorePermit| -> Response {
-        let pending = pending.lock().take();
+        // `parse` recorded the request before the pipeline could serve it; only a bug gets here
+        let Some(Pending { echo, history, tenant }) = pending.lock().take() else {
+            return error_response(&GatewayError::Internal("a response was served for no parsed request".into()), rid);
+        };
         let store = state.responses.clone();
+        let stored = echo.store;
         let mut resp = match served.body {
             Body::Json(r) => {
-                let echo = pending.as_ref().map(|p| p.echo.clone()).unwrap_or_else(default_echo);
                 let finished = responses::to_response(&r, &id, &echo);
-                keep(&store, &id, pending, &finished);
-                axum::Json(finished.response).into_response()
+                let body = axum::Json(&finished.response).into_response();
+                if stored {
+                    keep(&store, &id, &tenant, history, finished);
+                }
+                body
             }
             Body::Stream(stream) => {
-                let echo = pending.as_ref().map(|p| p.echo.clone()).unwrap_or_else(default_echo);
                 let id = id.clone();
                 translated_sse(stream, slot, StreamTranslator::new(id.clone(), echo), move |t| {
                     let (events, finished) = t.finish();
-                    keep(&store, &id, pending, &finished);
+                    if stored {
+                        keep(&store, &id, &tenant, history, finished);
+                    }
                     events
                 })
             }
@@ -358,26 +369,6 @@ fn responses_error(e: &GatewayError, rid: &str) -> Response {
             error_response(&GatewayError::invalid(message.replace("`messages`", "`input`"), Some("input")), rid)
         }
         _ => error_response(e, rid),
-    }
-}
-
-/// Only reached if the pipeline served a request whose parse did not record it: a bug.
-fn default_echo() -> Echo {
-    Echo {
-        model: String::new(),
-        instructions: None,
-        max_output_tokens: None,
-        temperature: None,
-        top_p: None,
-        tools: Vec::new(),
-        tool_choice: json!("auto"),
-        parallel_tool_calls: true,
-        text: json!({"format": {"type": "text"}}),
-        reasoning: Value::Null,
-        metadata: json!({}),
-        user: None,
-        store: false,
-        previous_response_id: None,
     }
 }
 

@@ -297,3 +297,9 @@ pub async fn post_chat(g: &Running, body: &Value, headers: &[(&str, &str)]) -> (
 pub fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
+
+/// One unlabelled series from the gateway's `/metrics` (0 when absent).
+pub async fn metric(g: &Running, name: &str) -> f64 {
+    let text = reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
