@@ -16,6 +16,9 @@
 //! prints p50/p99 for both paths and the added p50 against the target (≤ 0.5 ms, first byte
 //! included).
 //!
+//! After the streamed pass, the same three paths unstreamed (the whole answer on the same
+//! connection) print their p50/p99 side by side.
+//!
 //! `cargo bench --bench stream`; `SWITCHYARD_STREAM_SAMPLES` sets the interleaved pass's size
 //! (default 400 per path).
 
@@ -64,6 +67,21 @@ async fn stream_once(client: &reqwest::Client, url: &str, body: &str, end: &[u8]
     while resp.chunk().await.expect("body tail").is_some() {}
     assert!(seen.windows(end.len()).any(|w| w == end), "stream ended without {}", String::from_utf8_lossy(end));
     Timing { first_byte: first_byte.unwrap_or(done), done }
+}
+
+/// One non-streamed request on the same connection, read to its last byte.
+async fn whole_once(client: &reqwest::Client, url: &str, body: &str) -> Duration {
+    let started = Instant::now();
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request sent");
+    assert!(resp.status().is_success(), "status {}", resp.status());
+    resp.bytes().await.expect("body");
+    started.elapsed()
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -160,6 +178,41 @@ fn bench(c: &mut Criterion) {
             ms(added),
             ms(TARGET_ADDED_P50),
             if added > TARGET_ADDED_P50 { "  OVER TARGET" } else { "" }
+        );
+    }
+
+    // the same three paths not streamed: the whole answer, on the same kept-alive connection
+    let unstreamed = |b: &str| b.replace(r#""stream":true"#, r#""stream":false"#);
+    let (body_whole, responses_whole) = (unstreamed(&body), unstreamed(&responses_body));
+    assert!(body_whole.contains(r#""stream":false"#) && responses_whole.contains(r#""stream":false"#));
+    let whole = rt.block_on(async {
+        let paths = [(&direct_url, &body_whole), (&gateway_url, &body_whole), (&responses_url, &responses_whole)];
+        for _ in 0..20 {
+            for (u, b) in paths {
+                whole_once(&client, u, b).await;
+            }
+        }
+        let mut t: [Vec<Duration>; 3] = Default::default();
+        for _ in 0..n {
+            for (i, (u, b)) in paths.into_iter().enumerate() {
+                t[i].push(whole_once(&client, u, b).await);
+            }
+        }
+        t.map(|mut v| {
+            v.sort();
+            v
+        })
+    });
+    println!("not streamed, same connection, {n} requests per path, interleaved:");
+    for (path, g) in [("chat", &whole[1]), ("responses", &whole[2])] {
+        let d = &whole[0];
+        println!(
+            "  {path:>9}: direct p50 {:.3} ms p99 {:.3} ms | gateway p50 {:.3} ms p99 {:.3} ms | added p50 {:.3} ms",
+            ms(pct(d, 0.5)),
+            ms(pct(d, 0.99)),
+            ms(pct(g, 0.5)),
+            ms(pct(g, 0.99)),
+            ms(pct(g, 0.5).saturating_sub(pct(d, 0.5))),
         );
     }
 
