@@ -69,7 +69,7 @@ fn conf(cheap: &MockUpstream, premium: &MockUpstream, a: &ProviderMock, gm: &Pro
         listen = "127.0.0.1:0"
         [tiers]
         cheap = ["{c}:mini"]
-        premium = ["{p}:large", "anthropic:claude-haiku-4-5", "gemini:gemini-3-pro-preview"]
+        premium = ["{p}:large", {{ provider = "anthropic", model = "claude-haiku-4-5", vision = true }}, "gemini:gemini-3-pro-preview"]
         [providers.{c}]
         kind = "openai"
         base_url = "{cu}"
@@ -203,6 +203,24 @@ async fn every_response_shape_validates_against_the_openai_openapi_spec() {
         assert_eq!(st, 200, "{text}");
         let r: Value = serde_json::from_str(&text).unwrap();
         s.add(&format!("response {name}"), "Response", &r);
+        if name == "tool call" {
+            // the call's output sent back, with an assistant message and an image among the items:
+            // what `input_items` lists for the follow-up (the call itself included)
+            let call = r["output"].as_array().unwrap().iter().find(|i| i["type"] == "function_call").unwrap();
+            let follow = json!({"model": "claude-haiku-4-5", "previous_response_id": r["id"], "tools": [tool], "input": [
+                {"type": "function_call_output", "call_id": call["call_id"], "output": "12C and clear"},
+                {"role": "assistant", "content": "Noted."},
+                {"role": "user", "content": [{"type": "input_text", "text": "And this?"},
+                    {"type": "input_image", "image_url": "https://example.com/sky.png"}]},
+            ]});
+            let (st, text) = responses(follow).await;
+            assert_eq!(st, 200, "{text}");
+            let next: Value = serde_json::from_str(&text).unwrap();
+            let u = url(&g, &format!("/v1/responses/{}/input_items", next["id"].as_str().unwrap()));
+            let list: Value = client.get(u).send().await.unwrap().json().await.unwrap();
+            assert_eq!(list["data"].as_array().map(Vec::len), Some(6), "{list}");
+            s.add("response input items", "ResponseItemList", &list);
+        }
     }
     cheap.then(Behavior::Truncated);
     let (_, text) = responses(json!({"model": "mini", "input": "A long story", "max_output_tokens": 5})).await;

@@ -150,6 +150,76 @@ async fn responses_are_served_cached_and_continued_per_tenant() {
     g.shutdown().await;
 }
 
+/// `GET /v1/responses/{id}/input_items` with a query.
+async fn items(g: &switchyard::app::Running, id: &str, query: &str, key: &str) -> (u16, Value) {
+    let u = url(g, &format!("/v1/responses/{id}/input_items{query}"));
+    let r = reqwest::Client::new().get(u).bearer_auth(key).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn input_items_list_what_a_response_was_made_from_to_its_tenant() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, r#"gateway_keys = "key-a,key-b""#)).await;
+    let first = json!({"model": "cheap", "instructions": "Be brief.", "input": "Name a river"});
+    let a: Value = post(&g, &first, "key-a").await.json().await.unwrap();
+    let a_id = a["id"].as_str().unwrap();
+    // a streamed follow-up with items, one of them carrying the client's own id
+    let next = json!({"model": "cheap", "stream": true, "previous_response_id": a_id, "input": [
+        {"role": "user", "content": "Which sea does it reach?"},
+        {"type": "message", "id": "msg_client", "role": "user", "content": [{"type": "input_text", "text": "And how long is it?"}]},
+    ]});
+    let ev = events(&post(&g, &next, "key-a").await.text().await.unwrap());
+    let b_id = ev.last().unwrap()["response"]["id"].as_str().unwrap().to_string();
+
+    // newest first by default: this request's input, then the first response's output and input
+    let (status, list) = items(&g, &b_id, "", "key-a").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["object"], "list");
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 4, "{list}");
+    assert_eq!(data[0]["id"], "msg_client");
+    assert_eq!(data[1]["content"], json!([{"type": "input_text", "text": "Which sea does it reach?"}]));
+    assert_eq!(data[2], a["output"][0], "the earlier output item, as the earlier response returned it");
+    assert_eq!(data[3]["content"][0]["text"], "Name a river");
+    assert!(data.iter().all(|i| i["type"] == "message" && i["status"] == "completed"));
+    assert!(!data.iter().any(|i| i["role"] == "system"), "instructions are not input items");
+    assert_eq!((list["first_id"].as_str(), list["has_more"].as_bool()), (Some("msg_client"), Some(false)));
+    assert_eq!(list["last_id"], data[3]["id"]);
+
+    // paged, in either order
+    let all = ids(&list);
+    let (_, page) = items(&g, &b_id, "?order=asc&limit=3", "key-a").await;
+    let asc: Vec<String> = all.iter().rev().cloned().collect();
+    assert_eq!(ids(&page), asc[..3]);
+    assert_eq!(page["has_more"], true);
+    let (_, rest) = items(&g, &b_id, &format!("?order=asc&limit=3&after={}", asc[2]), "key-a").await;
+    assert_eq!((ids(&rest), rest["has_more"].as_bool()), (asc[3..].to_vec(), Some(false)));
+    let (_, first_items) = items(&g, a_id, "?include[]=message.input_image.image_url", "key-a").await;
+    assert_eq!(ids(&first_items), all[3..], "the first response was made from its own input only");
+
+    // another tenant, a bad query, a deleted response
+    let (status, e) = items(&g, &b_id, "", "key-b").await;
+    assert_eq!(
+        (status, e["error"]["message"].as_str()),
+        (404, Some(format!("Response with id '{b_id}' not found.").as_str()))
+    );
+    for (q, param) in
+        [("?limit=0", "limit"), ("?limit=101", "limit"), ("?order=up", "order"), ("?after=msg_nope", "after")]
+    {
+        let (status, e) = items(&g, &b_id, q, "key-a").await;
+        assert_eq!((status, e["error"]["param"].as_str()), (400, Some(param)), "{q}: {e}");
+    }
+    let u = url(&g, &format!("/v1/responses/{b_id}"));
+    assert_eq!(reqwest::Client::new().delete(u).bearer_auth("key-a").send().await.unwrap().status(), 200);
+    assert_eq!(items(&g, &b_id, "", "key-a").await.0, 404);
+    g.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_streamed_response_is_the_documented_event_sequence_and_can_be_continued() {
     let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);

@@ -130,12 +130,28 @@ async fn a_response_stored_on_one_replica_is_continued_and_deleted_on_another() 
     }
     assert!(found, "replica b never saw the response stored on a");
     let next = json!({"model": "cheap", "input": "And in winter?", "previous_response_id": id});
-    let (st, _) = respond(&b, &next, "key-alice").await;
+    let (st, second) = respond(&b, &next, "key-alice").await;
     assert_eq!(st, 200);
     let msgs = c2.last_body()["messages"].clone();
     assert_eq!(msgs[0]["content"], "Plan a trip to Oslo", "{msgs}");
     assert_eq!(msgs[1]["content"], first["output"][0]["content"][0]["text"]);
     assert_eq!(msgs[2]["content"], "And in winter?");
+    // its input items, listed by replica a: the turn made on a, then the one made on b
+    let list_url = url(&a, &format!("/v1/responses/{}/input_items?order=asc", second["id"].as_str().unwrap()));
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        let r = reqwest::Client::new().get(&list_url).bearer_auth("key-alice").send().await.unwrap();
+        if r.status() == 200 {
+            listed = r.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let data = listed["data"].as_array().expect("replica a never saw the follow-up stored on b");
+    assert_eq!(data.len(), 3, "{listed}");
+    assert_eq!(data[0]["content"][0]["text"], "Plan a trip to Oslo");
+    assert_eq!(data[1], first["output"][0]);
+    assert_eq!(data[2]["content"][0]["text"], "And in winter?");
     // another tenant: nothing, on either replica
     assert_eq!(respond(&b, &next, "key-bob").await.0, 404);
     assert_eq!(stored(&a, &id, "key-bob", reqwest::Method::GET).await, 404);

@@ -100,6 +100,9 @@ pub struct Prepared {
     /// OpenAI's API): what a follow-up's `previous_response_id` continues from, once this
     /// response's own output is added.
     pub history: Vec<Value>,
+    /// This request's input as Responses items with ids (see [`input_items`]): what
+    /// `GET /v1/responses/{id}/input_items` lists after the items the response continued.
+    pub items: Vec<Value>,
 }
 
 fn invalid(msg: impl std::fmt::Display, param: &str) -> GatewayError {
@@ -327,6 +330,7 @@ pub fn to_chat_request(req: ResponsesRequest, previous: Vec<Value>) -> Result<Pr
     if history.is_empty() {
         return Err(invalid("`input` must hold at least one item", "input"));
     }
+    let items = req.input.as_ref().map(input_items).unwrap_or_default();
     let mut messages = Vec::with_capacity(history.len() + 1);
     if let Some(i) = req.instructions.as_deref().filter(|i| !i.is_empty()) {
         messages.push(json!({"role": "system", "content": i}));
@@ -398,7 +402,73 @@ pub fn to_chat_request(req: ResponsesRequest, previous: Vec<Value>) -> Result<Pr
         store: req.store.unwrap_or(true),
         previous_response_id: req.previous_response_id,
     };
-    Ok(Prepared { chat, echo, history })
+    Ok(Prepared { chat, echo, history, items })
+}
+
+/// Input as the items OpenAI lists for a response: a string becomes a user message, a message's
+/// string content becomes one text part, and every item gets an id (the client's, if it sent
+/// one) and a status. Called once [`to_messages`] has accepted the input, so the shapes are
+/// known good.
+pub fn input_items(input: &Input) -> Vec<Value> {
+    let text_part = |role: &str, text: &Value| match role {
+        "assistant" => json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []}),
+        _ => json!({"type": "input_text", "text": text}),
+    };
+    let items = match input {
+        Input::Text(t) => {
+            return vec![
+                json!({"id": new_id("msg"), "type": "message", "role": "user", "status": "completed", "content": [{"type": "input_text", "text": t}]}),
+            ]
+        }
+        Input::Items(items) => items,
+    };
+    items
+        .iter()
+        .map(|item| {
+            if !item.is_object() {
+                return item.clone(); // not reached: to_messages refused it
+            }
+            let mut item = item.clone();
+            let kind = item["type"].as_str().unwrap_or("message").to_string();
+            if kind == "message" {
+                item["type"] = json!("message");
+                let role = item["role"].as_str().unwrap_or("user").to_string();
+                match item["content"].take() {
+                    Value::String(s) => item["content"] = json!([text_part(&role, &json!(s))]),
+                    Value::Array(mut parts) => {
+                        // the fields OpenAI fills in when it lists a part
+                        for p in parts.iter_mut().filter(|p| p.is_object()) {
+                            let defaults = match p["type"].as_str() {
+                                Some("output_text") => &[("annotations", json!([])), ("logprobs", json!([]))][..],
+                                Some("input_image") => &[("detail", json!("auto"))][..],
+                                _ => &[],
+                            };
+                            for (field, value) in defaults {
+                                if p[*field].is_null() {
+                                    p[*field] = value.clone();
+                                }
+                            }
+                        }
+                        item["content"] = json!(parts);
+                    }
+                    other => item["content"] = other,
+                }
+            }
+            if !item["id"].is_string() {
+                let prefix = match kind.as_str() {
+                    "function_call" => "fc",
+                    "function_call_output" => "fco",
+                    "reasoning" => "rs",
+                    _ => "msg",
+                };
+                item["id"] = json!(new_id(prefix));
+            }
+            if !item["status"].is_string() && kind != "reasoning" {
+                item["status"] = json!("completed");
+            }
+            item
+        })
+        .collect()
 }
 
 /// A new id with OpenAI's prefix for its kind (`resp`, `msg`, `fc`).

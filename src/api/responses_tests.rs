@@ -63,6 +63,42 @@ fn items_calls_and_outputs_translate_to_chat_turns() {
     assert_eq!(p.echo.tool_choice["name"], "weather");
     assert!(!p.echo.parallel_tool_calls && p.echo.store);
     assert_eq!(p.history.len(), 6, "history has no instructions and no reasoning item");
+
+    // the same input as the items `input_items` lists: every one kept, with an id and a status
+    let kinds: Vec<&str> = p.items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "message",
+            "message",
+            "reasoning",
+            "message",
+            "function_call",
+            "function_call",
+            "function_call_output",
+            "function_call_output",
+            "message"
+        ]
+    );
+    assert_eq!(p.items[0]["content"], json!([{"type": "input_text", "text": "Use tools."}]));
+    assert_eq!(p.items[2]["id"], "rs_1", "a client's id is kept");
+    assert_eq!(p.items[3]["content"][0]["annotations"], json!([]));
+    assert_eq!(
+        p.items[8]["content"][0],
+        json!({"type": "input_image", "image_url": "https://x/y.png", "detail": "low"})
+    );
+    let prefixes: Vec<&str> = p.items.iter().map(|i| i["id"].as_str().unwrap().split('_').next().unwrap()).collect();
+    assert_eq!(prefixes, ["msg", "msg", "rs", "msg", "fc", "fc", "fco", "fco", "msg"]);
+    assert!(p.items.iter().filter(|i| i["type"] != "reasoning").all(|i| i["status"] == "completed"));
+}
+
+#[test]
+fn a_string_input_is_listed_as_one_user_message() {
+    let p = prepare(json!({"model": "auto", "input": "Hi", "instructions": "Be brief."}));
+    assert_eq!(p.items.len(), 1, "instructions are not an input item");
+    assert_eq!(p.items[0]["role"], "user");
+    assert_eq!(p.items[0]["content"], json!([{"type": "input_text", "text": "Hi"}]));
+    assert!(p.items[0]["id"].as_str().unwrap().starts_with("msg_"));
 }
 
 #[test]

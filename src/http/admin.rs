@@ -12,7 +12,8 @@ use crate::reqlog::usage::By;
 const DEFAULT_RECENT: usize = 50;
 const MAX_RECENT: usize = 1000;
 
-fn param<'a>(query: &'a Option<String>, name: &str) -> Option<&'a str> {
+/// A query parameter's raw value (ids and small enums: nothing here needs percent-decoding).
+pub(super) fn param<'a>(query: &'a Option<String>, name: &str) -> Option<&'a str> {
     query.as_deref()?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 

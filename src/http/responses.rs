@@ -1,6 +1,8 @@
 //! `/v1/responses`: OpenAI's Responses API, served by the chat pipeline (see `api::responses`
-//! for the translation), and the store that makes `previous_response_id` and
-//! `GET /v1/responses/{id}` work.
+//! for the translation), and the store that makes `previous_response_id`,
+//! `GET /v1/responses/{id}` and its `input_items` work. A stored response keeps its turns twice,
+//! as chat messages (what a follow-up sends upstream) and as Responses items with their ids (what
+//! `input_items` lists): deriving one from the other would lose the ids clients page by.
 //!
 //! The store is in memory, bounded by bytes (the oldest responses are forgotten first) and by age
 //! (`server.responses_ttl`). A response is only ever read back by the tenant that made it; for
@@ -18,13 +20,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::admin::param;
 use super::handlers::{handle, meta_headers, translated_sse};
 use super::{authenticate, error_response, request_id, AppState};
 use crate::api::responses::{self, Echo, Finished, StreamTranslator};
@@ -39,15 +42,24 @@ const SHARED_WRITES: usize = 256;
 #[derive(serde::Serialize)]
 struct Record<'a> {
     conversation: &'a [Value],
+    items: &'a [Value],
     response: &'a Value,
 }
 
-/// One stored response: the conversation through its output (without `instructions`) and the
-/// Responses object.
+/// One stored response: the conversation through its output (without `instructions`), the
+/// input items it was made from (those it continued, then its own), and the Responses object.
 #[derive(Clone)]
 struct Kept {
     conversation: Arc<Vec<Value>>,
+    items: Arc<Vec<Value>>,
     response: Arc<Value>,
+}
+
+/// What a follow-up continues: the stored conversation (chat messages, for the pipeline) and the
+/// same turns as Responses items (for its own input item list), each through the output.
+pub struct Continued {
+    pub conversation: Vec<Value>,
+    pub items: Vec<Value>,
 }
 
 struct Stored {
@@ -117,18 +129,18 @@ impl ResponseStore {
     }
 
     /// Keeps a response, forgetting the oldest ones past the budget, and mirrors it to Redis.
-    fn put(&self, id: &str, tenant: &str, conversation: Vec<Value>, response: Value) {
+    fn put(&self, id: &str, tenant: &str, conversation: Vec<Value>, items: Vec<Value>, response: Value) {
         if self.budget == 0 {
             return;
         }
         // serialised once: its length is what the budget counts, and it is what Redis holds
-        let record =
-            serde_json::to_string(&Record { conversation: &conversation, response: &response }).unwrap_or_default();
+        let record = serde_json::to_string(&Record { conversation: &conversation, items: &items, response: &response })
+            .unwrap_or_default();
         let bytes = record.len() + id.len() + tenant.len();
         if let Some(shared) = &self.shared {
             self.publish(shared, id, tenant, record);
         }
-        let kept = Kept { conversation: Arc::new(conversation), response: Arc::new(response) };
+        let kept = Kept { conversation: Arc::new(conversation), items: Arc::new(items), response: Arc::new(response) };
         self.keep_locally(id, tenant, kept, bytes);
     }
 
@@ -204,11 +216,16 @@ impl ResponseStore {
         if v["deleted"] == true || !v["conversation"].is_array() {
             return Some(None);
         }
-        let conversation = match v["conversation"].take() {
+        let mut array = |field: &str| match v[field].take() {
             Value::Array(a) => a,
-            _ => Vec::new(),
+            _ => Vec::new(), // `items` in a record written before they were kept
         };
-        Some(Some(Kept { conversation: Arc::new(conversation), response: Arc::new(v["response"].take()) }))
+        let (conversation, items) = (array("conversation"), array("items"));
+        Some(Some(Kept {
+            conversation: Arc::new(conversation),
+            items: Arc::new(items),
+            response: Arc::new(v["response"].take()),
+        }))
     }
 
     /// A stored response, if `tenant` made it and it is still kept (Redis first, then this
@@ -225,9 +242,19 @@ impl ResponseStore {
         inner.entries.get(id).filter(|s| s.tenant == tenant && s.at.elapsed() < self.ttl).map(|s| s.kept.clone())
     }
 
-    /// The conversation a follow-up to `id` continues.
-    pub async fn conversation(&self, id: &str, tenant: &str) -> Option<Arc<Vec<Value>>> {
-        self.lookup(id, tenant).await.map(|k| k.conversation)
+    /// What a follow-up to `id` continues.
+    pub async fn continued(&self, id: &str, tenant: &str) -> Option<Continued> {
+        let kept = self.lookup(id, tenant).await?;
+        let mut items = kept.items.as_ref().clone();
+        if let Some(output) = kept.response["output"].as_array() {
+            items.extend(output.iter().cloned());
+        }
+        Some(Continued { conversation: kept.conversation.as_ref().clone(), items })
+    }
+
+    /// The input items a stored response was made from, oldest first.
+    pub async fn input_items(&self, id: &str, tenant: &str) -> Option<Arc<Vec<Value>>> {
+        self.lookup(id, tenant).await.map(|k| k.items)
     }
 
     /// The stored Responses object.
@@ -295,13 +322,21 @@ fn not_found(id: &str, param: Option<&str>) -> GatewayError {
 struct Pending {
     echo: Echo,
     history: Vec<Value>,
+    items: Vec<Value>,
     tenant: String,
 }
 
-/// Keeps a finished answer for follow-ups: the conversation through its turn, and the object.
-fn keep(store: &ResponseStore, id: &str, tenant: &str, mut history: Vec<Value>, finished: Finished) {
+/// Keeps a finished answer for follow-ups: the conversation through its turn, its input items,
+/// and the object.
+fn keep(
+    store: &ResponseStore,
+    id: &str,
+    tenant: &str,
+    (mut history, items): (Vec<Value>, Vec<Value>),
+    finished: Finished,
+) {
     history.push(finished.turn);
-    store.put(id, tenant, history, finished.response);
+    store.put(id, tenant, history, items, finished.response);
 }
 
 /// `POST /v1/responses`.
@@ -315,22 +350,21 @@ pub async fn create(
     let parse = async |bytes: &[u8], tenant: &str| {
         let req: responses::ResponsesRequest = parse_json(bytes)?;
         let previous = match &req.previous_response_id {
-            Some(p) => state
-                .responses
-                .conversation(p, tenant)
-                .await
-                .ok_or_else(|| not_found(p, Some("previous_response_id")))?
-                .as_ref()
-                .clone(),
-            None => Vec::new(),
+            Some(p) => {
+                state.responses.continued(p, tenant).await.ok_or_else(|| not_found(p, Some("previous_response_id")))?
+            }
+            None => Continued { conversation: Vec::new(), items: Vec::new() },
         };
-        let prepared = responses::to_chat_request(req, previous)?;
-        *pending.lock() = Some(Pending { echo: prepared.echo, history: prepared.history, tenant: tenant.to_string() });
+        let prepared = responses::to_chat_request(req, previous.conversation)?;
+        let mut items = previous.items;
+        items.extend(prepared.items);
+        let (echo, history, tenant) = (prepared.echo, prepared.history, tenant.to_string());
+        *pending.lock() = Some(Pending { echo, history, items, tenant });
         Ok(prepared.chat)
     };
     let render = |served: Served, rid: &str, slot: OwnedSemaphorePermit| -> Response {
         // `parse` recorded the request before the pipeline could serve it; only a bug gets here
-        let Some(Pending { echo, history, tenant }) = pending.lock().take() else {
+        let Some(Pending { echo, history, items, tenant }) = pending.lock().take() else {
             return error_response(&GatewayError::Internal("a response was served for no parsed request".into()), rid);
         };
         let store = state.responses.clone();
@@ -340,7 +374,7 @@ pub async fn create(
                 let finished = responses::to_response(&r, &id, &echo);
                 let body = axum::Json(&finished.response).into_response();
                 if stored {
-                    keep(&store, &id, &tenant, history, finished);
+                    keep(&store, &id, &tenant, (history, items), finished);
                 }
                 body
             }
@@ -349,7 +383,7 @@ pub async fn create(
                 translated_sse(stream, slot, StreamTranslator::new(id.clone(), echo), move |t| {
                     let (events, finished) = t.finish();
                     if stored {
-                        keep(&store, &id, &tenant, history, finished);
+                        keep(&store, &id, &tenant, (history, items), finished);
                     }
                     events
                 })
@@ -381,6 +415,75 @@ pub async fn retrieve(State(state): State<AppState>, headers: HeaderMap, Path(id
     };
     match found.await {
         Ok(r) => axum::Json(r.as_ref().clone()).into_response(),
+        Err(e) => error_response(&e, &rid),
+    }
+}
+
+/// Input items listed at most, and by default, per page (OpenAI's bounds).
+const MAX_ITEMS_PAGE: usize = 100;
+const DEFAULT_ITEMS_PAGE: usize = 20;
+
+/// One page of a stored response's input items, as `GET /v1/responses/{id}/input_items` lists
+/// them: newest first unless `asc`, starting after the item `after`.
+fn items_page(items: &[Value], limit: usize, asc: bool, after: Option<&str>) -> Result<Value, GatewayError> {
+    let ordered: Vec<&Value> = match asc {
+        true => items.iter().collect(),
+        false => items.iter().rev().collect(),
+    };
+    let start = match after {
+        Some(a) => match ordered.iter().position(|i| i["id"] == a) {
+            Some(p) => p + 1,
+            None => {
+                return Err(GatewayError::invalid(
+                    format!("no input item with id '{a}' in this response"),
+                    Some("after"),
+                ))
+            }
+        },
+        None => 0,
+    };
+    let page: Vec<&Value> = ordered.iter().skip(start).take(limit).copied().collect();
+    let id_of = |v: Option<&&Value>| v.map_or(Value::Null, |v| v["id"].clone());
+    Ok(json!({
+        "object": "list",
+        "data": page,
+        "first_id": id_of(page.first()),
+        "last_id": id_of(page.last()),
+        "has_more": start + page.len() < ordered.len(),
+    }))
+}
+
+/// `GET /v1/responses/{id}/input_items[?limit=&order=&after=]`: the items a stored response was
+/// made from, those it continued through `previous_response_id` included (its own output is
+/// not an input: that is `GET /v1/responses/{id}`). `include` is accepted and changes nothing:
+/// nothing here is left out to begin with.
+pub async fn input_items(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let rid = request_id(&headers);
+    let listed = async {
+        let tenant = authenticate(&state, &headers)?;
+        let limit = match param(&query, "limit").map(str::parse::<usize>) {
+            None => DEFAULT_ITEMS_PAGE,
+            Some(Ok(n)) if (1..=MAX_ITEMS_PAGE).contains(&n) => n,
+            Some(_) => {
+                let m = format!("limit must be an integer from 1 to {MAX_ITEMS_PAGE}");
+                return Err(GatewayError::invalid(m, Some("limit")));
+            }
+        };
+        let asc = match param(&query, "order") {
+            None | Some("desc") => false,
+            Some("asc") => true,
+            Some(_) => return Err(GatewayError::invalid("order must be `asc` or `desc`", Some("order"))),
+        };
+        let items = state.responses.input_items(&id, &tenant.id).await.ok_or_else(|| not_found(&id, None))?;
+        items_page(&items, limit, asc, param(&query, "after"))
+    };
+    match listed.await {
+        Ok(page) => axum::Json(page).into_response(),
         Err(e) => error_response(&e, &rid),
     }
 }
@@ -419,9 +522,9 @@ mod tests {
     #[tokio::test]
     async fn a_tenant_reads_only_its_own_responses() {
         let s = store(1 << 20, DAY);
-        s.put("resp_a", "t-1", conv("hi"), json!({"id": "resp_a"}));
-        assert_eq!(s.conversation("resp_a", "t-1").await.unwrap()[0]["content"], "hi");
-        assert!(s.conversation("resp_a", "t-2").await.is_none());
+        s.put("resp_a", "t-1", conv("hi"), vec![], json!({"id": "resp_a"}));
+        assert_eq!(s.continued("resp_a", "t-1").await.unwrap().conversation[0]["content"], "hi");
+        assert!(s.continued("resp_a", "t-2").await.is_none());
         assert!(s.response("resp_a", "t-2").await.is_none());
         assert!(!s.delete("resp_a", "t-2").await, "another tenant cannot delete it");
         assert!(s.delete("resp_a", "t-1").await);
@@ -430,15 +533,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_follow_up_continues_the_items_and_the_output() {
+        let s = store(1 << 20, DAY);
+        let items = vec![json!({"id": "msg_1", "type": "message", "role": "user"})];
+        let output = json!({"output": [{"id": "msg_2", "type": "message", "role": "assistant"}]});
+        s.put("resp_a", "t", conv("hi"), items, output);
+        let c = s.continued("resp_a", "t").await.unwrap();
+        assert_eq!(c.conversation, conv("hi"));
+        let ids: Vec<&str> = c.items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["msg_1", "msg_2"]);
+        assert_eq!(s.input_items("resp_a", "t").await.unwrap().len(), 1, "its own output is not an input");
+        assert!(s.continued("resp_a", "u").await.is_none() && s.input_items("resp_a", "u").await.is_none());
+    }
+
+    #[test]
+    fn input_items_page_newest_first_by_default() {
+        let items: Vec<Value> = (0..5).map(|i| json!({"id": format!("msg_{i}")})).collect();
+        let ids = |v: &Value| {
+            v["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        };
+        let p = items_page(&items, 2, false, None).unwrap();
+        assert_eq!(ids(&p), ["msg_4", "msg_3"]);
+        assert_eq!(
+            (p["first_id"].as_str(), p["last_id"].as_str(), p["has_more"].as_bool()),
+            (Some("msg_4"), Some("msg_3"), Some(true))
+        );
+        let p = items_page(&items, 2, false, Some("msg_3")).unwrap();
+        assert_eq!(ids(&p), ["msg_2", "msg_1"]);
+        let p = items_page(&items, 2, false, Some("msg_1")).unwrap();
+        assert_eq!((ids(&p), p["has_more"].as_bool()), (vec!["msg_0".to_string()], Some(false)));
+        let p = items_page(&items, 20, true, Some("msg_2")).unwrap();
+        assert_eq!(ids(&p), ["msg_3", "msg_4"]);
+        assert!(matches!(items_page(&items, 2, true, Some("msg_9")), Err(GatewayError::InvalidRequest { .. })));
+        let p = items_page(&items, 2, true, Some("msg_4")).unwrap();
+        assert_eq!((p["data"].as_array().unwrap().len(), p["has_more"].as_bool()), (0, Some(false)));
+    }
+
+    #[tokio::test]
     async fn the_oldest_are_forgotten_past_the_budget_and_the_age() {
         let one = {
             let s = store(1 << 20, DAY);
-            s.put("resp_0", "t", conv(&"x".repeat(100)), json!({}));
+            s.put("resp_0", "t", conv(&"x".repeat(100)), vec![], json!({}));
             s.bytes()
         };
         let s = store(3 * one, DAY);
         for i in 0..5 {
-            s.put(&format!("resp_{i}"), "t", conv(&"x".repeat(100)), json!({}));
+            s.put(&format!("resp_{i}"), "t", conv(&"x".repeat(100)), vec![], json!({}));
             assert!(s.bytes() <= 3 * one);
         }
         assert!(s.response("resp_0", "t").await.is_none() && s.response("resp_1", "t").await.is_none());
@@ -446,15 +586,15 @@ mod tests {
             assert!(s.response(&format!("resp_{i}"), "t").await.is_some());
         }
         // larger than the whole budget: not kept, nothing else evicted for it
-        s.put("resp_big", "t", conv(&"x".repeat(10 * one)), json!({}));
+        s.put("resp_big", "t", conv(&"x".repeat(10 * one)), vec![], json!({}));
         assert!(s.response("resp_big", "t").await.is_none() && s.response("resp_4", "t").await.is_some());
         // a store of 0 bytes keeps nothing
         let off = store(0, DAY);
-        off.put("resp_x", "t", conv("hi"), json!({}));
+        off.put("resp_x", "t", conv("hi"), vec![], json!({}));
         assert!(off.response("resp_x", "t").await.is_none());
         // past its age a response is gone
         let brief = store(1 << 20, Duration::from_millis(20));
-        brief.put("resp_y", "t", conv("hi"), json!({}));
+        brief.put("resp_y", "t", conv("hi"), vec![], json!({}));
         assert!(brief.response("resp_y", "t").await.is_some());
         tokio::time::sleep(Duration::from_millis(40)).await;
         assert!(brief.response("resp_y", "t").await.is_none());
@@ -465,7 +605,7 @@ mod tests {
         let s = store(1 << 30, DAY);
         for i in 0..10_000 {
             let id = format!("resp_{i}");
-            s.put(&id, "t", conv("hi"), json!({}));
+            s.put(&id, "t", conv("hi"), vec![], json!({}));
             s.delete(&id, "t").await;
         }
         assert!(s.inner.lock().order.len() <= 1024 + 1);

@@ -61,6 +61,10 @@ const events = await client.responses.create({ model: "auto", input: "Name two o
 let streamed = "";
 for await (const e of events) if (e.type === "response.output_text.delta") streamed += e.delta;
 assert.ok(streamed.length > 0);
+// what a response was made from, walked with the SDK's async iterator (one item a page)
+const listed = [];
+for await (const item of client.responses.inputItems.list(resp.id, { limit: 1 })) listed.push(item);
+assert.deepEqual(listed.map((i) => [i.role, i.content[0].text]), [["user", "How do I reset my password?"]]);
 
 // unknown models are a typed 404
 await assert.rejects(

@@ -26,6 +26,13 @@ assert raw.parse().output_text == first.output_text
 follow = client.responses.create(model="auto", input="And on my phone?", previous_response_id=first.id)
 assert follow.previous_response_id == first.id and follow.output_text
 assert client.responses.retrieve(first.id).output_text == first.output_text
+# what it was made from: the first turn (input and output) and its own input, newest first
+items = client.responses.input_items.list(follow.id)
+assert [i.role for i in items.data] == ["user", "assistant", "user"]
+assert items.data[0].content[0].text == "And on my phone?" and items.data[1].id == first.output[0].id
+# iterating pages through them (one item a page here, oldest first) with the SDK's cursor
+paged = [i.id for i in client.responses.input_items.list(follow.id, order="asc", limit=1)]
+assert paged == [i.id for i in reversed(items.data)]
 
 # streaming, with the SDK's own event accumulation
 with client.responses.stream(model="auto", input="Name three rivers in Europe.") as stream:
