@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The cost routing adds to a request: text features + 396 multiply-adds, on the cache's vector;
+//! The cost routing adds to a request: text features + one 1,164-long dot product per head and gate
+//! row, on the three views of the prompt's forward pass (`Embedded::router_input`);
 //! and what holding the premium share on live traffic adds to each decision (the score window's
 //! order statistic and update, the feedback, under the window's lock).
 
@@ -9,7 +10,7 @@ use switchyard::classify::{Ask, Classifier, LiveRouter, OperatingPoint, Router, 
 fn bench(c: &mut Criterion) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/router");
     let router = TrainedRouter::load(&dir).expect("models/router (run `switchyard train router`)");
-    let v: Vec<f32> = (0..384).map(|i| ((i as f32) * 0.37).sin() / 11.0).collect();
+    let v: Vec<f32> = (0..3 * 384).map(|i| ((i as f32) * 0.37).sin() / 11.0).collect();
     let prompt = "James decides to run 3 sprints 3 times a week. He runs 60 meters each sprint. How many total meters does he run a week?";
     c.bench_function("route/score", |b| b.iter(|| router.score(std::hint::black_box(prompt), Some(&v))));
     let long = prompt.repeat(40);

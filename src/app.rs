@@ -140,7 +140,7 @@ pub fn train_router(
     use crate::classify::Classifier;
     use crate::eval::routing::{curve, load_embedded, Grid};
     let model_dir = locate(&config.embed.model_dir);
-    let mut store = crate::eval::embeddings::EmbeddingStore::open(
+    let mut store = crate::eval::embeddings::RouterStore::open(
         &embedding_cache_dir(),
         &crate::eval::embeddings::model_id(&model_dir),
         embedder.dim(),
@@ -158,8 +158,9 @@ pub fn train_router(
     let mut md = format!(
         "# Router training report\n\nLearner: a mixture of per-source heads (`gated-heads`): one ridge regression per source \
          group (lambda = {lambda}, raised on the embedding dimensions for small groups, the text features keep it) of the quality gain premium - cheap (averaged with 1 - 2 x difficulty \
-         where the data has a cross-model difficulty) on the 384-d MiniLM embedding + 12 text features, each head z-scored on its \
-         own training prompts, mixed by a group-balanced linear softmax gate. Heads: {}.\n\nCheap model `{cheap}`, premium model `{premium}` \
+         where the data has a cross-model difficulty) on one 384-d MiniLM view of the prompt (layer 3's mean pool; the last layer's, \
+         the cache's vector, for GSM8K) + 12 text features, each head z-scored on its own training prompts, mixed by a \
+         group-balanced linear softmax gate on the embedding layer's mean pool (the word pieces) + the text features. Heads: {}.\n\nCheap model `{cheap}`, premium model `{premium}` \
          (files of another pair use their own cheap model).\n\n\
          **Trained on all {} prompts of**: {} (contaminated prompts included). Fit took {:.2} s.\n\n\
          In-sample numbers (optimistic; the honest cross-validated ones are in eval/reports/routing/):\n\n\

@@ -450,7 +450,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Route { prompt, config } => {
             let cfg = load_config(config.as_ref())?;
             let e = app::load_embedder(&cfg)?;
-            let v = e.embed_batch(&[&prompt])?.remove(0);
+            let v = e.embed_batch_full(&[&prompt])?.remove(0).router_input();
             // no live traffic here: the threshold is the training calibration's (serve then follows the traffic)
             let router = app::live_router(&cfg, app::build_router(&cfg));
             let d = router.decide(&prompt, Some(&v), &classify::Ask::default());

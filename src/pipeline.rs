@@ -17,7 +17,7 @@ use crate::cache::{
 };
 use crate::classify::{Affinity, Ask, LiveRouter, Routed, TierChoice};
 use crate::config::{Deployment, Price};
-use crate::embed::EmbedHandle;
+use crate::embed::{EmbedHandle, Embedded};
 use crate::metrics::Metrics;
 use crate::providers::Dispatcher;
 
@@ -328,7 +328,10 @@ impl Gateway {
         // 4. one embedding, shared by the semantic lookup and the router
         let needs_vector = key.is_some() || matches!(route, Route::Auto);
         let query_text = key.as_ref().map(|k| k.query.clone()).unwrap_or_else(|| last_user_text(&req));
-        let vector = if needs_vector { self.embed_text(&query_text).await } else { None };
+        let embedded = if needs_vector { self.embed_text(&query_text).await } else { None };
+        // the router reads the same forward pass's earlier layers too (`Embedded::views`)
+        let router_input = embedded.as_ref().filter(|_| matches!(route, Route::Auto)).map(Embedded::router_input);
+        let vector = embedded.map(|e| e.vector);
 
         // 5. semantic lookup within the namespace
         if let (Some(cache), Some(key), true) = (&cache, &key, may_look) {
@@ -373,7 +376,7 @@ impl Gateway {
             (Route::Auto, true) => thread_of(&req, &ctx.tenant),
             _ => None,
         };
-        let (tier, mut targets, routed) = self.route(&route, &route_text, vector.as_deref(), thread, &ctx);
+        let (tier, mut targets, routed) = self.route(&route, &route_text, router_input.as_deref(), thread, &ctx);
         let (route_score, route_threshold) = (routed.map(|r| r.score), routed.map(|r| r.threshold));
         let route_affinity = routed.is_some_and(|r| r.forced);
         // images go only to deployments that can see them
@@ -555,10 +558,10 @@ impl Gateway {
     /// The prompt's vector, or None when the embedder cannot give one in time: the request then
     /// skips the semantic lookup (exact match only) and is routed without it. A full queue
     /// refuses at once, so an overloaded embedder costs a request nothing but the lookup.
-    async fn embed_text(&self, text: &str) -> Option<Vec<f32>> {
+    async fn embed_text(&self, text: &str) -> Option<Embedded> {
         let embed = self.embed.as_ref()?;
         let started = Instant::now();
-        let result = tokio::time::timeout(self.embed_wait, embed.embed(text.to_string())).await;
+        let result = tokio::time::timeout(self.embed_wait, embed.embed_full(text.to_string())).await;
         self.metrics.embed_seconds.observe(started.elapsed().as_secs_f64());
         let skipped = match result {
             Ok(Ok(v)) => return Some(v),

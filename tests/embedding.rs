@@ -24,6 +24,38 @@ fn vectors_match_sentence_transformers() {
     }
 }
 
+/// The router's views of the same forward pass (the embedding layer's and layer 3's mean pools)
+/// against a float32 numpy MiniLM (`eval/scripts/minilm_layers.py`, which matches
+/// sentence-transformers' last layer to a cosine of 0.999999); candle's engine has none.
+#[test]
+fn the_routers_views_match_a_reference_forward_pass() {
+    let fixture: Value = serde_json::from_str(include_str!("fixtures/minilm_views_reference.json")).unwrap();
+    let sentences: Vec<&str> = fixture["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let reference = |view: &str| -> Vec<Vec<f32>> { serde_json::from_value(fixture[view].clone()).unwrap() };
+    let (embeddings, layer3) = (reference("embeddings"), reference("layer3"));
+    let e = common::embedder();
+    let batched = e.embed_batch_full(&sentences).unwrap();
+    for (i, s) in sentences.iter().enumerate() {
+        let single = e.embed_batch_full(&[s]).unwrap().remove(0);
+        for (how, got) in [("batched", &batched[i]), ("single", &single)] {
+            let [early, middle] = got.views.as_ref().expect("the fast engine gives the views");
+            for (view, v, want) in [("embeddings", early, &embeddings[i]), ("layer 3", middle, &layer3[i])] {
+                let cos: f32 = v.iter().zip(want).map(|(a, b)| a * b).sum();
+                assert!(cos >= 0.999, "{how} sentence {i}, {view}: cosine {cos}");
+            }
+            let input = got.router_input();
+            assert_eq!(input.len(), 3 * 384);
+            assert_eq!(input[..384], got.vector[..]);
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    let candle = switchyard::embed::BertEmbedder::load_with(&dir, 256, switchyard::embed::Engine::Candle, 1).unwrap();
+    use switchyard::embed::Embedder;
+    let got = candle.embed_batch_full(&sentences[..1]).unwrap().remove(0);
+    assert!(got.views.is_none());
+    assert_eq!(got.router_input(), got.vector);
+}
+
 #[test]
 fn a_corrupt_or_missing_model_file_is_named() {
     let dir = tempfile::tempdir().unwrap();

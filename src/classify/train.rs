@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::features::text_features;
-use super::trained::{Linear, RouterFile, TrainedRouter, DIM, EMBED_DIM};
+use super::trained::{Linear, RouterFile, TrainedRouter, View, DIM, EMBED_DIM, VIEWS_DIM};
 
 /// One evaluation/training row: a prompt and the two models' quality on it, scaled to 0..1.
 #[derive(Debug, Clone)]
@@ -112,10 +112,12 @@ pub fn read_rows(path: &Path, cheap: &str, premium: &str) -> Result<(Vec<Row>, u
     Ok((rows, skipped))
 }
 
-/// The model input for a row: embedding then text features.
+/// The model input for a row: the three views of its embedding
+/// ([`crate::embed::Embedded::router_input`]; a vector without its views gets zeros there), then
+/// the text features.
 pub fn input(prompt: &str, vector: &[f32]) -> Vec<f64> {
     let mut x: Vec<f64> = vector.iter().map(|v| *v as f64).collect();
-    x.resize(EMBED_DIM, 0.0);
+    x.resize(VIEWS_DIM, 0.0);
     x.extend(text_features(prompt).iter().map(|v| *v as f64));
     x
 }
@@ -176,23 +178,63 @@ pub fn target(r: &Row) -> f64 {
 /// A source group with fewer distinct prompts than this gets no head of its own.
 pub const MIN_GROUP: usize = 50;
 
+/// The input columns a head or the gate reads: one view of the embedding, and the text features.
+fn columns(view: View) -> Vec<usize> {
+    view.columns().chain(VIEWS_DIM..DIM).collect()
+}
+
+/// The view each head reads (see [`View`]): the last layer for GSM8K's word problems, layer 3
+/// for every other source (MMLU, arena, chat, and any a user trains on).
+fn head_view(group: &str) -> View {
+    match group {
+        "gsm8k" => View::Last,
+        _ => View::Layer3,
+    }
+}
+
+/// The view the gate reads.
+const GATE_VIEW: View = View::Embeddings;
+
+/// `xs` restricted to `cols`.
+fn project(xs: &[Vec<f64>], cols: &[usize]) -> Vec<Vec<f64>> {
+    xs.iter().map(|x| cols.iter().map(|&j| x[j]).collect()).collect()
+}
+
+/// Weights fitted on the columns `cols`, spread back over the whole model input (zero elsewhere).
+fn spread(fitted: Vec<(Vec<f64>, f64)>, cols: &[usize]) -> Vec<(Vec<f64>, f64)> {
+    fitted
+        .into_iter()
+        .map(|(w, b)| {
+            let mut full = vec![0.0; DIM];
+            for (&j, w) in cols.iter().zip(w) {
+                full[j] = w;
+            }
+            (full, b)
+        })
+        .collect()
+}
+
 /// Weighted ridge regression on standardised inputs, closed form, for several targets at once
 /// (they share the Gram matrix), with a penalty per input dimension. Returns one (folded weights,
 /// bias) per target.
-fn ridge(xs: &[Vec<f64>], ws: &[f64], ys: &[Vec<f64>], penalty: &[f64; DIM]) -> Result<Vec<(Vec<f64>, f64)>, String> {
+fn ridge(xs: &[Vec<f64>], ws: &[f64], ys: &[Vec<f64>], penalty: &[f64]) -> Result<Vec<(Vec<f64>, f64)>, String> {
+    let d = penalty.len();
+    if xs.iter().any(|x| x.len() != d) {
+        return Err("rows and penalties differ in length".into());
+    }
     let wsum: f64 = ws.iter().sum();
     if xs.len() < 2 || wsum <= 0.0 {
         return Err("need at least two weighted rows".into());
     }
-    let mut mu = vec![0.0; DIM];
+    let mut mu = vec![0.0; d];
     for (x, w) in xs.iter().zip(ws) {
-        for j in 0..DIM {
+        for j in 0..d {
             mu[j] += w * x[j] / wsum;
         }
     }
-    let mut sd = vec![0.0; DIM];
+    let mut sd = vec![0.0; d];
     for (x, w) in xs.iter().zip(ws) {
-        for j in 0..DIM {
+        for j in 0..d {
             sd[j] += w * (x[j] - mu[j]).powi(2) / wsum;
         }
     }
@@ -200,12 +242,12 @@ fn ridge(xs: &[Vec<f64>], ws: &[f64], ys: &[Vec<f64>], penalty: &[f64; DIM]) -> 
     // f16 rounding noise dominate the score
     let sd: Vec<f64> = sd.iter().map(|v| if v.sqrt() < 1e-4 { 1.0 } else { v.sqrt() }).collect();
     let ybar: Vec<f64> = ys.iter().map(|y| y.iter().zip(ws).map(|(y, w)| y * w).sum::<f64>() / wsum).collect();
-    let mut gram = vec![0.0; DIM * DIM];
-    let mut rhs = vec![vec![0.0; DIM]; ys.len()];
-    let mut z = vec![0.0; DIM];
+    let mut gram = vec![0.0; d * d];
+    let mut rhs = vec![vec![0.0; d]; ys.len()];
+    let mut z = vec![0.0; d];
     for (r, (x, w)) in xs.iter().zip(ws).enumerate() {
         let w = w / wsum;
-        for j in 0..DIM {
+        for j in 0..d {
             z[j] = (x[j] - mu[j]) / sd[j];
         }
         for (t, y) in ys.iter().enumerate() {
@@ -214,36 +256,32 @@ fn ridge(xs: &[Vec<f64>], ws: &[f64], ys: &[Vec<f64>], penalty: &[f64; DIM]) -> 
                 *acc += zi * d;
             }
         }
-        for i in 0..DIM {
+        for i in 0..d {
             let zi = w * z[i];
-            let row = &mut gram[i * DIM..i * DIM + i + 1];
+            let row = &mut gram[i * d..i * d + i + 1];
             for (g, zk) in row.iter_mut().zip(&z) {
                 *g += zi * zk;
             }
         }
     }
-    for i in 0..DIM {
+    for i in 0..d {
         for k in 0..i {
-            gram[k * DIM + i] = gram[i * DIM + k];
+            gram[k * d + i] = gram[i * d + k];
         }
-        gram[i * DIM + i] += penalty[i];
+        gram[i * d + i] += penalty[i];
     }
     let mut out = Vec::new();
     for (t, b) in rhs.iter().enumerate() {
-        let w = cholesky_solve(&mut gram.clone(), b, DIM).ok_or("the system is not positive definite")?;
-        let weights: Vec<f64> = (0..DIM).map(|j| w[j] / sd[j]).collect();
-        let bias = ybar[t] - (0..DIM).map(|j| weights[j] * mu[j]).sum::<f64>();
+        let w = cholesky_solve(&mut gram.clone(), b, d).ok_or("the system is not positive definite")?;
+        let weights: Vec<f64> = (0..d).map(|j| w[j] / sd[j]).collect();
+        let bias = ybar[t] - (0..d).map(|j| weights[j] * mu[j]).sum::<f64>();
         out.push((weights, bias));
     }
     Ok(out)
 }
 
 fn to_linear(name: &str, (w, b): &(Vec<f64>, f64), scale: f64, offset: f64) -> Linear {
-    Linear {
-        name: name.to_string(),
-        weights: w.iter().map(|w| (w / scale) as f32).collect(),
-        bias: ((b - offset) / scale) as f32,
-    }
+    Linear::new(name.to_string(), w.iter().map(|w| (w / scale) as f32).collect(), ((b - offset) / scale) as f32)
 }
 
 /// The source groups of `rows`: each source with at least [`MIN_GROUP`] distinct prompts is a
@@ -294,7 +332,10 @@ pub fn fit(
         let gx: Vec<Vec<f64>> = idx.iter().map(|i| xs[*i].clone()).collect();
         head_means.push(column_means(&gx));
         let gy: Vec<f64> = idx.iter().map(|i| ys[*i]).collect();
-        let fitted = ridge(&gx, &vec![1.0; gx.len()], &[gy], &head_penalty(lambda, distinct.len(), &gx))?;
+        let cols = columns(head_view(name));
+        let sub = project(&gx, &cols);
+        let fitted =
+            spread(ridge(&sub, &vec![1.0; sub.len()], &[gy], &head_penalty(lambda, distinct.len(), &sub))?, &cols);
         let train: Vec<f64> = gx.iter().map(|x| dot(x, &fitted[0].0) + fitted[0].1).collect();
         let m = train.iter().sum::<f64>() / train.len() as f64;
         let sd = (train.iter().map(|s| (s - m).powi(2)).sum::<f64>() / train.len() as f64).sqrt();
@@ -308,7 +349,8 @@ pub fn fit(
         let ws: Vec<f64> = of.iter().map(|g| 1.0 / count[*g] as f64).collect();
         let targets: Vec<Vec<f64>> =
             (0..names.len()).map(|g| of.iter().map(|o| if *o == g { 1.0 } else { 0.0 }).collect()).collect();
-        let fitted = ridge(&xs, &ws, &targets, &[GATE_LAMBDA; DIM])?;
+        let cols = columns(GATE_VIEW);
+        let fitted = spread(ridge(&project(&xs, &cols), &ws, &targets, &vec![GATE_LAMBDA; cols.len()])?, &cols);
         names.iter().zip(&fitted).map(|(name, f)| to_linear(name, f, 1.0, 0.0)).collect()
     } else {
         Vec::new()
@@ -355,9 +397,11 @@ pub fn fit(
 /// 5-fold CV over 8 fold draws (`switchyard eval routing`, stop-10 recipe → this): GSM8K 0.634 →
 /// 0.654, arena 0.510 → 0.545, MMLU and the chat files within ±0.003
 /// (`eval/scripts/router_feature_research.py` found the first part).
-fn head_penalty(lambda: f64, distinct: usize, xs: &[Vec<f64>]) -> [f64; DIM] {
+/// `xs` are the head's columns: one view (384), then the text features.
+fn head_penalty(lambda: f64, distinct: usize, xs: &[Vec<f64>]) -> Vec<f64> {
     let grown = lambda * (GROUP_PENALTY_ROWS / distinct.max(1) as f64).max(1.0);
-    std::array::from_fn(|j| if j < EMBED_DIM || support(xs, j) < MIN_FEATURE_SUPPORT { grown } else { lambda })
+    let d = xs.first().map_or(0, Vec::len);
+    (0..d).map(|j| if j < EMBED_DIM || support(xs, j) < MIN_FEATURE_SUPPORT { grown } else { lambda }).collect()
 }
 
 /// Rows off its median a text feature needs in a group to keep the base penalty there (10 and 30
@@ -403,6 +447,11 @@ mod tests {
     use super::*;
     use crate::classify::Classifier;
 
+    /// A router input whose three views are all `v`: whichever view a head reads sees it.
+    fn views(v: Vec<f32>) -> Vec<f32> {
+        v.repeat(3)
+    }
+
     #[test]
     fn cholesky_solves_a_small_system() {
         let mut a = vec![4.0, 2.0, 2.0, 3.0];
@@ -420,7 +469,7 @@ mod tests {
             let mut v = vec![0.0f32; EMBED_DIM];
             v[if hard { 0 } else { 1 }] = 1.0;
             v[2 + i % 7] = 0.3;
-            vecs.push(v);
+            vecs.push(views(v));
             rows.push(Row {
                 id: i.to_string(),
                 source: "s".into(),
@@ -474,7 +523,7 @@ mod tests {
             v[signal] = if hard { 0.5 } else { 0.0 };
             v[noise] = if i % 3 == 0 { 0.5 } else { 0.0 };
             v[10 + i % 50] = 0.2;
-            vecs.push(v);
+            vecs.push(views(v));
             // distinct prompts whose text features are the same within a source (no digits, one
             // length): the signal is in the embedding only, as the test intends
             let tag: String = [i / 676, i / 26 % 26, i % 26].iter().map(|d| char::from(b'a' + *d as u8)).collect();
@@ -521,7 +570,7 @@ mod tests {
             v[home] = 1.0;
             v[2 + home] = if hard { 0.5 } else { 0.0 };
             v[10 + i % 50] = 0.2;
-            vecs.push(v);
+            vecs.push(views(v));
             let mark = if source == "quiz" || (hard && i % 40 == 0) { "?" } else { "" };
             rows.push(row(i, source, format!("{source} prompt {i}{mark}"), if hard { 0.0 } else { 1.0 }, 1.0));
         }
@@ -558,7 +607,7 @@ mod tests {
             };
             let mut v = vec![0.0f32; EMBED_DIM];
             v[i % 7] = 1.0;
-            vecs.push(v);
+            vecs.push(views(v));
             rows.push(row(i, source, format!("p{i}"), (i % 2) as f64, 1.0));
         }
         // 20 + 20 distinct prompts: pooled "other" is under MIN_GROUP, so it joins "big"
@@ -572,7 +621,7 @@ mod tests {
         // 400 rows: feature 0 varies on every row, feature 1 is 1 on only 5 rows, the rest are 0
         let xs: Vec<Vec<f64>> = (0..400)
             .map(|i| {
-                let mut x = vec![0.0; DIM];
+                let mut x = vec![0.0; EMBED_DIM + crate::classify::features::NAMES.len()];
                 x[EMBED_DIM] = i as f64;
                 x[EMBED_DIM + 1] = if i < 5 { 1.0 } else { 0.0 };
                 x
@@ -585,6 +634,33 @@ mod tests {
         assert_eq!(support(&xs, EMBED_DIM + 1), 5);
         let large = head_penalty(2.0, 20_000, &xs);
         assert!(large[..EMBED_DIM + 1].iter().all(|p| *p == 2.0));
+    }
+
+    #[test]
+    fn each_head_and_the_gate_read_their_own_view() {
+        let (mut rows, mut vecs) = (Vec::new(), Vec::new());
+        for i in 0..300 {
+            let source = ["gsm8k", "mmlu", "chat"][i % 3];
+            let v: Vec<f32> = (0..VIEWS_DIM).map(|j| (((i * 31 + j * 17) % 101) as f32 / 101.0) - 0.5).collect();
+            vecs.push(v);
+            rows.push(row(i, source, format!("{source} {i}"), (i % 2) as f64, 1.0));
+        }
+        let r = fit(&rows, &vecs, 1.0, ("c", "p", vec![])).unwrap();
+        let reads = |l: &Linear| -> Vec<View> {
+            [View::Last, View::Embeddings, View::Layer3]
+                .into_iter()
+                .filter(|v| l.weights[v.columns()].iter().any(|w| *w != 0.0))
+                .collect()
+        };
+        for h in &r.file().heads {
+            let want = if h.name == "gsm8k" { View::Last } else { View::Layer3 };
+            assert_eq!(reads(h), [want], "head {}", h.name);
+            assert!(h.weights[VIEWS_DIM..].iter().any(|w| *w != 0.0), "the text features too");
+        }
+        assert!(r.file().gate.iter().all(|g| reads(g) == [View::Embeddings]));
+        // a prompt whose views are missing (candle's engine) still scores, on the vector alone
+        let alone = r.score(&rows[0].prompt, Some(&vecs[0][..EMBED_DIM]));
+        assert!(alone.is_finite());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The trained router: a mixture of per-source linear heads on the prompt's MiniLM embedding (the
-//! cache's vector: routing costs no second model call) plus [`features::text_features`].
+//! The trained router: a mixture of per-source linear heads on the prompt's MiniLM forward pass
+//! (the one the cache ran: routing costs no second model call; three mean-pooled views of it,
+//! [`View`]) plus [`features::text_features`].
 //!
 //! Why a mixture: what makes a prompt need the premium model differs by kind of traffic. On
 //! multiple-choice knowledge questions it is the subject, on maths word problems the number of
@@ -10,7 +11,8 @@
 //! the groups balanced, says how much each head applies to this prompt. Measured by 5-fold CV in
 //! `eval/scripts/router_mix_research.py` and `switchyard eval routing`.
 //!
-//! Scoring is (2 × heads + 12) dot products of 396 numbers, about a microsecond. Loaded from
+//! Scoring is 2 × heads dot products of 396 numbers (each row reads one view and the text
+//! features; the rest of its 1,164 weights are zero and skipped), about 2 µs. Loaded from
 //! `models/router/router.json`; it cannot be constructed unloaded. The file carries the folded
 //! weights, the training means (used for a prompt whose embedding is unavailable, and for
 //! explanations), and a calibration table of training-score quantiles, so a target premium share
@@ -23,7 +25,35 @@ use serde::{Deserialize, Serialize};
 use super::{features, Classifier, Feature};
 
 pub const EMBED_DIM: usize = 384;
-pub const DIM: usize = EMBED_DIM + features::NAMES.len();
+/// The embedding part of the model input: three views of the prompt's one forward pass, each a
+/// unit-length mean pool ([`View`]).
+pub const VIEWS_DIM: usize = 3 * EMBED_DIM;
+pub const DIM: usize = VIEWS_DIM + features::NAMES.len();
+/// The length of the model input of files from before the views (the last layer only).
+const DIM_V1: usize = EMBED_DIM + features::NAMES.len();
+
+/// A view of the prompt in the model input: where its 384 numbers sit. Each head and gate row
+/// reads one view (its weights elsewhere are zero) and the 12 text features. Why three: measured
+/// by cross-validation (`eval/README.md`), the gate tells kinds of traffic apart best from the
+/// word pieces (the embedding layer), the MMLU, arena and chat heads read difficulty best from
+/// layer 3, and the GSM8K head from the last layer, the cache's vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Last,
+    Embeddings,
+    Layer3,
+}
+
+impl View {
+    pub fn columns(self) -> std::ops::Range<usize> {
+        let start = match self {
+            View::Last => 0,
+            View::Embeddings => EMBED_DIM,
+            View::Layer3 => 2 * EMBED_DIM,
+        };
+        start..start + EMBED_DIM
+    }
+}
 
 /// `bias + weights · x` over the model input x (embedding then text features).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -32,11 +62,29 @@ pub struct Linear {
     pub name: String,
     pub weights: Vec<f32>,
     pub bias: f32,
+    /// The parts of the input with any weight (a view's 384 and the text features): scoring
+    /// skips the views a row does not read. Derived on load, not stored.
+    #[serde(skip)]
+    spans: Vec<std::ops::Range<usize>>,
 }
 
 impl Linear {
+    pub fn new(name: String, weights: Vec<f32>, bias: f32) -> Self {
+        let mut l = Linear { name, weights, bias, spans: Vec::new() };
+        l.find_spans();
+        l
+    }
+
+    fn find_spans(&mut self) {
+        let blocks = (0..self.weights.len()).step_by(EMBED_DIM).map(|s| s..(s + EMBED_DIM).min(self.weights.len()));
+        self.spans = blocks.filter(|r| self.weights[r.clone()].iter().any(|w| *w != 0.0)).collect();
+    }
+
     fn apply(&self, x: &[f32]) -> f32 {
-        self.bias + x.iter().zip(&self.weights).map(|(a, w)| a * w).sum::<f32>()
+        let dot = |r: &std::ops::Range<usize>| {
+            x[r.clone()].iter().zip(&self.weights[r.clone()]).map(|(a, w)| a * w).sum::<f32>()
+        };
+        self.bias + self.spans.iter().map(dot).sum::<f32>()
     }
 }
 
@@ -76,7 +124,8 @@ pub struct TrainedRouter {
 }
 
 impl TrainedRouter {
-    pub fn from_file(file: RouterFile) -> Result<Self, String> {
+    pub fn from_file(mut file: RouterFile) -> Result<Self, String> {
+        upgrade_v1(&mut file);
         if file.heads.is_empty() {
             return Err("no heads".into());
         }
@@ -94,6 +143,9 @@ impl TrainedRouter {
         }
         if file.quantiles.len() != 101 {
             return Err("expected 101 calibration quantiles".into());
+        }
+        for l in file.heads.iter_mut().chain(file.gate.iter_mut()) {
+            l.find_spans();
         }
         let linear_ok = |l: &Linear| l.bias.is_finite() && l.weights.iter().all(|w| w.is_finite());
         if !file.heads.iter().chain(&file.gate).all(linear_ok)
@@ -127,11 +179,19 @@ impl TrainedRouter {
         &self.file
     }
 
+    /// The model input for a prompt. `vector` is [`crate::embed::Embedded::router_input`]: the
+    /// cache's vector and the two earlier views, or the cache's vector alone (candle's engine),
+    /// or nothing (no embedding in time). What is missing is taken from the training means, so
+    /// the prompt scores as an average one on that part.
     fn input(&self, prompt: &str, vector: Option<&[f32]>) -> Vec<f32> {
         let mut x = Vec::with_capacity(DIM);
         match vector {
-            Some(v) if v.len() == EMBED_DIM => x.extend_from_slice(v),
-            _ => x.extend_from_slice(&self.file.mean[..EMBED_DIM]),
+            Some(v) if v.len() == VIEWS_DIM => x.extend_from_slice(v),
+            Some(v) if v.len() == EMBED_DIM => {
+                x.extend_from_slice(v);
+                x.extend_from_slice(&self.file.mean[EMBED_DIM..VIEWS_DIM]);
+            }
+            _ => x.extend_from_slice(&self.file.mean[..VIEWS_DIM]),
         }
         x.extend_from_slice(&features::text_features(prompt));
         x
@@ -173,11 +233,11 @@ impl TrainedRouter {
         let mut parts: Vec<Feature> = features::NAMES
             .iter()
             .enumerate()
-            .map(|(i, n)| Feature { name: (*n).to_string(), contribution: contrib(EMBED_DIM + i) })
+            .map(|(i, n)| Feature { name: (*n).to_string(), contribution: contrib(VIEWS_DIM + i) })
             .collect();
         parts.push(Feature {
             name: "embedding (what the prompt is about)".into(),
-            contribution: (0..EMBED_DIM).map(contrib).sum(),
+            contribution: (0..VIEWS_DIM).map(contrib).sum(),
         });
         parts.push(Feature {
             name: "average prompt of its kind".into(),
@@ -192,6 +252,23 @@ impl TrainedRouter {
         });
         parts
     }
+}
+
+/// A file from before the views (every row 396 long: the last layer, then the text features)
+/// is the same model with zero weights on the views; its means there are never read.
+fn upgrade_v1(file: &mut RouterFile) {
+    let widen = |v: &mut Vec<f32>| {
+        if v.len() == DIM_V1 {
+            let features = v.split_off(EMBED_DIM);
+            v.resize(VIEWS_DIM, 0.0);
+            v.extend(features);
+        }
+    };
+    for l in file.heads.iter_mut().chain(file.gate.iter_mut()) {
+        widen(&mut l.weights);
+    }
+    widen(&mut file.mean);
+    file.head_means.iter_mut().for_each(widen);
 }
 
 impl Classifier for TrainedRouter {
@@ -227,5 +304,45 @@ impl Classifier for TrainedRouter {
     fn threshold_for_share(&self, share: f32) -> Option<f32> {
         let q = ((1.0 - share.clamp(0.0, 1.0)) * 100.0).round() as usize;
         self.file.quantiles.get(q.min(100)).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_file_from_before_the_views_scores_as_it_did() {
+        // a one-head v1 file: 396 weights, the last layer's 384 then the text features
+        let mut weights = vec![0.0f32; DIM_V1];
+        weights[0] = 2.0;
+        weights[EMBED_DIM] = 0.5; // the first text feature
+        let head = Linear::new("all".into(), weights, 0.1);
+        let v1 = RouterFile {
+            kind: "gated-heads".into(),
+            heads: vec![head],
+            gate: vec![],
+            gate_temperature: 30.0,
+            mean: vec![0.25; DIM_V1],
+            head_means: vec![vec![0.25; DIM_V1]],
+            quantiles: (0..=100).map(|q| q as f32).collect(),
+            trained_on: vec![],
+            cheap_model: "c".into(),
+            premium_model: "p".into(),
+            lambda: 1.0,
+            n: 1,
+        };
+        let r = TrainedRouter::from_file(v1).unwrap();
+        assert_eq!(r.file().heads[0].weights.len(), DIM);
+        let mut v = vec![0.0f32; EMBED_DIM];
+        v[0] = 1.0;
+        let f0 = features::text_features("hello")[0];
+        let want = 0.1 + 2.0 + 0.5 * f0;
+        assert!((r.score("hello", Some(&v)) - want).abs() < 1e-5, "the cache's vector alone");
+        let mut full = v.clone();
+        full.extend(vec![0.3f32; 2 * EMBED_DIM]);
+        assert!((r.score("hello", Some(&full)) - want).abs() < 1e-5, "the views change nothing");
+        assert_eq!(r.file().mean[EMBED_DIM - 1], 0.25);
     }
 }

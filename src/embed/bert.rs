@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use super::encoder::{self, Encoder};
-use super::{pool, EmbedError, Embedder};
+use super::{pool, EmbedError, Embedded, Embedder};
 
 const HINT: &str = "the model is vendored in the repository under models/all-MiniLM-L6-v2 \
     (restore it with `git checkout -- models/`); its README says how it was made from the PyPI \
@@ -208,14 +208,21 @@ impl BertEmbedder {
         }
     }
 
-    fn forward(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn forward(&self, texts: &[&str]) -> Result<Vec<Embedded>, EmbedError> {
         match &self.model {
-            Model::Fast(enc) => self.forward_fast(enc, texts),
-            Model::Candle(model) => self.forward_candle(model, texts).map_err(|e| EmbedError::Inference(e.to_string())),
+            Model::Fast(enc) => Ok(self
+                .forward_fast(enc, texts)?
+                .into_iter()
+                .map(|[vector, embedded, early]| Embedded { vector, views: Some([embedded, early]) })
+                .collect()),
+            Model::Candle(model) => match self.forward_candle(model, texts) {
+                Ok(vs) => Ok(vs.into_iter().map(|vector| Embedded { vector, views: None }).collect()),
+                Err(e) => Err(EmbedError::Inference(e.to_string())),
+            },
         }
     }
 
-    fn forward_fast(&self, enc: &Encoder, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn forward_fast(&self, enc: &Encoder, texts: &[&str]) -> Result<Vec<[Vec<f32>; 3]>, EmbedError> {
         let encodings =
             self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         // the tokenizer pads on the right; the encoder wants each sequence's real tokens only
@@ -228,7 +235,7 @@ impl BertEmbedder {
             .collect();
         let inference = |e: encoder::EncoderError| EmbedError::Inference(e.to_string());
         if self.threads == 1 || ids.len() < 2 {
-            return enc.embed(&ids).map_err(inference);
+            return enc.embed_pooled(&ids).map_err(inference);
         }
         // split into contiguous parts of about equal token counts, one per thread
         let total: usize = ids.iter().map(|s| s.len()).sum();
@@ -246,7 +253,7 @@ impl BertEmbedder {
             parts.push(&ids[from..]);
         }
         std::thread::scope(|scope| {
-            let handles: Vec<_> = parts.iter().map(|part| scope.spawn(move || enc.embed(part))).collect();
+            let handles: Vec<_> = parts.iter().map(|part| scope.spawn(move || enc.embed_pooled(part))).collect();
             let mut out = Vec::with_capacity(ids.len());
             for h in handles {
                 let part = h.join().map_err(|_| EmbedError::Inference("an inference thread panicked".into()))?;
@@ -279,6 +286,10 @@ impl Embedder for BertEmbedder {
     }
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(self.embed_batch_full(texts)?.into_iter().map(|e| e.vector).collect())
+    }
+
+    fn embed_batch_full(&self, texts: &[&str]) -> Result<Vec<Embedded>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }

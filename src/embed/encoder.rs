@@ -174,9 +174,11 @@ impl Encoder {
         Ok(Encoder { shape, word, position, token_type, embed_norm, layers })
     }
 
-    /// Mean-pooled, L2-normalised vectors for token-id sequences (each already truncated to
-    /// the position limit and never empty: the tokenizer adds `[CLS]` and `[SEP]`).
-    pub fn embed(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EncoderError> {
+    /// Per token-id sequence (each already truncated to the position limit and never empty: the
+    /// tokenizer adds `[CLS]` and `[SEP]`), the mean pools, L2-normalised, of the last layer, of
+    /// the embedding layer's output and of layer [`ROUTER_LAYER`]'s: the cache reads the first,
+    /// the router all three.
+    pub fn embed_pooled(&self, seqs: &[&[u32]]) -> Result<Vec<[Vec<f32>; 3]>, EncoderError> {
         let s = self.shape;
         for seq in seqs {
             if seq.is_empty() || seq.len() > s.max_positions {
@@ -197,7 +199,7 @@ impl Encoder {
         })
     }
 
-    fn forward(&self, sc: &mut Scratch, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
+    fn forward(&self, sc: &mut Scratch, seqs: &[&[u32]]) -> Vec<[Vec<f32>; 3]> {
         let s = self.shape;
         let (h, inter, heads) = (s.hidden, s.intermediate, s.heads);
         let d = h / heads;
@@ -226,7 +228,12 @@ impl Encoder {
             }
         }
 
-        for layer in &self.layers {
+        let embedded = mean_pools(x, seqs, h);
+        let mut early = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            if i == ROUTER_LAYER {
+                early = mean_pools(x, seqs, h);
+            }
             kernel::matmul(x, h, n, &layer.qkv, Some(&layer.qkv_bias), qkv, 3 * h);
             // attention, per sequence and head, on that sequence's rows only
             let mut start = 0;
@@ -257,23 +264,36 @@ impl Encoder {
             }
         }
 
-        // mean pooling over each sequence's tokens, then unit length
-        let mut out = Vec::with_capacity(seqs.len());
-        let mut start = 0;
-        for seq in seqs {
-            let mut v = vec![0f32; h];
-            for xr in x[start * h..(start + seq.len()) * h].chunks_exact(h) {
-                for (a, b) in v.iter_mut().zip(xr) {
-                    *a += b;
-                }
-            }
-            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|a| *a /= norm);
-            out.push(v);
-            start += seq.len();
+        if early.is_empty() {
+            early = mean_pools(x, seqs, h); // a model with no more than ROUTER_LAYER layers
         }
-        out
+        let last = mean_pools(x, seqs, h);
+        last.into_iter().zip(embedded).zip(early).map(|((l, e), m)| [l, e, m]).collect()
     }
+}
+
+/// The hidden state the router reads besides the last layer's and the embedding layer's: the
+/// output of this many transformer layers (of MiniLM's 6). Chosen by cross-validation in
+/// `eval/scripts/router_pooling_research.py` and `router_combo_research.py`.
+pub const ROUTER_LAYER: usize = 3;
+
+/// Mean pooling over each sequence's tokens of `x` ([tokens, h]), then unit length.
+fn mean_pools(x: &[f32], seqs: &[&[u32]], h: usize) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(seqs.len());
+    let mut start = 0;
+    for seq in seqs {
+        let mut v = vec![0f32; h];
+        for xr in x[start * h..(start + seq.len()) * h].chunks_exact(h) {
+            for (a, b) in v.iter_mut().zip(xr) {
+                *a += b;
+            }
+        }
+        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+        v.iter_mut().for_each(|a| *a /= norm);
+        out.push(v);
+        start += seq.len();
+    }
+    out
 }
 
 fn add_norm(x: &mut [f32], residual: &[f32], norm: &Norm, eps: f32) {

@@ -32,12 +32,44 @@ pub enum EmbedError {
     Stopped,
 }
 
+/// One text's embedding: the cache's vector, and the router's extra views of the same forward
+/// pass when the engine gives them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    /// The last layer's mean pool, unit length: what the cache compares.
+    pub vector: Vec<f32>,
+    /// The embedding layer's and layer [`ROUTER_LAYER`]'s mean pools, each unit length (the
+    /// router's gate and most of its heads read them; see `classify::trained`). `None` from
+    /// candle's `BertModel`, which keeps its layers to itself: the router then scores as if
+    /// these views were those of an average training prompt.
+    pub views: Option<[Vec<f32>; 2]>,
+}
+
+impl Embedded {
+    /// The router's input: the vector, then the views when there are any.
+    pub fn router_input(&self) -> Vec<f32> {
+        let mut x = self.vector.clone();
+        if let Some([a, b]) = &self.views {
+            x.extend_from_slice(a);
+            x.extend_from_slice(b);
+        }
+        x
+    }
+}
+
+pub use encoder::ROUTER_LAYER;
+
 /// A text embedder. Implementations are synchronous; run them off the reactor.
 pub trait Embedder: Send + Sync {
     /// The vector length.
     fn dim(&self) -> usize;
     /// One unit-length vector per text, in order.
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// [`Embedded`] per text, in order: the vectors of [`Embedder::embed_batch`] and, if the
+    /// engine has them, the router's views.
+    fn embed_batch_full(&self, texts: &[&str]) -> Result<Vec<Embedded>, EmbedError> {
+        Ok(self.embed_batch(texts)?.into_iter().map(|vector| Embedded { vector, views: None }).collect())
+    }
     /// Word-piece count of a text, after truncation (for usage reporting).
     fn count_tokens(&self, text: &str) -> usize;
 }

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{EmbedError, Embedder};
+use super::{EmbedError, Embedded, Embedder};
 
 struct Job {
     texts: Vec<String>,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+    reply: oneshot::Sender<Result<Vec<Embedded>, EmbedError>>,
 }
 
 /// Owns the thread; dropping every [`EmbedHandle`] stops it.
@@ -109,7 +109,7 @@ fn run(embedder: &dyn Embedder, rx: Receiver<Job>, max_batch: usize, load: &Load
         let texts: Vec<&str> = jobs.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
         let started = Instant::now();
         load.in_progress.store(texts.len(), Ordering::Relaxed);
-        let result = embedder.embed_batch(&texts);
+        let result = embedder.embed_batch_full(&texts);
         load.in_progress.store(0, Ordering::Relaxed);
         load.observe(started.elapsed(), texts.len());
         match result {
@@ -117,7 +117,7 @@ fn run(embedder: &dyn Embedder, rx: Receiver<Job>, max_batch: usize, load: &Load
                 // hand each job its own slice of the batch, in order
                 let mut rest = vectors.into_iter();
                 for job in jobs {
-                    let mine: Vec<Vec<f32>> = rest.by_ref().take(job.texts.len()).collect();
+                    let mine: Vec<Embedded> = rest.by_ref().take(job.texts.len()).collect();
                     let _ = job.reply.send(Ok(mine));
                 }
             }
@@ -149,6 +149,11 @@ impl EmbedHandle {
     }
 
     pub async fn embed_many(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(self.embed_many_full(texts).await?.into_iter().map(|e| e.vector).collect())
+    }
+
+    /// As [`EmbedHandle::embed_many`], with the router's views.
+    pub async fn embed_many_full(&self, texts: Vec<String>) -> Result<Vec<Embedded>, EmbedError> {
         let n = texts.len();
         if self.max_wait.is_some_and(|w| self.load.expected_wait(n) > w) {
             return Err(EmbedError::Overloaded);
@@ -172,6 +177,11 @@ impl EmbedHandle {
 
     pub async fn embed(&self, text: String) -> Result<Vec<f32>, EmbedError> {
         self.embed_many(vec![text]).await?.pop().ok_or(EmbedError::Stopped)
+    }
+
+    /// One text's vector and the router's views.
+    pub async fn embed_full(&self, text: String) -> Result<Embedded, EmbedError> {
+        self.embed_many_full(vec![text]).await?.pop().ok_or(EmbedError::Stopped)
     }
 
     pub fn dim(&self) -> usize {

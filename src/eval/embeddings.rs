@@ -210,6 +210,22 @@ impl EmbeddingStore {
         (&lock.0).write_all(&out)
     }
 
+    /// Stores freshly embedded vectors (on disk and in memory); one that is not sound (the
+    /// embedder's bug, or damage in flight) is kept in memory only, with a warning.
+    fn keep(&mut self, keys: &[[u8; 32]], vectors: Vec<Vec<f32>>) -> Result<(), EmbedError> {
+        let records: Vec<([u8; 32], &[f32])> =
+            keys.iter().zip(&vectors).filter(|(_, v)| sound(v, self.dim)).map(|(k, v)| (*k, v.as_slice())).collect();
+        let unsound = keys.len() - records.len();
+        self.append(&records).map_err(|e| EmbedError::Inference(format!("embedding store: {e}")))?;
+        if unsound > 0 {
+            tracing::warn!(count = unsound, "the embedder returned vectors that are not unit length; not stored");
+        }
+        for (k, v) in keys.iter().zip(vectors) {
+            self.map.insert(*k, v);
+        }
+        Ok(())
+    }
+
     /// Records dropped as damaged when the store was opened.
     pub fn dropped(&self) -> usize {
         self.dropped
@@ -249,37 +265,102 @@ impl EmbeddingStore {
         if !missing.is_empty() {
             // similar lengths together: padding is wasted work
             missing.sort_by_key(|t| t.len());
-            let bar = ProgressBar::new(missing.len() as u64);
-            bar.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} texts ({per_sec}, eta {eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("embedding {label}"));
-            let mut unsound = 0usize;
+            let bar = progress(missing.len(), label);
             for batch in missing.chunks(32) {
                 let vectors = embedder.embed_batch(batch)?;
                 let keys: Vec<[u8; 32]> = batch.iter().map(|t| text_key(t)).collect();
-                let records: Vec<([u8; 32], &[f32])> = keys
-                    .iter()
-                    .zip(&vectors)
-                    .filter(|(_, v)| sound(v, self.dim))
-                    .map(|(k, v)| (*k, v.as_slice()))
-                    .collect();
-                unsound += batch.len() - records.len();
-                self.append(&records).map_err(|e| EmbedError::Inference(format!("embedding store: {e}")))?;
-                for (k, v) in keys.into_iter().zip(vectors) {
-                    self.map.insert(k, v);
+                self.keep(&keys, vectors)?;
+                bar.inc(batch.len() as u64);
+            }
+            bar.finish_and_clear();
+        }
+        Ok(texts.iter().map(|t| self.map.get(&text_key(t)).cloned().unwrap_or_else(|| vec![0.0; self.dim])).collect())
+    }
+}
+
+/// The router's inputs for offline training and evaluation: the cache's vectors and the two
+/// earlier views of the same forward pass ([`crate::embed::Embedded`]), in three stores of one
+/// view each (`<model>`, `<model>-embeddings`, `<model>-layer3`) so each keeps the unit-length
+/// check. A text any of them lacks is embedded once and written to all three.
+pub struct RouterStore {
+    stores: [EmbeddingStore; 3],
+}
+
+impl RouterStore {
+    pub fn open(dir: &Path, model_id: &str, dim: usize) -> std::io::Result<Self> {
+        let open = |suffix: &str| EmbeddingStore::open(dir, &format!("{model_id}{suffix}"), dim);
+        Ok(RouterStore { stores: [open("")?, open("-embeddings")?, open("-layer3")?] })
+    }
+
+    /// [`crate::embed::Embedded::router_input`] for each text, in order; the vector alone (and
+    /// nothing stored for the views) from an engine without them.
+    pub fn embed_all(
+        &mut self,
+        embedder: &Arc<dyn Embedder>,
+        texts: &[String],
+        label: &str,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut missing: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for t in texts {
+            let k = text_key(t);
+            if self.stores.iter().any(|s| !s.map.contains_key(&k)) && seen.insert(k) {
+                missing.push(t);
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort_by_key(|t| t.len());
+            let bar = progress(missing.len(), label);
+            for batch in missing.chunks(32) {
+                let full = embedder.embed_batch_full(batch)?;
+                let (mut keys, mut last) = (Vec::new(), Vec::new());
+                let (mut viewed, mut embedded, mut early) = (Vec::new(), Vec::new(), Vec::new());
+                for (t, e) in batch.iter().zip(full) {
+                    let k = text_key(t);
+                    if let Some([a, b]) = e.views {
+                        viewed.push(k);
+                        embedded.push(a);
+                        early.push(b);
+                    }
+                    keys.push(k);
+                    last.push(e.vector);
+                }
+                for (store, (keys, vectors)) in
+                    self.stores.iter_mut().zip([(keys, last), (viewed.clone(), embedded), (viewed, early)])
+                {
+                    // each store only what it lacks (a text missing from one may be in the others)
+                    let (keys, vectors): (Vec<_>, Vec<_>) =
+                        keys.into_iter().zip(vectors).filter(|(k, _)| !store.map.contains_key(k)).unzip();
+                    store.keep(&keys, vectors)?;
                 }
                 bar.inc(batch.len() as u64);
             }
             bar.finish_and_clear();
-            if unsound > 0 {
-                tracing::warn!(count = unsound, "the embedder returned vectors that are not unit length; not stored");
-            }
         }
-        Ok(texts.iter().map(|t| self.map.get(&text_key(t)).cloned().unwrap_or_else(|| vec![0.0; self.dim])).collect())
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let k = text_key(t);
+                let mut x = self.stores[0].map.get(&k).cloned().unwrap_or_else(|| vec![0.0; self.stores[0].dim]);
+                if let (Some(a), Some(b)) = (self.stores[1].map.get(&k), self.stores[2].map.get(&k)) {
+                    x.extend_from_slice(a);
+                    x.extend_from_slice(b);
+                }
+                x
+            })
+            .collect())
     }
+}
+
+fn progress(n: usize, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} texts ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("embedding {label}"));
+    bar
 }
 
 /// A short identifier of the model's weights (from its SHA256SUMS), so cached vectors never
@@ -324,6 +405,61 @@ mod tests {
 
     fn texts(prefix: &str, n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{prefix} text {i}")).collect()
+    }
+
+    /// Counts the texts it embeds; gives views (as the fast engine does) or not (candle).
+    struct Viewing {
+        views: bool,
+        embedded: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Embedder for Viewing {
+        fn dim(&self) -> usize {
+            DIM
+        }
+        fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            Ok(self.embed_batch_full(texts)?.into_iter().map(|e| e.vector).collect())
+        }
+        fn embed_batch_full(&self, texts: &[&str]) -> Result<Vec<crate::embed::Embedded>, EmbedError> {
+            self.embedded.fetch_add(texts.len(), std::sync::atomic::Ordering::Relaxed);
+            Ok(texts
+                .iter()
+                .map(|t| crate::embed::Embedded {
+                    vector: unit(t),
+                    views: self.views.then(|| [unit(&format!("{t} early")), unit(&format!("{t} middle"))]),
+                })
+                .collect())
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.len()
+        }
+    }
+
+    #[test]
+    fn the_router_store_keeps_each_view_and_embeds_a_text_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Viewing { views: true, embedded: Default::default() });
+        let embedder: Arc<dyn Embedder> = fake.clone();
+        let ts = texts("r", 40);
+        // a text the cache's store already has (from `eval cache`, say) is embedded once more
+        // for its views, and not appended to the cache's store again
+        EmbeddingStore::open(dir.path(), "m", DIM).unwrap().embed_all(&embedder, &ts[..10], "x").unwrap();
+        let mut store = RouterStore::open(dir.path(), "m", DIM).unwrap();
+        let got = store.embed_all(&embedder, &ts, "x").unwrap();
+        assert_eq!(got[3], [unit("r text 3"), unit("r text 3 early"), unit("r text 3 middle")].concat());
+        assert_eq!(fake.embedded.load(std::sync::atomic::Ordering::Relaxed), 10 + 40);
+        let again = RouterStore::open(dir.path(), "m", DIM).unwrap().embed_all(&embedder, &ts, "x").unwrap();
+        assert_eq!(again, got);
+        assert_eq!(fake.embedded.load(std::sync::atomic::Ordering::Relaxed), 50, "nothing embedded again");
+        let bytes = std::fs::metadata(dir.path().join("m.v2.bin")).unwrap().len() as usize;
+        assert_eq!(bytes, HEADER + 40 * record_len(DIM), "each text once in the cache's store");
+
+        // an engine without views: the vector alone, and nothing stored for the views
+        let plain: Arc<dyn Embedder> = Arc::new(Viewing { views: false, embedded: Default::default() });
+        let other = tempfile::tempdir().unwrap();
+        let got = RouterStore::open(other.path(), "m", DIM).unwrap().embed_all(&plain, &ts[..2], "x").unwrap();
+        assert_eq!(got[0], unit("r text 0"));
+        assert_eq!(RouterStore::open(other.path(), "m", DIM).unwrap().stores[1].len(), 0);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::embeddings::{model_id, EmbeddingStore};
+use super::embeddings::{model_id, RouterStore};
 use super::plot::{line_plot, Series};
 use crate::classify::train::{fit, read_rows, DataError, Row};
 use crate::classify::{Classifier, TrainedRouter};
@@ -229,7 +229,7 @@ pub type EmbeddedSet = (String, Vec<Row>, Vec<Vec<f32>>);
 /// Reads, embeds (via the on-disk store) and returns rows with their vectors.
 pub fn load_embedded(
     embedder: &Arc<dyn Embedder>,
-    store: &mut EmbeddingStore,
+    store: &mut RouterStore,
     files: &[PathBuf],
     cheap: &str,
     premium: &str,
@@ -252,7 +252,7 @@ pub fn load_embedded(
 }
 
 pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Result<RoutingReport, RoutingEvalError> {
-    let mut store = EmbeddingStore::open(&opts.cache_dir, &model_id(&opts.model_dir), embedder.dim())?;
+    let mut store = RouterStore::open(&opts.cache_dir, &model_id(&opts.model_dir), embedder.dim())?;
     let mut sets =
         load_embedded(embedder, &mut store, &opts.data, &opts.cheap, &opts.premium, opts.exclude_contaminated)?;
     let n_data = sets.len();
