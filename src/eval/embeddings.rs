@@ -254,17 +254,8 @@ impl EmbeddingStore {
         texts: &[String],
         label: &str,
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut missing: Vec<&str> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for t in texts {
-            let k = text_key(t);
-            if !self.map.contains_key(&k) && seen.insert(k) {
-                missing.push(t);
-            }
-        }
+        let missing = missing(texts, |k| !self.map.contains_key(k));
         if !missing.is_empty() {
-            // similar lengths together: padding is wasted work
-            missing.sort_by_key(|t| t.len());
             let bar = progress(missing.len(), label);
             for batch in missing.chunks(32) {
                 let vectors = embedder.embed_batch(batch)?;
@@ -300,16 +291,8 @@ impl RouterStore {
         texts: &[String],
         label: &str,
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut missing: Vec<&str> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for t in texts {
-            let k = text_key(t);
-            if self.stores.iter().any(|s| !s.map.contains_key(&k)) && seen.insert(k) {
-                missing.push(t);
-            }
-        }
+        let missing = missing(texts, |k| self.stores.iter().any(|s| !s.map.contains_key(k)));
         if !missing.is_empty() {
-            missing.sort_by_key(|t| t.len());
             let bar = progress(missing.len(), label);
             for batch in missing.chunks(32) {
                 let full = embedder.embed_batch_full(batch)?;
@@ -350,6 +333,22 @@ impl RouterStore {
             })
             .collect())
     }
+}
+
+/// The distinct texts `lacks` says are not stored, shortest first (similar lengths together:
+/// padding is wasted work).
+fn missing<'a>(texts: &'a [String], lacks: impl Fn(&[u8; 32]) -> bool) -> Vec<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<&str> = texts
+        .iter()
+        .filter(|t| {
+            let k = text_key(t);
+            lacks(&k) && seen.insert(k)
+        })
+        .map(String::as_str)
+        .collect();
+    out.sort_by_key(|t| t.len());
+    out
 }
 
 fn progress(n: usize, label: &str) -> ProgressBar {
