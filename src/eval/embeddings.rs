@@ -337,7 +337,7 @@ impl RouterStore {
 
 /// The distinct texts `lacks` says are not stored, shortest first (similar lengths together:
 /// padding is wasted work).
-fn missing<'a>(texts: &'a [String], lacks: impl Fn(&[u8; 32]) -> bool) -> Vec<&'a str> {
+fn missing(texts: &[String], lacks: impl Fn(&[u8; 32]) -> bool) -> Vec<&str> {
     let mut seen = std::collections::HashSet::new();
     let mut out: Vec<&str> = texts
         .iter()
