@@ -42,10 +42,9 @@ const DONE: &[u8] = b"data: [DONE]";
 /// How a Responses API stream ends.
 const COMPLETED: &[u8] = b"event: response.completed";
 
-/// One streamed request on the client's (kept-alive) connection; the stream is read to `end`.
-async fn stream_once(client: &reqwest::Client, url: &str, body: &str, end: &[u8]) -> Timing {
-    let started = Instant::now();
-    let mut resp = client
+/// POSTs `body` as JSON on the client's (kept-alive) connection; a success, or the bench stops.
+async fn post(client: &reqwest::Client, url: &str, body: &str) -> reqwest::Response {
+    let resp = client
         .post(url)
         .header("content-type", "application/json")
         .body(body.to_string())
@@ -53,6 +52,13 @@ async fn stream_once(client: &reqwest::Client, url: &str, body: &str, end: &[u8]
         .await
         .expect("request sent");
     assert!(resp.status().is_success(), "status {}", resp.status());
+    resp
+}
+
+/// One streamed request on the client's (kept-alive) connection; the stream is read to `end`.
+async fn stream_once(client: &reqwest::Client, url: &str, body: &str, end: &[u8]) -> Timing {
+    let started = Instant::now();
+    let mut resp = post(client, url, body).await;
     let mut first_byte = None;
     let mut seen = Vec::new();
     while let Some(chunk) = resp.chunk().await.expect("body chunk") {
@@ -72,15 +78,7 @@ async fn stream_once(client: &reqwest::Client, url: &str, body: &str, end: &[u8]
 /// One non-streamed request on the same connection, read to its last byte.
 async fn whole_once(client: &reqwest::Client, url: &str, body: &str) -> Duration {
     let started = Instant::now();
-    let resp = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request sent");
-    assert!(resp.status().is_success(), "status {}", resp.status());
-    resp.bytes().await.expect("body");
+    post(client, url, body).await.bytes().await.expect("body");
     started.elapsed()
 }
 

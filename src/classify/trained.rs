@@ -63,16 +63,15 @@ pub struct Linear {
     pub weights: Vec<f32>,
     pub bias: f32,
     /// The parts of the input with any weight (a view's 384 and the text features): scoring
-    /// skips the views a row does not read. Derived on load, not stored.
+    /// skips the views a row does not read. Found when a router is built from the file
+    /// ([`TrainedRouter::from_file`], which every router goes through), not stored.
     #[serde(skip)]
     spans: Vec<std::ops::Range<usize>>,
 }
 
 impl Linear {
     pub fn new(name: String, weights: Vec<f32>, bias: f32) -> Self {
-        let mut l = Linear { name, weights, bias, spans: Vec::new() };
-        l.find_spans();
-        l
+        Linear { name, weights, bias, spans: Vec::new() }
     }
 
     fn find_spans(&mut self) {
