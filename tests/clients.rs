@@ -302,3 +302,98 @@ async fn anthropic_python_sdk_counts_tokens_through_the_gateway() {
     assert_eq!(seen[0].body["model"], "claude-haiku-4-5");
     g.shutdown().await;
 }
+
+/// Extended thinking through `/v1/messages` to an Anthropic upstream: the signed thinking block
+/// opens the answer, streamed as `thinking_delta`s closed by a `signature_delta`; sent back in a
+/// tool-use turn it reaches Anthropic intact (the mock checks the signature, and refuses the
+/// turn without it). To an OpenAI-compatible upstream, `thinking` is not sent at all.
+#[tokio::test]
+async fn messages_api_extended_thinking_round_trips_through_an_anthropic_upstream() {
+    use common::providers::{config, ProviderMock, ANTHROPIC_KEY};
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-sonnet-4-5"], Some(&a), None)).await;
+    let thinking = json!({"type": "enabled", "budget_tokens": 1024});
+    let tools = json!([{"name": "get_weather", "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}}}]);
+    let ask = json!({"role": "user", "content": "Is it raining in Paris?"});
+    let body = json!({"model": "auto", "max_tokens": 2048, "thinking": thinking, "tools": tools, "messages": [ask]});
+    let r = post_messages(&g, &body, "unused").await;
+    assert_eq!(r.status(), 200);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["content"][0]["type"], "thinking", "{m}");
+    assert_eq!(m["content"][0]["thinking"], "Considering: Is it raining in Paris?");
+    let signature = m["content"][0]["signature"].as_str().unwrap().to_string();
+    assert!(signature.starts_with("EqQBmock"), "{m}");
+    assert_eq!(m["stop_reason"], "tool_use");
+    assert_eq!(a.last().body["thinking"], thinking);
+    let call = m["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
+
+    // the tool-use turn goes back as the SDKs send it: the answer's content, verbatim
+    let result = json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "light rain"}]});
+    let follow = json!({"model": "auto", "max_tokens": 2048, "thinking": thinking, "tools": tools,
+        "messages": [ask, {"role": "assistant", "content": m["content"]}, result]});
+    let r = post_messages(&g, &follow, "unused").await;
+    assert_eq!(r.status(), 200);
+    let m2: Value = r.json().await.unwrap();
+    assert_eq!(m2["content"].as_array().unwrap().last().unwrap()["text"], "tool said: light rain", "{m2}");
+    let sent = a.last().body;
+    assert_eq!(
+        sent["messages"][1]["content"][0],
+        json!({"type": "thinking",
+        "thinking": "Considering: Is it raining in Paris?", "signature": signature})
+    );
+    // the control: the same turn without its thinking block is refused by Anthropic (the mock)
+    let bare: Vec<Value> =
+        m["content"].as_array().unwrap().iter().filter(|b| b["type"] != "thinking").cloned().collect();
+    let mut refused = follow.clone();
+    refused["messages"][1]["content"] = json!(bare);
+    let r = post_messages(&g, &refused, "unused").await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"]["message"].as_str().unwrap().contains("thinking"), "{e}");
+
+    // streamed
+    let mut streamed = json!({"model": "auto", "max_tokens": 2048, "thinking": thinking, "stream": true,
+        "messages": [{"role": "user", "content": "Name a quiet museum in Rome."}]});
+    let r = post_messages(&g, &streamed, "unused").await;
+    let ev = events(&r.text().await.unwrap());
+    let delta = |kind: &str, field: &str| -> String {
+        ev.iter()
+            .filter(|(n, d)| n == "content_block_delta" && d["delta"]["type"] == kind && d["index"] == 0)
+            .filter_map(|(_, d)| d["delta"][field].as_str())
+            .collect()
+    };
+    assert_eq!(ev.iter().find(|(n, _)| n == "content_block_start").unwrap().1["content_block"]["type"], "thinking");
+    assert_eq!(delta("thinking_delta", "thinking"), "Considering: Name a quiet museum in Rome.");
+    assert!(delta("signature_delta", "signature").starts_with("EqQBmock"));
+    assert!(ev
+        .iter()
+        .any(|(n, d)| n == "content_block_delta" && d["index"] == 1 && d["delta"]["type"] == "text_delta"));
+    assert_eq!(ev.last().unwrap().0, "message_stop");
+    g.shutdown().await;
+
+    // an OpenAI-compatible upstream answers without the field it does not know
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    streamed["stream"] = json!(false);
+    let r = post_messages(&g, &streamed, "unused").await;
+    assert_eq!(r.status(), 200);
+    let sent = if cheap.calls() > 0 { cheap.last_body() } else { premium.last_body() };
+    assert!(sent.get("thinking").is_none(), "{sent}");
+    g.shutdown().await;
+}
+
+/// The `anthropic` package with extended thinking, through the gateway to an Anthropic upstream:
+/// the SDK's own types, its tool loop (the answer's content sent back as it came) and its
+/// stream accumulation (`get_final_message`, which assembles the signature).
+#[tokio::test]
+async fn anthropic_python_sdk_thinks_through_the_gateway() {
+    use common::providers::{config, ProviderMock, ANTHROPIC_KEY};
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-sonnet-4-5"], Some(&a), None)).await;
+    run_client(&python(), "anthropic_thinking.py", &format!("http://{}", g.addr)).await;
+    let seen = a.requests();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[1].body["messages"][1]["content"][0]["type"], "thinking");
+    assert!(seen.iter().all(|r| r.body["thinking"]["budget_tokens"] == 1024));
+    g.shutdown().await;
+}

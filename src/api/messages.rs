@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use super::{ChatChunk, ChatRequest, ChatResponse, EventTranslator, GatewayError, Usage};
 
 /// A Messages request as Anthropic's SDKs send it. Fields the gateway has no use for
-/// (`top_k`, `thinking`, `service_tier`, ...) are accepted and ignored.
+/// (`top_k`, `service_tier`, ...) are accepted and ignored.
 #[derive(Debug, Deserialize)]
 pub struct MessagesRequest {
     pub model: String,
@@ -34,6 +34,10 @@ pub struct MessagesRequest {
     pub tool_choice: Option<InToolChoice>,
     #[serde(default)]
     pub metadata: Option<InMetadata>,
+    /// Extended thinking (`{"type": "enabled", "budget_tokens": N}`): carried as
+    /// [`ChatRequest::anthropic_thinking`], for the adapters that can think.
+    #[serde(default)]
+    pub thinking: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,8 +67,8 @@ pub enum InContent {
     Blocks(Vec<InBlock>),
 }
 
-/// A content block. Kinds the gateway cannot pass on (thinking, documents, ...) are refused
-/// with a 400 naming them rather than silently dropped.
+/// A content block. Kinds the gateway cannot pass on (documents, ...) are refused with a 400
+/// naming them rather than silently dropped.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum InBlock {
@@ -94,6 +98,17 @@ pub enum InBlock {
         is_error: Option<bool>,
         #[serde(default)]
         cache_control: Option<Value>,
+    },
+    /// An earlier answer's thinking, sent back in its assistant turn. Anthropic requires the
+    /// signed blocks of a tool-use turn back when thinking is on, so they are kept, signatures
+    /// intact, as the chat message's `thinking_blocks` (what the Anthropic adapter sends back).
+    Thinking {
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        data: String,
     },
     #[serde(other)]
     Unsupported,
@@ -253,8 +268,8 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                             };
                             parts.push(with_cc(json!({"type": "image_url", "image_url": {"url": url}}), cache_control));
                         }
-                        InBlock::ToolUse { .. } => {
-                            return Err(invalid("a user message cannot hold tool_use blocks", &param))
+                        InBlock::ToolUse { .. } | InBlock::Thinking { .. } | InBlock::RedactedThinking { .. } => {
+                            return Err(invalid("a user message cannot hold tool_use or thinking blocks", &param))
                         }
                         InBlock::Unsupported => {
                             return Err(invalid(
@@ -276,6 +291,7 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
             InRole::Assistant => {
                 let mut text = Vec::new();
                 let mut calls = Vec::new();
+                let mut thinking = Vec::new();
                 for b in blocks {
                     match b {
                         InBlock::Text { text: t, .. } => text.push(t.as_str()),
@@ -283,14 +299,29 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                             "id": id, "type": "function",
                             "function": {"name": name, "arguments": input.to_string()},
                         })),
-                        // earlier turns' thinking is the model's own; nothing downstream reads it
+                        InBlock::Thinking { thinking: t, signature } => {
+                            thinking.push(json!({"type": "thinking", "thinking": t, "signature": signature}))
+                        }
+                        InBlock::RedactedThinking { data } => {
+                            thinking.push(json!({"type": "redacted_thinking", "data": data}))
+                        }
+                        // other kinds an assistant turn may echo (server tool results, ...) are the
+                        // model's own record; nothing downstream reads them
                         InBlock::Unsupported => {}
-                        _ => return Err(invalid("an assistant message holds only text and tool_use blocks", &param)),
+                        _ => {
+                            return Err(invalid(
+                                "an assistant message holds only text, tool_use and thinking blocks",
+                                &param,
+                            ))
+                        }
                     }
                 }
                 let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text.join("")) }});
                 if !calls.is_empty() {
                     msg["tool_calls"] = json!(calls);
+                }
+                if !thinking.is_empty() {
+                    msg["thinking_blocks"] = json!(thinking);
                 }
                 messages.push(msg);
             }
@@ -344,7 +375,11 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
     if let Some(user) = req.metadata.and_then(|m| m.user_id) {
         out.insert("user".into(), json!(user));
     }
-    serde_json::from_value(Value::Object(out)).map_err(|e| GatewayError::invalid(format!("invalid request: {e}"), None))
+    let mut chat: ChatRequest = serde_json::from_value(Value::Object(out))
+        .map_err(|e| GatewayError::invalid(format!("invalid request: {e}"), None))?;
+    // `{"type": "disabled"}` is the same as no thinking, and says so to no upstream
+    chat.anthropic_thinking = req.thinking.filter(|t| t.is_object() && t["type"] != "disabled");
+    Ok(chat)
 }
 
 /// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
@@ -375,11 +410,25 @@ fn usage_json(u: Option<&Usage>) -> Value {
     json!({"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens})
 }
 
+/// The thinking blocks that open an answer: an Anthropic upstream's own, signed (a client sends
+/// them back on its next turn, and Anthropic checks the signatures); else the reasoning another
+/// upstream returned (Gemini's thoughts, `reasoning_content` of an OpenAI-compatible one) as one
+/// unsigned block, which the Anthropic adapter leaves out if it comes back: no signature of
+/// ours would pass Anthropic's check.
+fn thinking_content(blocks: Option<&[Value]>, reasoning: Option<&str>) -> Vec<Value> {
+    match (blocks.filter(|b| !b.is_empty()), reasoning.filter(|r| !r.is_empty())) {
+        (Some(b), _) => b.to_vec(),
+        (None, Some(r)) => vec![json!({"type": "thinking", "thinking": r, "signature": ""})],
+        (None, None) => Vec::new(),
+    }
+}
+
 /// The Messages response for a chat completion (its first choice: Messages has no `n`).
 pub fn to_message(resp: &ChatResponse) -> Value {
     let mut content = Vec::new();
     let choice = resp.choices.first();
     if let Some(c) = choice {
+        content.extend(thinking_content(c.message.thinking_blocks.as_deref(), c.message.reasoning_content.as_deref()));
         if let Some(t) = c.message.content.as_deref().filter(|t| !t.is_empty()) {
             content.push(json!({"type": "text", "text": t}));
         }
@@ -410,6 +459,7 @@ pub fn sse(event: &str, data: &Value) -> String {
 #[derive(PartialEq)]
 enum Open {
     None,
+    Thinking,
     Text,
     Tool(u32),
 }
@@ -512,6 +562,36 @@ impl EventTranslator for StreamTranslator {
             self.usage = Some(u);
         }
         let Some(choice) = chunk.choices.iter().find(|c| c.index == 0) else { return out };
+        // thinking: its text as it streams, then (from an Anthropic upstream) the whole signed
+        // block, whose signature closes the block as Anthropic's own `signature_delta` does
+        if let Some(r) = choice.delta.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
+            if self.open != Open::Thinking {
+                self.open_block(json!({"type": "thinking", "thinking": "", "signature": ""}), Open::Thinking, &mut out);
+            }
+            self.delta(json!({"type": "thinking_delta", "thinking": r}), &mut out);
+        }
+        for b in choice.delta.thinking_blocks.iter().flatten() {
+            if b["type"] == "thinking" {
+                if self.open != Open::Thinking {
+                    // a signed block whose text did not stream first
+                    self.open_block(
+                        json!({"type": "thinking", "thinking": "", "signature": ""}),
+                        Open::Thinking,
+                        &mut out,
+                    );
+                    if let Some(t) = b["thinking"].as_str().filter(|t| !t.is_empty()) {
+                        self.delta(json!({"type": "thinking_delta", "thinking": t}), &mut out);
+                    }
+                }
+                let signature = b["signature"].as_str().unwrap_or_default();
+                self.delta(json!({"type": "signature_delta", "signature": signature}), &mut out);
+                self.close(&mut out);
+            } else {
+                // redacted thinking arrives whole, in its start event
+                self.open_block(b.clone(), Open::Thinking, &mut out);
+                self.close(&mut out);
+            }
+        }
         if let Some(text) = choice.delta.content.as_deref().filter(|t| !t.is_empty()) {
             if self.open != Open::Text {
                 self.open_block(json!({"type": "text", "text": ""}), Open::Text, &mut out);
@@ -596,6 +676,118 @@ mod tests {
         let plain = parse(json!({"model": "auto", "max_tokens": 10,
             "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}));
         assert_eq!(serde_json::to_value(&plain).unwrap()["messages"][0]["content"], "hi");
+    }
+
+    /// `thinking` is carried beside the wire fields (never serialised for an OpenAI-compatible
+    /// upstream); an assistant turn's signed blocks come back as its `thinking_blocks`, in order.
+    #[test]
+    fn thinking_and_an_earlier_turns_thinking_blocks_translate() {
+        let thinking = json!({"type": "enabled", "budget_tokens": 2048});
+        let req = parse(json!({
+            "model": "auto", "max_tokens": 4096, "thinking": thinking,
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "Use the tool.", "signature": "sig-1"},
+                    {"type": "redacted_thinking", "data": "opaque"},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"}]},
+            ],
+        }));
+        assert_eq!(req.anthropic_thinking, Some(thinking));
+        let v = serde_json::to_value(&req).unwrap();
+        assert!(v.get("thinking").is_none() && v.get("anthropic_thinking").is_none(), "{v}");
+        assert_eq!(
+            v["messages"][1]["thinking_blocks"],
+            json!([{"type": "thinking", "thinking": "Use the tool.", "signature": "sig-1"},
+                   {"type": "redacted_thinking", "data": "opaque"}])
+        );
+        assert_eq!(v["messages"][1]["tool_calls"][0]["id"], "toolu_1");
+
+        let off = parse(json!({"model": "auto", "max_tokens": 10, "thinking": {"type": "disabled"},
+            "messages": [{"role": "user", "content": "hi"}]}));
+        assert_eq!(off.anthropic_thinking, None);
+        let in_user_turn = json!({"model": "auto", "max_tokens": 10, "messages": [{"role": "user",
+            "content": [{"type": "thinking", "thinking": "x", "signature": "s"}]}]});
+        let e = to_chat_request(serde_json::from_value(in_user_turn).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("messages[0].content"), "{e}");
+    }
+
+    /// An Anthropic upstream's signed blocks open the answer as they came; another upstream's
+    /// reasoning becomes one unsigned block.
+    #[test]
+    fn an_answers_thinking_opens_its_content() {
+        let answer = |message: Value| {
+            serde_json::from_value::<ChatResponse>(json!({"id": "chatcmpl-1", "object": "chat.completion",
+                "created": 1, "model": "m", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}))
+            .unwrap()
+        };
+        let signed = to_message(&answer(json!({"role": "assistant", "content": "Hi.",
+            "reasoning_content": "Greet back.",
+            "thinking_blocks": [{"type": "thinking", "thinking": "Greet back.", "signature": "sig-9"}]})));
+        assert_eq!(
+            signed["content"],
+            json!([{"type": "thinking", "thinking": "Greet back.", "signature": "sig-9"}, {"type": "text", "text": "Hi."}])
+        );
+        let unsigned =
+            to_message(&answer(json!({"role": "assistant", "content": "Hi.", "reasoning_content": "Greet back."})));
+        assert_eq!(unsigned["content"][0], json!({"type": "thinking", "thinking": "Greet back.", "signature": ""}));
+        let none = to_message(&answer(json!({"role": "assistant", "content": "Hi."})));
+        assert_eq!(none["content"], json!([{"type": "text", "text": "Hi."}]));
+    }
+
+    /// Streamed thinking: a thinking block whose text arrives as `thinking_delta`s and whose
+    /// signature (from the upstream's whole signed block) closes it, as Anthropic streams it.
+    #[test]
+    fn streamed_thinking_becomes_a_thinking_block_with_its_signature() {
+        let chunk = |delta: Value| {
+            serde_json::from_value::<ChatChunk>(json!({"id": "chatcmpl-1", "object": "chat.completion.chunk",
+                "created": 1, "model": "m", "choices": [{"index": 0, "delta": delta}]}))
+            .unwrap()
+        };
+        let mut t = StreamTranslator::new();
+        let mut all = String::new();
+        all += &t.chunk(&chunk(json!({"role": "assistant", "reasoning_content": "Greet "})));
+        all += &t.chunk(&chunk(json!({"reasoning_content": "back."})));
+        all += &t.chunk(&chunk(
+            json!({"thinking_blocks": [{"type": "thinking", "thinking": "Greet back.", "signature": "sig-9"}]}),
+        ));
+        all += &t.chunk(&chunk(json!({"thinking_blocks": [{"type": "redacted_thinking", "data": "opaque"}]})));
+        all += &t.chunk(&chunk(json!({"content": "Hi."})));
+        all += &t.finish();
+        let events: Vec<(String, Value)> = all
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let mut lines = e.lines();
+                let name = lines.next().unwrap().trim_start_matches("event: ").to_string();
+                (name, serde_json::from_str(lines.next().unwrap().trim_start_matches("data: ")).unwrap())
+            })
+            .collect();
+        let shapes: Vec<String> = events
+            .iter()
+            .filter(|(n, _)| n.starts_with("content_block"))
+            .map(|(n, d)| {
+                let kind = d["content_block"]["type"].as_str().or(d["delta"]["type"].as_str()).unwrap_or("");
+                format!("{n}:{}:{kind}", d["index"])
+            })
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                "content_block_start:0:thinking",
+                "content_block_delta:0:thinking_delta",
+                "content_block_delta:0:thinking_delta",
+                "content_block_delta:0:signature_delta",
+                "content_block_stop:0:",
+                "content_block_start:1:redacted_thinking",
+                "content_block_stop:1:",
+                "content_block_start:2:text",
+                "content_block_delta:2:text_delta",
+                "content_block_stop:2:",
+            ]
+        );
+        assert!(all.contains(r#""signature":"sig-9""#) && all.contains(r#""data":"opaque""#));
     }
 
     #[test]

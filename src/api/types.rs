@@ -35,6 +35,14 @@ pub struct ChatRequest {
     /// Everything we do not model (logprobs, presence_penalty, metadata, …): passed through as is.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Extended thinking asked for through the Messages API (Anthropic's
+    /// `{"type": "enabled", "budget_tokens": N}`). Not a wire field of this request: the
+    /// Anthropic adapter sends it and the Gemini adapter asks for thoughts with its budget, but an
+    /// OpenAI-compatible upstream never sees it (OpenAI refuses fields it does not know, and a
+    /// Messages client routed to one must not fail for asking). A chat client's own `thinking`
+    /// stays in `extra` and goes out as sent.
+    #[serde(skip)]
+    pub anthropic_thinking: Option<Value>,
 }
 
 impl ChatRequest {

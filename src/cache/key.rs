@@ -73,6 +73,10 @@ impl CacheKey {
         field(&mut ns, "seed", format!("{:?}", req.seed).as_bytes());
         // pass-through fields (logprobs, presence_penalty, …); serde_json's map is sorted
         field(&mut ns, "extra", &serde_json::to_vec(&req.extra).unwrap_or_default());
+        // only when asked for, so every other request keeps the namespace it had before the field
+        if let Some(t) = &req.anthropic_thinking {
+            field(&mut ns, "anthropic_thinking", &serde_json::to_vec(t).unwrap_or_default());
+        }
         let namespace = Namespace(truncate16(ns.finalize().into()));
 
         let mut ex = Sha256::new();
@@ -161,6 +165,10 @@ mod tests {
         assert_ne!(k.namespace, hot.namespace);
         let other_model = CacheKey::new(&req(base), "t1", "premium").unwrap();
         assert_ne!(k.namespace, other_model.namespace);
+        // a Messages client's extended thinking changes the answer's content
+        let mut thinking = req(base);
+        thinking.anthropic_thinking = Some(serde_json::json!({"type": "enabled", "budget_tokens": 1024}));
+        assert_ne!(k.namespace, CacheKey::new(&thinking, "t1", "auto").unwrap().namespace);
         // the compared message itself does not enter the namespace
         let para = CacheKey::new(&req(&base.replace("How do I", "How can I")), "t1", "auto").unwrap();
         assert_eq!(k.namespace, para.namespace);

@@ -372,9 +372,10 @@ pub fn to_anthropic(
     })
 }
 
-/// Anthropic's `thinking` object: the client's own, else one for its `reasoning_effort`.
+/// Anthropic's `thinking` object: the client's own (a chat client's field, or a Messages
+/// client's), else one for its `reasoning_effort`.
 fn thinking(req: &ChatRequest) -> Option<Value> {
-    if let Some(t) = req.extra.get("thinking").filter(|t| t.is_object()) {
+    if let Some(t) = req.extra.get("thinking").or(req.anthropic_thinking.as_ref()).filter(|t| t.is_object()) {
         return Some(t.clone());
     }
     let budget = match req.extra.get("reasoning_effort").and_then(Value::as_str)? {
@@ -394,6 +395,8 @@ fn mark_last(blocks: &mut [Block], m: &Message) {
 }
 
 /// The thinking blocks an assistant message brings back (`thinking_blocks`, see the module doc).
+/// An unsigned block (another upstream's reasoning, as the Messages API shows it) is left out:
+/// Anthropic would refuse the whole request for its missing signature.
 fn thinking_blocks(m: &Message) -> Vec<Block> {
     let Some(Value::Array(items)) = m.extra.get("thinking_blocks") else {
         return Vec::new();
@@ -403,7 +406,7 @@ fn thinking_blocks(m: &Message) -> Vec<Block> {
         .filter_map(|b| match b.get("type").and_then(Value::as_str) {
             Some("thinking") => Some(Block::Thinking {
                 thinking: b.get("thinking").and_then(Value::as_str).unwrap_or_default().to_string(),
-                signature: b.get("signature").and_then(Value::as_str)?.to_string(),
+                signature: b.get("signature").and_then(Value::as_str).filter(|s| !s.is_empty())?.to_string(),
             }),
             Some("redacted_thinking") => {
                 Some(Block::RedactedThinking { data: b.get("data").and_then(Value::as_str)?.to_string() })

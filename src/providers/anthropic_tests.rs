@@ -429,6 +429,21 @@ fn thinking_blocks_come_back_first_in_the_assistant_turn_and_effort_sets_a_budge
     assert_eq!(turn[1]["type"], "tool_use");
 }
 
+/// A Messages client's `thinking` is sent as it came; an unsigned block (another upstream's
+/// reasoning, echoed back) is left out rather than refused by Anthropic for its signature.
+#[test]
+fn a_messages_clients_thinking_is_sent_and_unsigned_blocks_are_left_out() {
+    let mut r = req(json!({"model": "x", "max_tokens": 4000, "messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello.",
+         "thinking_blocks": [{"type": "thinking", "thinking": "from gemini", "signature": ""}]},
+        {"role": "user", "content": "Weather?"}]}));
+    r.anthropic_thinking = Some(json!({"type": "enabled", "budget_tokens": 3000}));
+    let b = serde_json::to_value(to_anthropic(&r, "claude-sonnet-4-5", 4096, false).unwrap()).unwrap();
+    assert_eq!(b["thinking"], json!({"type": "enabled", "budget_tokens": 3000}));
+    assert_eq!(b["messages"][1]["content"], json!([{"type": "text", "text": "Hello."}]));
+}
+
 #[test]
 fn thinking_deltas_stream_as_reasoning_content() {
     let wire = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n\

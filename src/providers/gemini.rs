@@ -234,6 +234,8 @@ pub struct GenerationConfig {
 #[serde(rename_all = "camelCase")]
 pub struct ThinkingConfig {
     pub include_thoughts: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_budget: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -364,7 +366,8 @@ pub fn to_gemini(req: &ChatRequest) -> Result<GenerateRequest, ProviderError> {
         frequency_penalty: req.extra.get("frequency_penalty").and_then(Value::as_f64),
         response_mime_type,
         response_json_schema,
-        thinking_config: wants_thoughts(req).then_some(ThinkingConfig { include_thoughts: true }),
+        thinking_config: wants_thoughts(req)
+            .then(|| ThinkingConfig { include_thoughts: true, thinking_budget: thinking_budget(req) }),
     };
 
     Ok(GenerateRequest {
@@ -380,9 +383,20 @@ fn parts_of(parts: Vec<GPart>) -> Vec<Part> {
     parts.into_iter().map(Part::from).collect()
 }
 
-/// A client that sets `reasoning_effort` (other than `none`) wants to see the reasoning.
+/// A client that sets `reasoning_effort` (other than `none`), or Anthropic's `thinking` (as the
+/// Messages API and LiteLLM clients send it), wants to see the reasoning.
 fn wants_thoughts(req: &ChatRequest) -> bool {
     req.extra.get("reasoning_effort").and_then(Value::as_str).is_some_and(|e| e != "none")
+        || anthropic_thinking(req).is_some_and(|t| t.is_object() && t["type"] != "disabled")
+}
+
+fn anthropic_thinking(req: &ChatRequest) -> Option<&Value> {
+    req.extra.get("thinking").or(req.anthropic_thinking.as_ref())
+}
+
+/// Anthropic's `thinking.budget_tokens` is Gemini's `thinkingBudget` (both cap the thinking tokens).
+fn thinking_budget(req: &ChatRequest) -> Option<u64> {
+    anthropic_thinking(req).and_then(|t| t.get("budget_tokens")).and_then(Value::as_u64)
 }
 
 /// `auto | none | required | {"type":"function","function":{"name"}}` → `functionCallingConfig`.

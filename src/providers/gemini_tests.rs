@@ -344,6 +344,13 @@ fn reasoning_effort_asks_for_thoughts_and_streams_them_as_reasoning_content() {
     assert_eq!(b["generationConfig"]["thinkingConfig"], json!({"includeThoughts": true}));
     let b = body(json!({"model": "x", "messages": [{"role": "user", "content": "hi"}]}));
     assert!(b.get("generationConfig").is_none());
+    // Anthropic's `thinking` (a Messages client's): thoughts, within its budget
+    let mut r = req(json!({"model": "x", "messages": [{"role": "user", "content": "hi"}]}));
+    r.anthropic_thinking = Some(json!({"type": "enabled", "budget_tokens": 2048}));
+    let b = serde_json::to_value(to_gemini(&r).unwrap()).unwrap();
+    assert_eq!(b["generationConfig"]["thinkingConfig"], json!({"includeThoughts": true, "thinkingBudget": 2048}));
+    r.anthropic_thinking = Some(json!({"type": "disabled"}));
+    assert!(serde_json::to_value(to_gemini(&r).unwrap()).unwrap().get("generationConfig").is_none());
 
     let mut st = StreamState::new("gemini-3-pro-preview", 1);
     let ev = |v: serde_json::Value| SseEvent { event: None, data: v.to_string() };
