@@ -198,11 +198,21 @@ async fn every_response_shape_validates_against_the_openai_openapi_spec() {
             "json schema",
             json!({"model": "mini", "input": "A colour", "text": {"format": {"type": "json_schema", "name": "c", "schema": {"type": "object"}}}}),
         ),
+        (
+            "reasoning",
+            json!({"model": "mini", "input": "Is 1009 a prime number?", "reasoning": {"effort": "high"},
+                "include": ["reasoning.encrypted_content"]}),
+        ),
     ] {
         let (st, text) = responses(body).await;
         assert_eq!(st, 200, "{text}");
         let r: Value = serde_json::from_str(&text).unwrap();
         s.add(&format!("response {name}"), "Response", &r);
+        if name == "reasoning" {
+            assert_eq!(r["output"][0]["type"], "reasoning", "{r}");
+            assert_eq!(r["output"][0]["summary"][0]["text"], "Thinking it over.", "{r}");
+            assert_eq!(r["output"][1]["type"], "message", "{r}");
+        }
         if name == "tool call" {
             // the call's output sent back, with an assistant message and an image among the items:
             // what `input_items` lists for the follow-up (the call itself included)
@@ -233,12 +243,19 @@ async fn every_response_shape_validates_against_the_openai_openapi_spec() {
             "tool call",
             json!({"model": "claude-haiku-4-5", "stream": true, "input": "Weather in Bergen?", "tools": [tool]}),
         ),
+        (
+            "reasoning",
+            json!({"model": "mini", "stream": true, "input": "Is 4001 a prime number?", "reasoning": {"effort": "high"}}),
+        ),
     ] {
         let (st, text) = responses(body).await;
         assert_eq!(st, 200);
         let events: Vec<Value> =
             text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
         assert_eq!(events.last().unwrap()["type"], "response.completed", "{text}");
+        if name == "reasoning" {
+            assert!(events.iter().any(|e| e["type"] == "response.reasoning_summary_text.delta"), "{text}");
+        }
         for (i, e) in events.iter().enumerate() {
             s.add(&format!("responses stream {name} event {i}"), "ResponseStreamEvent", e);
         }

@@ -606,3 +606,110 @@ async fn anthropic_thinking_is_returned_and_its_signature_survives_a_tool_round_
     assert!(blocks[0]["signature"].as_str().unwrap().starts_with("EqQBmock"));
     g.shutdown().await;
 }
+
+/// POSTs to `/v1/responses` with `cache-control: no-cache`; returns the status and the body.
+async fn post_responses(g: &switchyard::app::Running, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new().post(url(g, "/v1/responses")).header("cache-control", "no-cache").json(body);
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Anthropic thinking through the Responses API: a `reasoning` item opens the output, and both
+/// kinds of tool loop send the signed thinking back, as Anthropic (the mock) requires: one
+/// continued by `previous_response_id` (the stored turn keeps the blocks) and one whose client
+/// carries the context itself (`store: false`, the output items sent back with
+/// `include: ["reasoning.encrypted_content"]`). Streamed, the reasoning is summary deltas.
+#[tokio::test]
+async fn anthropic_thinking_through_the_responses_api_survives_both_kinds_of_tool_loop() {
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-sonnet-4-5"], Some(&a), None)).await;
+    let tool = json!({"type": "function", "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}});
+    let effort = json!({"effort": "low"});
+    let (s, first) = post_responses(
+        &g,
+        &json!({"model": "cheap", "input": "Is it raining in Paris?",
+        "tools": [tool], "reasoning": effort}),
+    )
+    .await;
+    assert_eq!(s, 200, "{first}");
+    let output = first["output"].as_array().unwrap();
+    assert_eq!(output[0]["type"], "reasoning", "{first}");
+    assert_eq!(output[0]["summary"][0]["text"], "Considering: Is it raining in Paris?");
+    let call = output.iter().find(|i| i["type"] == "function_call").unwrap();
+    let result = json!({"type": "function_call_output", "call_id": call["call_id"], "output": "light rain"});
+    let (s, follow) = post_responses(
+        &g,
+        &json!({"model": "cheap", "previous_response_id": first["id"],
+        "tools": [tool], "reasoning": effort, "input": [result]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{follow}");
+    let last = follow["output"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["content"][0]["text"], "tool said: light rain", "{follow}");
+    let sent = a.last().body;
+    assert_eq!(sent["messages"][1]["content"][0]["type"], "thinking", "{sent}");
+    assert_eq!(sent["messages"][1]["content"][0]["signature"], "EqQBmock1", "{sent}");
+
+    // the client keeps the context: it sends the output items back, reasoning item included
+    let ask = json!({"role": "user", "content": "Is it snowing in Oslo?"});
+    let (s, first) = post_responses(
+        &g,
+        &json!({"model": "cheap", "store": false, "input": [ask],
+        "include": ["reasoning.encrypted_content"], "tools": [tool], "reasoning": effort}),
+    )
+    .await;
+    assert_eq!(s, 200, "{first}");
+    let output = first["output"].as_array().unwrap().clone();
+    assert!(output[0]["encrypted_content"].as_str().is_some_and(|e| e.contains("EqQBmock")), "{first}");
+    let call = output.iter().find(|i| i["type"] == "function_call").unwrap();
+    let result = json!({"type": "function_call_output", "call_id": call["call_id"], "output": "snow"});
+    let mut input = vec![ask.clone()];
+    input.extend(output.iter().cloned());
+    input.push(result.clone());
+    let (s, follow) = post_responses(
+        &g,
+        &json!({"model": "cheap", "store": false, "input": input,
+        "tools": [tool], "reasoning": effort}),
+    )
+    .await;
+    assert_eq!(s, 200, "{follow}");
+    let last = follow["output"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["content"][0]["text"], "tool said: snow", "{follow}");
+    // the control: the same items without the reasoning item are refused by Anthropic (the mock)
+    let mut bare = vec![ask];
+    bare.extend(output.iter().filter(|i| i["type"] != "reasoning").cloned());
+    bare.push(result);
+    let (s, refused) = post_responses(
+        &g,
+        &json!({"model": "cheap", "store": false, "input": bare,
+        "tools": [tool], "reasoning": effort}),
+    )
+    .await;
+    assert_eq!(s, 400, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("thinking"), "{refused}");
+
+    // streamed
+    let r = reqwest::Client::new()
+        .post(url(&g, "/v1/responses"))
+        .header("cache-control", "no-cache")
+        .json(&json!({"model": "cheap", "stream": true, "input": "Name a quiet museum in Rome.", "reasoning": effort}))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    let events: Vec<Value> =
+        text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    let summary: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.reasoning_summary_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(summary, "Considering: Name a quiet museum in Rome.");
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["output"][0]["type"], "reasoning", "{done}");
+    assert!(done["output"][1]["content"][0]["text"].as_str().unwrap().starts_with("claude answer"), "{done}");
+    g.shutdown().await;
+}

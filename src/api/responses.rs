@@ -20,7 +20,8 @@ use serde_json::{json, Map, Value};
 use super::{ChatChunk, ChatRequest, ChatResponse, EventTranslator, GatewayError, Usage};
 
 /// A Responses request as the OpenAI SDKs send it. Fields with no effect on the answer
-/// (`include`, `truncation`, `service_tier`, `prompt_cache_key`, ...) are accepted and ignored.
+/// (`truncation`, `service_tier`, `prompt_cache_key`, ...) are accepted and ignored; of
+/// `include`, only `reasoning.encrypted_content` changes anything.
 #[derive(Debug, Deserialize)]
 pub struct ResponsesRequest {
     pub model: String,
@@ -62,6 +63,8 @@ pub struct ResponsesRequest {
     pub prompt: Option<Value>,
     #[serde(default)]
     pub background: Option<bool>,
+    #[serde(default)]
+    pub include: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +92,9 @@ pub struct Echo {
     pub user: Option<String>,
     pub store: bool,
     pub previous_response_id: Option<String>,
+    /// `include` asked for `reasoning.encrypted_content`: reasoning items then carry what a
+    /// later request needs to send the reasoning back (see [`reasoning_item`]).
+    pub encrypted_reasoning: bool,
 }
 
 /// A Responses request made ready to serve.
@@ -179,9 +185,14 @@ fn user_content(content: &Value, param: &str) -> Result<Value, GatewayError> {
 
 /// Input items as chat messages. Function calls join the assistant message before them (chat
 /// puts an assistant turn's calls on that message); their outputs become `tool` messages.
-/// Earlier turns' `reasoning` items are the model's own and nothing downstream reads them.
+/// An earlier turn's `reasoning` item is the model's own: only its `encrypted_content`, when it
+/// holds the signed thinking an Anthropic upstream gave (see [`reasoning_item`]), is carried, as
+/// the `thinking_blocks` of the assistant turn after it, which Anthropic requires back in a
+/// tool loop. Anything else there (OpenAI's own encrypted reasoning) is skipped.
 fn to_messages(items: &[Value], messages: &mut Vec<Value>) -> Result<(), GatewayError> {
+    let mut thinking: Option<Value> = None;
     for (i, item) in items.iter().enumerate() {
+        let before = messages.len();
         let param = format!("input[{i}]");
         match item["type"].as_str() {
             None | Some("message") => {
@@ -228,7 +239,12 @@ fn to_messages(items: &[Value], messages: &mut Vec<Value>) -> Result<(), Gateway
                 let output = text_content(&item["output"], &format!("{param}.output"))?;
                 messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": output}));
             }
-            Some("reasoning") => {}
+            Some("reasoning") => {
+                thinking = item["encrypted_content"]
+                    .as_str()
+                    .and_then(|e| serde_json::from_str::<Value>(e).ok())
+                    .filter(is_thinking_blocks);
+            }
             Some(other) => {
                 return Err(invalid(
                     format!(
@@ -238,8 +254,30 @@ fn to_messages(items: &[Value], messages: &mut Vec<Value>) -> Result<(), Gateway
                 ))
             }
         }
+        // the reasoning goes on the assistant turn that follows it (a message or a call)
+        if let Some(blocks) = thinking.as_ref().filter(|_| item["type"] != "reasoning") {
+            let grew = messages.len() > before;
+            if let Some(last) = messages.last_mut().filter(|m| m["role"] == "assistant") {
+                if grew || last.get("thinking_blocks").is_none() {
+                    last["thinking_blocks"] = blocks.clone();
+                }
+            }
+            thinking = None;
+        }
     }
     Ok(())
+}
+
+/// Signed Anthropic thinking blocks, as [`reasoning_item`] packs them.
+fn is_thinking_blocks(v: &Value) -> bool {
+    v.as_array().is_some_and(|b| {
+        !b.is_empty()
+            && b.iter().all(|b| match b["type"].as_str() {
+                Some("thinking") => b["thinking"].is_string() && b["signature"].as_str().is_some_and(|s| !s.is_empty()),
+                Some("redacted_thinking") => b["data"].is_string(),
+                _ => false,
+            })
+    })
 }
 
 /// Responses function tools (`{"type": "function", "name", "parameters", ...}`, flat) as chat
@@ -401,6 +439,11 @@ pub fn to_chat_request(req: ResponsesRequest, previous: Vec<Value>) -> Result<Pr
         user: req.user,
         store: req.store.unwrap_or(true),
         previous_response_id: req.previous_response_id,
+        encrypted_reasoning: req
+            .include
+            .as_ref()
+            .and_then(Value::as_array)
+            .is_some_and(|i| i.iter().any(|x| x == "reasoning.encrypted_content")),
     };
     Ok(Prepared { chat, echo, history, items })
 }
@@ -533,6 +576,33 @@ fn response_object(id: &str, created_at: u64, model: &str, echo: &Echo, status: 
     r
 }
 
+/// A `reasoning` output item: the model's reasoning text as its summary (what clients show of
+/// it: Anthropic's thinking and Gemini's thoughts are themselves summaries, and other upstreams'
+/// `reasoning_content` the nearest thing). When `include` asked for
+/// `reasoning.encrypted_content` and the upstream signed its thinking (Anthropic), that field
+/// carries the signed blocks, so a client managing its own context (`store: false`) can send
+/// the item back and the tool loop goes on; it is opaque to clients, as OpenAI's is, but not
+/// encrypted.
+fn reasoning_item(id: &str, text: &str, signed: Option<&[Value]>, echo: &Echo) -> Value {
+    let summary = if text.is_empty() { json!([]) } else { json!([{"type": "summary_text", "text": text}]) };
+    let mut item = json!({"type": "reasoning", "id": id, "summary": summary});
+    if echo.encrypted_reasoning {
+        item["encrypted_content"] = match signed.filter(|b| !b.is_empty()) {
+            Some(b) => json!(Value::Array(b.to_vec()).to_string()),
+            None => Value::Null,
+        };
+    }
+    item
+}
+
+/// The reasoning text of an answer: its `reasoning_content`, else the text of its thinking blocks.
+fn reasoning_text(reasoning: Option<&str>, blocks: Option<&[Value]>) -> String {
+    match reasoning.filter(|r| !r.is_empty()) {
+        Some(r) => r.to_string(),
+        None => blocks.into_iter().flatten().filter_map(|b| b["thinking"].as_str()).collect::<Vec<_>>().join("\n\n"),
+    }
+}
+
 fn message_item(id: &str, status: &str, text: &str) -> Value {
     json!({
         "type": "message", "id": id, "status": status, "role": "assistant",
@@ -557,6 +627,15 @@ pub fn to_response(resp: &ChatResponse, id: &str, echo: &Echo) -> Finished {
     let mut output = Vec::new();
     let mut turn = json!({"role": "assistant", "content": null});
     if let Some(c) = choice {
+        let blocks = c.message.thinking_blocks.as_deref().filter(|b| !b.is_empty());
+        let reasoning = reasoning_text(c.message.reasoning_content.as_deref(), blocks);
+        if !reasoning.is_empty() || blocks.is_some() {
+            output.push(reasoning_item(&new_id("rs"), &reasoning, blocks, echo));
+        }
+        if let Some(b) = blocks {
+            // a follow-up through `previous_response_id` sends them back (Anthropic's tool loop)
+            turn["thinking_blocks"] = json!(b);
+        }
         if let Some(t) = c.message.content.as_deref().filter(|t| !t.is_empty()) {
             output.push(message_item(&new_id("msg"), "completed", t));
             turn["content"] = json!(t);
@@ -583,15 +662,39 @@ pub fn to_response(resp: &ChatResponse, id: &str, echo: &Echo) -> Finished {
 
 /// One output item of a stream being built.
 enum Item {
-    Message { id: String, text: String },
-    Call { id: String, call_id: String, name: String, arguments: String, index: u32 },
+    /// Reasoning: its text as streamed (one summary part, opened with the first text), and the
+    /// signed blocks an Anthropic upstream sends whole once each finishes.
+    Reasoning {
+        id: String,
+        text: String,
+        signed: Vec<Value>,
+        part: bool,
+    },
+    Message {
+        id: String,
+        text: String,
+    },
+    Call {
+        id: String,
+        call_id: String,
+        name: String,
+        arguments: String,
+        index: u32,
+    },
 }
 
 impl Item {
-    fn json(&self, status: &str) -> Value {
+    fn json(&self, status: &str, echo: &Echo) -> Value {
         match self {
+            Item::Reasoning { id, text, signed, .. } => reasoning_item(id, text, Some(signed), echo),
             Item::Message { id, text } => message_item(id, status, text),
             Item::Call { id, call_id, name, arguments, .. } => call_item(id, status, call_id, name, arguments),
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Item::Reasoning { id, .. } | Item::Message { id, .. } | Item::Call { id, .. } => id,
         }
     }
 }
@@ -638,7 +741,7 @@ impl StreamTranslator {
     }
 
     fn snapshot(&self, status: &str) -> Value {
-        let output: Vec<Value> = self.items.iter().map(|i| i.json("completed")).collect();
+        let output: Vec<Value> = self.items.iter().map(|i| i.json("completed", &self.echo)).collect();
         response_object(&self.id, self.created_at, &self.model, &self.echo, status, json!(output))
     }
 
@@ -657,11 +760,9 @@ impl StreamTranslator {
     fn add(&mut self, item: Item, out: &mut String) {
         self.close(out);
         let index = self.items.len();
-        let added = item.json("in_progress");
+        let added = item.json("in_progress", &self.echo);
         let is_message = matches!(item, Item::Message { .. });
-        let id = match &item {
-            Item::Message { id, .. } | Item::Call { id, .. } => id.clone(),
-        };
+        let id = item.id().to_string();
         self.items.push(item);
         self.open = true;
         let mut added = added;
@@ -686,6 +787,23 @@ impl StreamTranslator {
         self.open = false;
         let index = self.items.len() - 1;
         let done = match &self.items[index] {
+            Item::Reasoning { id, text, part, .. } => {
+                if *part {
+                    let (id, text) = (id.clone(), text.clone());
+                    self.event(
+                        "response.reasoning_summary_text.done",
+                        json!({"item_id": id, "output_index": index, "summary_index": 0, "text": text}),
+                        out,
+                    );
+                    let part = json!({"type": "summary_text", "text": text});
+                    self.event(
+                        "response.reasoning_summary_part.done",
+                        json!({"item_id": id, "output_index": index, "summary_index": 0, "part": part}),
+                        out,
+                    );
+                }
+                self.items[index].json("completed", &self.echo)
+            }
             Item::Message { id, text } => {
                 let (id, text) = (id.clone(), text.clone());
                 self.event(
@@ -699,15 +817,44 @@ impl StreamTranslator {
                     json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
                     out,
                 );
-                self.items[index].json("completed")
+                self.items[index].json("completed", &self.echo)
             }
             Item::Call { id, name, arguments, .. } => {
                 let data = json!({"item_id": id, "output_index": index, "name": name, "arguments": arguments});
                 self.event("response.function_call_arguments.done", data, out);
-                self.items[index].json("completed")
+                self.items[index].json("completed", &self.echo)
             }
         };
         self.event("response.output_item.done", json!({"output_index": index, "item": done}), out);
+    }
+
+    fn reasoning_open(&self) -> bool {
+        self.open && matches!(self.items.last(), Some(Item::Reasoning { .. }))
+    }
+
+    /// Reasoning text: into the open reasoning item (opening one if none is), as summary deltas.
+    fn reasoning_delta(&mut self, delta: &str, out: &mut String) {
+        if !self.reasoning_open() {
+            let item = Item::Reasoning { id: new_id("rs"), text: String::new(), signed: Vec::new(), part: false };
+            self.add(item, out);
+        }
+        if delta.is_empty() {
+            return;
+        }
+        let index = self.items.len() - 1;
+        let Some(Item::Reasoning { id, text, part, .. }) = self.items.last_mut() else { return };
+        text.push_str(delta);
+        let (id, first) = (id.clone(), !std::mem::replace(part, true));
+        if first {
+            let part = json!({"type": "summary_text", "text": ""});
+            self.event(
+                "response.reasoning_summary_part.added",
+                json!({"item_id": id, "output_index": index, "summary_index": 0, "part": part}),
+                out,
+            );
+        }
+        let data = json!({"item_id": id, "output_index": index, "summary_index": 0, "delta": delta});
+        self.event("response.reasoning_summary_text.delta", data, out);
     }
 
     /// The closing events after the last chunk, and the finished answer (to store).
@@ -727,11 +874,22 @@ impl StreamTranslator {
             .iter()
             .filter_map(|i| match i {
                 Item::Message { text, .. } => Some(text.as_str()),
-                Item::Call { .. } => None,
+                _ => None,
             })
             .collect();
         if !text.is_empty() {
             turn["content"] = json!(text);
+        }
+        let signed: Vec<Value> = self
+            .items
+            .iter()
+            .flat_map(|i| match i {
+                Item::Reasoning { signed, .. } => signed.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        if !signed.is_empty() {
+            turn["thinking_blocks"] = json!(signed);
         }
         let calls: Vec<Value> = self
             .items
@@ -740,7 +898,7 @@ impl StreamTranslator {
                 Item::Call { call_id, name, arguments, .. } => Some(json!({
                     "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments},
                 })),
-                Item::Message { .. } => None,
+                _ => None,
             })
             .collect();
         if !calls.is_empty() {
@@ -759,6 +917,19 @@ impl EventTranslator for StreamTranslator {
             self.usage = Some(u);
         }
         let Some(choice) = chunk.choices.iter().find(|c| c.index == 0) else { return out };
+        if let Some(r) = choice.delta.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
+            self.reasoning_delta(r, &mut out);
+        }
+        for b in choice.delta.thinking_blocks.iter().flatten() {
+            // a signed block arrives whole once it finishes; its text streamed already, unless
+            // it had none to stream (or is redacted)
+            if !self.reasoning_open() {
+                self.reasoning_delta(b["thinking"].as_str().unwrap_or_default(), &mut out);
+            }
+            if let Some(Item::Reasoning { signed, .. }) = self.items.last_mut() {
+                signed.push(b.clone());
+            }
+        }
         if let Some(text) = choice.delta.content.as_deref().filter(|t| !t.is_empty()) {
             if !(self.open && matches!(self.items.last(), Some(Item::Message { .. }))) {
                 self.add(Item::Message { id: new_id("msg"), text: String::new() }, &mut out);

@@ -274,3 +274,98 @@ fn a_failed_stream_ends_in_error_and_response_failed() {
     assert_eq!(ev[n - 1]["response"]["status"], "failed");
     assert_eq!(ev[n - 1]["response"]["error"]["message"], "too slow");
 }
+
+/// Reasoning opens the output as a `reasoning` item (its text as the summary); signed Anthropic
+/// thinking stays with the stored turn, and rides in `encrypted_content` only when asked for.
+#[test]
+fn reasoning_becomes_a_reasoning_item_and_signed_thinking_stays_with_the_turn() {
+    let resp: ChatResponse = serde_json::from_value(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "claude",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "reasoning_content": "Use the tool.",
+            "thinking_blocks": [{"type": "thinking", "thinking": "Use the tool.", "signature": "sig-1"}],
+            "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]}}],
+    }))
+    .unwrap();
+    let f = to_response(&resp, "resp_1", &echo());
+    let out = &f.response["output"];
+    assert_eq!(out[0]["type"], "reasoning");
+    assert!(out[0]["id"].as_str().unwrap().starts_with("rs_"));
+    assert_eq!(out[0]["summary"], json!([{"type": "summary_text", "text": "Use the tool."}]));
+    assert!(out[0].get("encrypted_content").is_none(), "{out}");
+    assert_eq!(out[1]["type"], "function_call");
+    assert_eq!(f.turn["thinking_blocks"][0]["signature"], "sig-1");
+
+    let asked = prepare(json!({"model": "auto", "input": "x", "include": ["reasoning.encrypted_content"]})).echo;
+    let f = to_response(&resp, "resp_2", &asked);
+    let packed = f.response["output"][0]["encrypted_content"].as_str().unwrap().to_string();
+    // sent back by a client managing its own context, the blocks reach the assistant turn
+    let v = chat_json(json!({"model": "auto", "input": [
+        {"role": "user", "content": "Weather?"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": packed},
+        {"type": "function_call", "call_id": "toolu_1", "name": "weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "toolu_1", "output": "sunny"}]}));
+    assert_eq!(v["messages"][1]["thinking_blocks"][0]["signature"], "sig-1", "{v}");
+    assert_eq!(v["messages"][1]["tool_calls"][0]["id"], "toolu_1");
+    // OpenAI's own encrypted reasoning (or anything else) is skipped, as before
+    let v = chat_json(json!({"model": "auto", "input": [
+        {"role": "user", "content": "Weather?"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAAABo-opaque"},
+        {"role": "assistant", "content": "Sunny."}, {"role": "user", "content": "Thanks"}]}));
+    assert!(v["messages"][1].get("thinking_blocks").is_none(), "{v}");
+
+    // an answer without reasoning has no reasoning item
+    let plain: ChatResponse = serde_json::from_value(json!({"id": "c", "object": "chat.completion", "created": 7,
+        "model": "m", "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hi"}}]}))
+    .unwrap();
+    assert_eq!(to_response(&plain, "resp_3", &echo()).response["output"][0]["type"], "message");
+}
+
+/// Streamed reasoning: a reasoning item with one summary part, its text as summary deltas, done
+/// before the message begins; the signed block that arrives whole joins the stored turn.
+#[test]
+fn streamed_reasoning_is_a_reasoning_item_before_the_message() {
+    let mut t = StreamTranslator::new("resp_1".into(), echo());
+    let mut all = String::new();
+    let delta = |d: Value| chunk(json!([{"index": 0, "delta": d}]), Value::Null);
+    all += &t.chunk(&delta(json!({"role": "assistant", "reasoning_content": "Greet "})));
+    all += &t.chunk(&delta(json!({"reasoning_content": "back."})));
+    all += &t.chunk(&delta(
+        json!({"thinking_blocks": [{"type": "thinking", "thinking": "Greet back.", "signature": "sig-9"}]}),
+    ));
+    all += &t.chunk(&delta(json!({"content": "Hi."})));
+    let (tail, finished) = t.finish();
+    all += &tail;
+    let ev = events(&all);
+    let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.reasoning_summary_part.added",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.done",
+            "response.reasoning_summary_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    assert_eq!(ev[2]["item"], json!({"type": "reasoning", "id": ev[3]["item_id"], "summary": []}));
+    assert_eq!(ev[6]["text"], "Greet back.");
+    assert_eq!(ev[8]["item"]["summary"][0]["text"], "Greet back.");
+    assert_eq!(ev[9]["output_index"], 1);
+    let done = &ev[15]["response"];
+    assert_eq!(done["output"][0]["type"], "reasoning");
+    assert_eq!(done["output"][1]["content"][0]["text"], "Hi.");
+    assert_eq!(finished.turn["thinking_blocks"][0]["signature"], "sig-9");
+    assert_eq!(finished.turn["content"], "Hi.");
+}

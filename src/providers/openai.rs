@@ -56,6 +56,10 @@ impl OpenAi {
             if let Some(id) = &mut m.tool_call_id {
                 *id = super::wire::bare_call_id(id).to_string();
             }
+            // Anthropic's signed thinking (a turn answered by Anthropic, carried back by the
+            // client or by a stored Responses conversation) means nothing here, and a strict
+            // server refuses message fields it does not know
+            m.extra.remove("thinking_blocks");
         }
         if stream {
             out.stream = Some(true);
@@ -211,6 +215,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anthropic_thinking_blocks_stay_behind() {
+        let req: ChatRequest = serde_json::from_value(serde_json::json!({"model": "auto", "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello.", "thinking_blocks": [{"type": "thinking", "thinking": "t", "signature": "s"}]},
+            {"role": "user", "content": "Bye"}]}))
+        .unwrap();
+        let body = OpenAi::to_openai(&req, "gpt-5-mini", false);
+        assert_eq!(body["messages"][1], serde_json::json!({"role": "assistant", "content": "Hello."}));
+    }
 
     /// Found by the fuzzer (`openai-sse`): a chunk with choice index 3,360,957,551 made the
     /// accumulator allocate a slot for every index below it (gigabytes; the input hung the run).
