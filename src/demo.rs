@@ -163,7 +163,8 @@ fn value_for(schema: &Value, name: &str, prompt: &str, depth: usize) -> Value {
 
 /// What the simulated model answers: `n` choices, each a tool call when tools are offered and the
 /// prompt calls for one, a JSON object for `response_format` json_object/json_schema, else text;
-/// cut at `max_tokens` words with `finish_reason: "length"`.
+/// cut at `max_tokens` words with `finish_reason: "length"`. With `reasoning_effort` (other than
+/// `none`) each also reasons first, as `reasoning_content`, the field reasoning servers use.
 fn simulate(req: &Value, model: &str, id: &str) -> Vec<Reply> {
     let messages = req["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
     let last = messages.last().cloned().unwrap_or(Value::Null);
@@ -209,6 +210,15 @@ fn simulate(req: &Value, model: &str, id: &str) -> Vec<Reply> {
         .collect()
 }
 
+/// The simulated reasoning, when the request asks for it (`reasoning_effort` other than `none`).
+fn reasoning_for(req: &Value) -> Option<String> {
+    let effort = req["reasoning_effort"].as_str().filter(|e| *e != "none")?;
+    let messages = req["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let prompt =
+        messages.iter().rev().find(|m| m["role"] == "user").map(|m| text_of(&m["content"])).unwrap_or_default();
+    Some(format!("Thinking ({effort} effort) about: {prompt}"))
+}
+
 async fn chat(State(demo): State<Demo>, body: Bytes) -> Response {
     demo.calls.fetch_add(1, Ordering::Relaxed);
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
@@ -226,6 +236,7 @@ async fn chat(State(demo): State<Demo>, body: Bytes) -> Response {
     let model = req["model"].as_str().unwrap_or("demo").to_string();
     let id = format!("chatcmpl-demo{}", demo.calls.load(Ordering::Relaxed));
     let replies = simulate(&req, &model, &id);
+    let reasoning = reasoning_for(&req);
     let prompt_tokens =
         req["messages"].as_array().map_or(0, |ms| ms.iter().map(|m| words(&m["content"].to_string()) + 4).sum());
     let completion_tokens: u64 = replies
@@ -248,6 +259,9 @@ async fn chat(State(demo): State<Demo>, body: Bytes) -> Response {
         };
         for (i, r) in replies.iter().enumerate() {
             push(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}));
+            for w in reasoning.as_deref().unwrap_or_default().split_inclusive(' ') {
+                push(json!({"index": i, "delta": {"reasoning_content": w}, "finish_reason": null}));
+            }
             for w in r.content.as_deref().unwrap_or_default().split_inclusive(' ') {
                 push(json!({"index": i, "delta": {"content": w}, "finish_reason": null}));
             }
@@ -278,6 +292,9 @@ async fn chat(State(demo): State<Demo>, body: Bytes) -> Response {
         .enumerate()
         .map(|(i, r)| {
             let mut message = json!({"role": "assistant", "content": r.content, "refusal": null});
+            if let Some(t) = &reasoning {
+                message["reasoning_content"] = json!(t);
+            }
             if !r.calls.is_empty() {
                 message["tool_calls"] = calls_json(r);
             }

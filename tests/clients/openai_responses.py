@@ -40,6 +40,16 @@ with client.responses.stream(model="auto", input="Name three rivers in Europe.")
     final = stream.get_final_response()
 assert streamed and final.output_text == streamed and final.status == "completed"
 
+# reasoning (the demo reasons when asked, as reasoning models do): a reasoning item first,
+# its summary streamed as reasoning_summary_text deltas
+thought = client.responses.create(model="auto", input="Is 1009 a prime number?", reasoning={"effort": "low"})
+assert thought.output[0].type == "reasoning" and thought.output[0].summary[0].text.startswith("Thinking")
+assert thought.output_text and thought.output[1].type == "message"
+with client.responses.stream(model="auto", input="Is 4001 a prime number?", reasoning={"effort": "low"}) as stream:
+    summary = "".join(e.delta for e in stream if e.type == "response.reasoning_summary_text.delta")
+    final = stream.get_final_response()
+assert summary == final.output[0].summary[0].text and summary.endswith("Is 4001 a prime number?")
+
 # function tools: the model calls one, its output goes back with previous_response_id
 tools = [
     {
