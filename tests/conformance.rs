@@ -144,6 +144,7 @@ async fn every_response_shape_validates_against_the_openai_openapi_spec() {
     let (st, _, body) = post_chat(&g, &rreq, &[]).await;
     assert_eq!(st, 200);
     assert_eq!(body["choices"][0]["message"]["reasoning_content"], "Thinking it over.", "{body}");
+    assert_eq!(body["usage"]["completion_tokens_details"]["reasoning_tokens"], 3, "{body}");
     s.add("chat with reasoning (openai)", CHAT, &body);
     let mut rs = rreq.clone();
     rs["stream"] = json!(true);
@@ -212,6 +213,7 @@ async fn every_response_shape_validates_against_the_openai_openapi_spec() {
             assert_eq!(r["output"][0]["type"], "reasoning", "{r}");
             assert_eq!(r["output"][0]["summary"][0]["text"], "Thinking it over.", "{r}");
             assert_eq!(r["output"][1]["type"], "message", "{r}");
+            assert_eq!(r["usage"]["output_tokens_details"]["reasoning_tokens"], 3, "{r}");
         }
         if name == "tool call" {
             // the call's output sent back, with an assistant message and an image among the items:

@@ -529,7 +529,9 @@ fn usage_json(u: Option<&Usage>) -> Value {
             "cache_write_tokens": 0,
         },
         "output_tokens": u.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {
+            "reasoning_tokens": u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+        },
         "total_tokens": u.total_tokens,
     })
 }

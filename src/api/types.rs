@@ -394,12 +394,46 @@ pub struct Usage {
     /// Anthropic's `cache_read_input_tokens` lands here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
+    /// How the completion's tokens split (OpenAI's own field, kept as the upstream sent it: a
+    /// reasoning model's `reasoning_tokens` are what its users watch; Gemini's thought tokens
+    /// land here too).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_details")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct PromptTokensDetails {
     #[serde(default)]
     pub cached_tokens: u64,
+}
+
+/// OpenAI's `completion_tokens_details`. Each count is optional: servers that speak OpenAI's API
+/// send some of them, or `null`, and a count we cannot read must not fail the whole answer.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct CompletionTokensDetails {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_prediction_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_prediction_tokens: Option<u64>,
+}
+
+/// `completion_tokens_details` as far as it can be read: an object's unsigned counts; anything
+/// else (null, a string, a negative number) is left out rather than refused.
+fn lenient_details<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CompletionTokensDetails>, D::Error> {
+    let v = Option::<Value>::deserialize(d)?;
+    let Some(Value::Object(m)) = v else { return Ok(None) };
+    let get = |k: &str| m.get(k).and_then(Value::as_u64);
+    let details = CompletionTokensDetails {
+        reasoning_tokens: get("reasoning_tokens"),
+        audio_tokens: get("audio_tokens"),
+        accepted_prediction_tokens: get("accepted_prediction_tokens"),
+        rejected_prediction_tokens: get("rejected_prediction_tokens"),
+    };
+    Ok((details != CompletionTokensDetails::default()).then_some(details))
 }
 
 impl Usage {
@@ -409,6 +443,7 @@ impl Usage {
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
             prompt_tokens_details: None,
+            completion_tokens_details: None,
         }
     }
 }
@@ -842,5 +877,30 @@ mod tests {
     fn validation_names_the_param() {
         let req: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[]}"#).unwrap();
         assert_eq!(req.validate().unwrap_err().1, "messages");
+    }
+
+    /// `completion_tokens_details` comes through as the upstream sent it, and what cannot be
+    /// read in it is left out, never a decode error.
+    #[test]
+    fn completion_token_details_pass_through_and_never_fail_an_answer() {
+        let usage = |details: &str| -> Usage {
+            serde_json::from_str(&format!(
+                r#"{{"prompt_tokens":5,"completion_tokens":40,"total_tokens":45,"completion_tokens_details":{details}}}"#
+            ))
+            .unwrap()
+        };
+        let full =
+            r#"{"reasoning_tokens":32,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}"#;
+        let u = usage(full);
+        assert_eq!(u.completion_tokens_details.unwrap().reasoning_tokens, Some(32));
+        let v = serde_json::to_value(u).unwrap();
+        assert_eq!(v["completion_tokens_details"], serde_json::from_str::<Value>(full).unwrap());
+        assert_eq!(usage(r#"{"reasoning_tokens":7}"#).completion_tokens_details.unwrap().reasoning_tokens, Some(7));
+        for odd in ["null", r#"{"reasoning_tokens":null}"#, r#"{"reasoning_tokens":"many"}"#, "[]", "{}"] {
+            assert_eq!(usage(odd).completion_tokens_details, None, "{odd}");
+        }
+        let none: Usage =
+            serde_json::from_str(r#"{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}"#).unwrap();
+        assert!(serde_json::to_value(none).unwrap().get("completion_tokens_details").is_none());
     }
 }

@@ -601,6 +601,11 @@ impl UsageMetadata {
         let mut usage = Usage::new(prompt, completion);
         usage.prompt_tokens_details =
             self.cached_content_token_count.map(|cached_tokens| crate::api::PromptTokensDetails { cached_tokens });
+        usage.completion_tokens_details =
+            (self.thoughts_token_count > 0).then(|| crate::api::CompletionTokensDetails {
+                reasoning_tokens: Some(self.thoughts_token_count),
+                ..Default::default()
+            });
         usage
     }
 }

@@ -174,7 +174,10 @@ fn function_call_response_gets_ids_and_tool_calls_finish() {
     assert_eq!(calls[1].id, "fc_7");
     assert_eq!(calls[1].function.arguments, "{}");
     assert_eq!(r.choices[0].finish_reason.as_deref(), Some("tool_calls"));
-    assert_eq!(r.usage, Some(Usage::new(30, 15)), "thinking tokens are completion tokens");
+    let thinking = |n| crate::api::CompletionTokensDetails { reasoning_tokens: Some(n), ..Default::default() };
+    let mut want = Usage::new(30, 15);
+    want.completion_tokens_details = Some(thinking(5));
+    assert_eq!(r.usage, Some(want), "thinking tokens are completion tokens, and counted as reasoning");
     assert_eq!(r.model, "requested");
 }
 
@@ -224,7 +227,10 @@ fn text_stream_with_usage_once_at_the_end() {
     let usage: Vec<_> = chunks.iter().filter(|c| c.usage.is_some()).collect();
     assert_eq!(usage.len(), 1, "Gemini repeats usage on every event; we send it once");
     assert!(usage[0].choices.is_empty());
-    assert_eq!(usage[0].usage, Some(Usage::new(9, 19)));
+    let mut want = Usage::new(9, 19);
+    want.completion_tokens_details =
+        Some(crate::api::CompletionTokensDetails { reasoning_tokens: Some(4), ..Default::default() });
+    assert_eq!(usage[0].usage, Some(want));
     assert!(chunks.last().unwrap().usage.is_some());
     let r = fold(&chunks);
     assert_eq!(

@@ -203,6 +203,12 @@ async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Re
             // a reasoning model when asked for effort: DeepSeek's `reasoning_content` in streams,
             // OpenRouter's `reasoning` in whole answers (the gateway reads both)
             let thinks = body.get("reasoning_effort").is_some();
+            let mut usage = usage.clone();
+            if thinks {
+                // as OpenAI reports a reasoning model's usage
+                usage["completion_tokens_details"] = json!({"reasoning_tokens": 3, "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0});
+            }
             if stream {
                 let mut out = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
                 if thinks {
