@@ -106,7 +106,9 @@ pub enum StreamItem {
 pub type ReplyStream = Pin<Box<dyn Stream<Item = StreamItem> + Send>>;
 
 pub enum Body {
-    Json(ChatResponse),
+    /// Boxed: an answer is far larger than a stream handle, and most served bodies move a few
+    /// times on the way out.
+    Json(Box<ChatResponse>),
     Stream(ReplyStream),
 }
 
@@ -462,7 +464,7 @@ impl Gateway {
                 route_threshold,
                 route_affinity,
             },
-            body: Body::Json(response),
+            body: Body::Json(Box::new(response)),
             done: None,
         })
     }
@@ -708,7 +710,7 @@ impl Gateway {
             let chunks = response_to_chunks(&response, req.include_usage(), REPLAY_PIECE);
             Body::Stream(Box::pin(futures_util::stream::iter(chunks.into_iter().map(StreamItem::Chunk))))
         } else {
-            Body::Json(response)
+            Body::Json(Box::new(response))
         };
         Served { meta, body, done: None }
     }
