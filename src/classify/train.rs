@@ -41,7 +41,8 @@ struct RawRow {
     prompt: Option<String>,
     #[serde(default)]
     turns: Option<Vec<String>>,
-    scores: BTreeMap<String, f64>,
+    /// A model with a `null` score has none (the row is skipped, as one missing the model is).
+    scores: BTreeMap<String, Option<f64>>,
     #[serde(default)]
     difficulty: Option<f64>,
     #[serde(default)]
@@ -62,17 +63,22 @@ pub fn read_rows(path: &Path, cheap: &str, premium: &str) -> Result<(Vec<Row>, u
     let text = std::fs::read_to_string(path).map_err(|e| DataError { path: p.clone(), detail: e.to_string() })?;
     let mut raw = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let r: RawRow = serde_json::from_str(line)
+        let mut r: RawRow = serde_json::from_str(line)
             .map_err(|e| DataError { path: p.clone(), detail: format!("line {}: {e}", i + 1) })?;
+        r.scores.retain(|_, s| s.is_some_and(f64::is_finite));
         raw.push((i, r));
     }
-    let ten_point = raw.iter().any(|(_, r)| r.scores.values().any(|s| *s > 1.0));
+    let ten_point = raw.iter().any(|(_, r)| r.scores.values().flatten().any(|s| *s > 1.0));
     let scale = |s: f64| if ten_point { (s - 1.0) / 9.0 } else { s };
     // a file of one other pair (AlpacaEval ships one file per cheap model): when the named cheap
     // model is absent and every row compares exactly one other model with the premium one, that
     // model is this file's cheap model
     let mut other: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-    let pairwise = raw.iter().all(|(_, r)| r.scores.len() == 2 && r.scores.contains_key(premium));
+    // (rows with a score missing are skipped below; they say nothing about the pair)
+    let pairwise = raw
+        .iter()
+        .filter(|(_, r)| r.scores.len() >= 2)
+        .all(|(_, r)| r.scores.len() == 2 && r.scores.contains_key(premium));
     for (_, r) in &raw {
         other.extend(r.scores.keys().map(String::as_str).filter(|m| *m != premium));
     }
@@ -86,7 +92,7 @@ pub fn read_rows(path: &Path, cheap: &str, premium: &str) -> Result<(Vec<Row>, u
     let mut rows = Vec::new();
     let mut skipped = 0;
     for (i, r) in raw {
-        let (Some(c), Some(pm)) = (r.scores.get(cheap), r.scores.get(premium)) else {
+        let (Some(Some(c)), Some(Some(pm))) = (r.scores.get(cheap), r.scores.get(premium)) else {
             skipped += 1;
             continue;
         };
@@ -685,5 +691,20 @@ mod tests {
         assert_eq!(skipped, 0);
         assert_eq!((rows[0].cheap, rows[0].premium, rows[0].difficulty), (0.0, 1.0, Some(0.4)));
         assert_eq!((rows[1].cheap, rows[1].premium, rows[1].difficulty), (0.7, 0.3, None));
+    }
+
+    #[test]
+    fn a_null_score_skips_its_row_and_not_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pair.jsonl");
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\",\"prompt\":\"x\",\"scores\":{\"big\":1.0,\"small-2\":null}}\n\
+             {\"id\":\"b\",\"prompt\":\"y\",\"scores\":{\"big\":0.3,\"small-2\":0.7},\"difficulty\":null}\n",
+        )
+        .unwrap();
+        let (rows, skipped) = read_rows(&path, "small-1", "big").unwrap();
+        assert_eq!((rows.len(), skipped), (1, 1));
+        assert_eq!((rows[0].id.as_str(), rows[0].cheap, rows[0].difficulty), ("b", 0.7, None));
     }
 }
