@@ -397,3 +397,45 @@ async fn anthropic_python_sdk_thinks_through_the_gateway() {
     assert!(seen.iter().all(|r| r.body["thinking"]["budget_tokens"] == 1024));
     g.shutdown().await;
 }
+
+/// A PDF in a Messages request (a `document` block) reaches an Anthropic upstream as the same
+/// document block, and a Gemini upstream as inline data; a URL document is a 400 naming the block.
+#[tokio::test]
+async fn messages_api_pdf_documents_reach_anthropic_and_gemini() {
+    use common::providers::{config, ProviderMock, ANTHROPIC_KEY, GEMINI_KEY};
+    let pdf =
+        "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoKdHJhaWxlcgo8PC9Sb290IDEgMCBSPj4KJSVFT0YK";
+    let body = json!({"model": "auto", "max_tokens": 256, "messages": [{"role": "user", "content": [
+        {"type": "document", "title": "report.pdf", "cache_control": {"type": "ephemeral"},
+         "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}},
+        {"type": "text", "text": "Summarise the report."}]}]});
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5"], Some(&a), None)).await;
+    let r = post_messages(&g, &body, "unused").await;
+    assert_eq!(r.status(), 200);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["content"][0]["type"], "text", "{m}");
+    let sent = a.last().body;
+    assert_eq!(
+        sent["messages"][0]["content"][0],
+        json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf},
+               "title": "report.pdf", "cache_control": {"type": "ephemeral"}})
+    );
+    assert_eq!(sent["messages"][0]["content"][1]["text"], "Summarise the report.");
+    let url = json!({"model": "auto", "max_tokens": 256, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/report.pdf"}}]}]});
+    let r = post_messages(&g, &url, "unused").await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("messages[0].content"), "{e}");
+    g.shutdown().await;
+
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["gemini:gemini-2.5-flash"], None, Some(&gm))).await;
+    let r = post_messages(&g, &body, "unused").await;
+    assert_eq!(r.status(), 200);
+    let sent = gm.last().body;
+    assert_eq!(sent["contents"][0]["parts"][0], json!({"inlineData": {"mimeType": "application/pdf", "data": pdf}}));
+    g.shutdown().await;
+}

@@ -99,6 +99,16 @@ pub enum InBlock {
         #[serde(default)]
         cache_control: Option<Value>,
     },
+    /// A document in a user turn: a base64 PDF becomes an OpenAI `file` part (which the
+    /// Anthropic adapter turns back into this block, Gemini into inline data, and OpenAI reads as
+    /// it is); a plain-text document becomes a text part.
+    Document {
+        source: DocumentSource,
+        #[serde(default)]
+        title: Option<String>,
+        #[serde(default)]
+        cache_control: Option<Value>,
+    },
     /// An earlier answer's thinking, sent back in its assistant turn. Anthropic requires the
     /// signed blocks of a tool-use turn back when thinking is on, so they are kept, signatures
     /// intact, as the chat message's `thinking_blocks` (what the Anthropic adapter sends back).
@@ -119,6 +129,21 @@ pub enum InBlock {
 pub enum ImageSource {
     Base64 { media_type: String, data: String },
     Url { url: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DocumentSource {
+    Base64 {
+        media_type: String,
+        data: String,
+    },
+    Text {
+        data: String,
+    },
+    /// URL and content-block sources: refused by name (no upstream form for them here).
+    #[serde(other)]
+    Other,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,12 +293,32 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                             };
                             parts.push(with_cc(json!({"type": "image_url", "image_url": {"url": url}}), cache_control));
                         }
+                        InBlock::Document { source, title, cache_control } => {
+                            let part = match source {
+                                DocumentSource::Base64 { media_type, data } if media_type == "application/pdf" => {
+                                    let mut file = json!({"file_data": format!("data:{media_type};base64,{data}")});
+                                    file["filename"] = json!(title.clone().unwrap_or_else(|| "document.pdf".into()));
+                                    json!({"type": "file", "file": file})
+                                }
+                                DocumentSource::Text { data } => match title {
+                                    Some(t) => json!({"type": "text", "text": format!("{t}\n\n{data}")}),
+                                    None => json!({"type": "text", "text": data}),
+                                },
+                                _ => {
+                                    return Err(invalid(
+                                        "a document must be a base64 PDF or plain text (URL and content sources are not supported)",
+                                        &param,
+                                    ))
+                                }
+                            };
+                            parts.push(with_cc(part, cache_control));
+                        }
                         InBlock::ToolUse { .. } | InBlock::Thinking { .. } | InBlock::RedactedThinking { .. } => {
                             return Err(invalid("a user message cannot hold tool_use or thinking blocks", &param))
                         }
                         InBlock::Unsupported => {
                             return Err(invalid(
-                                "unsupported content block type (text, image, tool_use and tool_result are)",
+                                "unsupported content block type (text, image, document, tool_use and tool_result are)",
                                 &param,
                             ))
                         }
@@ -790,6 +835,31 @@ mod tests {
         assert!(all.contains(r#""signature":"sig-9""#) && all.contains(r#""data":"opaque""#));
     }
 
+    /// A PDF document becomes an OpenAI `file` part (its title the filename, its cache mark kept),
+    /// a text document a text part; a URL source is refused by name.
+    #[test]
+    fn documents_become_file_or_text_parts() {
+        let eph = json!({"type": "ephemeral"});
+        let req = parse(json!({"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": [
+            {"type": "document", "title": "report.pdf", "cache_control": eph,
+             "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}},
+            {"type": "document", "title": "Notes", "source": {"type": "text", "media_type": "text/plain", "data": "Rivers flood."}},
+            {"type": "text", "text": "Summarise both."}]}]}));
+        let v = serde_json::to_value(&req).unwrap();
+        let parts = &v["messages"][0]["content"];
+        assert_eq!(
+            parts[0],
+            json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0x", "filename": "report.pdf"},
+                   "cache_control": eph})
+        );
+        assert_eq!(parts[1], json!({"type": "text", "text": "Notes\n\nRivers flood."}));
+        assert_eq!(parts[2], json!({"type": "text", "text": "Summarise both."}));
+        let url = json!({"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}]}]});
+        let e = to_chat_request(serde_json::from_value(url).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("messages[0].content") && e.to_string().contains("base64 PDF"), "{e}");
+    }
+
     #[test]
     fn bad_requests_are_refused_with_the_field_named() {
         let bad = |v: Value| match serde_json::from_value::<MessagesRequest>(v) {
@@ -798,9 +868,9 @@ mod tests {
         };
         assert!(bad(json!({"model": "auto", "max_tokens": 10, "messages": []})).contains("messages"));
         assert!(bad(json!({"model": "auto", "messages": [{"role": "user", "content": "x"}]})).contains("max_tokens"));
-        let doc = json!({"model": "auto", "max_tokens": 10,
-            "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]});
-        assert!(bad(doc).contains("messages[0].content"));
+        let unknown = json!({"model": "auto", "max_tokens": 10,
+            "messages": [{"role": "user", "content": [{"type": "search_result", "source": "x"}]}]});
+        assert!(bad(unknown).contains("messages[0].content"));
     }
 
     #[test]

@@ -167,9 +167,24 @@ fn user_content(content: &Value, param: &str) -> Result<Value, GatewayError> {
                 }
                 out.push(json!({"type": "image_url", "image_url": image}));
             }
+            Some("input_file") => {
+                let data = p["file_data"].as_str().ok_or_else(|| {
+                    unsupported(
+                        &param,
+                        "files by `file_id` or `file_url` live in OpenAI's file store; send `file_data`",
+                    )
+                })?;
+                let mut file = json!({"file_data": data});
+                if let Some(name) = p["filename"].as_str() {
+                    file["filename"] = json!(name);
+                }
+                out.push(json!({"type": "file", "file": file}));
+            }
             Some(other) => {
                 return Err(invalid(
-                    format!("content part type `{other}` is not supported (input_text and input_image are)"),
+                    format!(
+                        "content part type `{other}` is not supported (input_text, input_image and input_file are)"
+                    ),
                     &param,
                 ))
             }

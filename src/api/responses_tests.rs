@@ -369,3 +369,14 @@ fn streamed_reasoning_is_a_reasoning_item_before_the_message() {
     assert_eq!(finished.turn["thinking_blocks"][0]["signature"], "sig-9");
     assert_eq!(finished.turn["content"], "Hi.");
 }
+
+#[test]
+fn an_inline_input_file_is_a_file_part() {
+    let v = chat_json(json!({"model": "auto", "input": [{"role": "user", "content": [
+        {"type": "input_file", "filename": "r.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"},
+        {"type": "input_text", "text": "Summarise."}]}]}));
+    assert_eq!(
+        v["messages"][0]["content"][0],
+        json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0x", "filename": "r.pdf"}})
+    );
+}

@@ -215,6 +215,8 @@ pub enum ContentPart {
     },
     File {
         file: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     #[serde(other)]
     Unknown,

@@ -177,6 +177,14 @@ pub enum Block {
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<Value>,
     },
+    /// A PDF, from an OpenAI `file` part with `file_data` (its source has the image's shape).
+    Document {
+        source: ImageSource,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
+    },
     ToolUse {
         id: String,
         name: String,
@@ -209,6 +217,7 @@ impl Block {
         match self {
             Block::Text { cache_control, .. }
             | Block::Image { cache_control, .. }
+            | Block::Document { cache_control, .. }
             | Block::ToolUse { cache_control, .. }
             | Block::ToolResult { cache_control, .. } => *cache_control = Some(cc),
             Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
@@ -258,7 +267,8 @@ pub struct AMetadata {
 }
 
 /// The Anthropic request for `req`. Fails (as a 400) only for what Anthropic cannot express:
-/// `n > 1`, audio or file parts, non-object tool arguments, the legacy `function` role.
+/// `n > 1`, audio parts, files other than an inline PDF, non-object tool arguments, the legacy
+/// `function` role.
 pub fn to_anthropic(
     req: &ChatRequest,
     model: &str,
@@ -455,15 +465,42 @@ fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>, ProviderError
                         };
                         out.push(Block::Image { source, cache_control: cache_control.clone() });
                     }
-                    ContentPart::InputAudio { .. } | ContentPart::File { .. } | ContentPart::Unknown => {
+                    ContentPart::File { file, cache_control } => {
+                        let mut doc = document(file)?;
+                        if let Some(cc) = cache_control {
+                            doc.set_cache_control(cc.clone());
+                        }
+                        out.push(doc)
+                    }
+                    ContentPart::InputAudio { .. } | ContentPart::Unknown => {
                         return Err(ProviderError::unsupported(
-                            "anthropic: only text and image content parts are supported",
+                            "anthropic: only text, image and file (PDF) content parts are supported",
                         ))
                     }
                 }
             }
             Ok(out)
         }
+    }
+}
+
+/// An OpenAI `file` part as a `document` block: an inline PDF (`file_data`, a base64 data URL)
+/// whose `filename` becomes the title. A `file_id` lives in OpenAI's file store, which Anthropic
+/// cannot read; other media types have no document form here.
+fn document(file: &Value) -> Result<Block, ProviderError> {
+    let data = file.get("file_data").and_then(Value::as_str).ok_or_else(|| {
+        ProviderError::unsupported("anthropic: file parts must carry `file_data` (a base64 data URL), not a `file_id`")
+    })?;
+    match parse_data_url(data) {
+        Some(("application/pdf", b64)) => Ok(Block::Document {
+            source: ImageSource::Base64 { media_type: "application/pdf".into(), data: b64.to_string() },
+            title: file.get("filename").and_then(Value::as_str).map(str::to_string),
+            cache_control: None,
+        }),
+        Some((other, _)) => Err(ProviderError::unsupported(format!(
+            "anthropic: a file part of type {other:?} is not supported (PDF is)"
+        ))),
+        None => Err(ProviderError::unsupported("anthropic: `file_data` must be a base64 data URL")),
     }
 }
 

@@ -444,6 +444,26 @@ fn a_messages_clients_thinking_is_sent_and_unsigned_blocks_are_left_out() {
     assert_eq!(b["messages"][1]["content"], json!([{"type": "text", "text": "Hello."}]));
 }
 
+/// An inline PDF `file` part is a `document` block (filename as title, cache mark kept); a
+/// `file_id` or another media type is a 400 before any call.
+#[test]
+fn a_pdf_file_part_is_a_document_block() {
+    let eph = json!({"type": "ephemeral"});
+    let b = body(json!({"model": "x", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0x", "filename": "r.pdf"}, "cache_control": eph},
+        {"type": "text", "text": "Summarise."}]}]}));
+    assert_eq!(
+        b["messages"][0]["content"][0],
+        json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"},
+               "title": "r.pdf", "cache_control": eph})
+    );
+    for file in [json!({"file_id": "file-abc"}), json!({"file_data": "data:text/csv;base64,YSxi"})] {
+        let r = req(json!({"model": "x", "messages": [{"role": "user", "content": [{"type": "file", "file": file}]}]}));
+        let e = to_anthropic(&r, "claude-sonnet-4-5", 4096, false).unwrap_err();
+        assert!(matches!(e, ProviderError::Unsupported(_)), "{e:?}");
+    }
+}
+
 #[test]
 fn thinking_deltas_stream_as_reasoning_content() {
     let wire = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n\

@@ -467,7 +467,7 @@ fn content_parts(content: Option<&Content>) -> Result<Vec<GPart>, ProviderError>
                         let format = input_audio.get("format").and_then(Value::as_str).unwrap_or("wav");
                         out.push(GPart::InlineData(Blob { mime_type: format!("audio/{format}"), data: data.into() }));
                     }
-                    ContentPart::File { file } => match file.get("file_data").and_then(Value::as_str) {
+                    ContentPart::File { file, .. } => match file.get("file_data").and_then(Value::as_str) {
                         Some(url) if parse_data_url(url).is_some() => out.push(media_part(url)),
                         _ => {
                             return Err(ProviderError::unsupported(

@@ -279,6 +279,7 @@ fn anthropic_cache_control_invalid(body: &Value) -> Option<String> {
             let allowed: &[&str] = match b["type"].as_str().unwrap_or("") {
                 "text" => &["type", "text", "cache_control", "citations"],
                 "image" => &["type", "source", "cache_control"],
+                "document" => &["type", "source", "title", "context", "citations", "cache_control"],
                 "tool_use" => &["type", "id", "name", "input", "cache_control"],
                 "tool_result" => &["type", "tool_use_id", "content", "is_error", "cache_control"],
                 "thinking" => &["type", "thinking", "signature"],
