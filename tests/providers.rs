@@ -583,13 +583,29 @@ async fn anthropic_thinking_is_returned_and_its_signature_survives_a_tool_round_
     assert_eq!(content(&body), "tool said: light rain");
     assert_eq!(a.last().body["messages"][1]["content"][0]["type"], "thinking");
 
-    // the control: without the thinking blocks Anthropic (the mock) refuses the follow-up
+    // the control: the body the gateway sent, without its thinking block, is what Anthropic
+    // refuses, so the mock really enforces the rule
+    let mut unsigned = a.last().body;
+    unsigned["messages"][1]["content"].as_array_mut().unwrap().remove(0);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/messages", a.base_url()))
+        .header("x-api-key", ANTHROPIC_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&unsigned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("must start with a thinking block"));
+    // a tool-use turn with no blocks to send back (another provider answered it, or the client
+    // dropped them) is served with thinking off for that request, not refused
     let mut bare = messages.clone();
     bare[1].as_object_mut().unwrap().remove("thinking_blocks");
     let req = json!({"model": "cheap", "messages": bare, "tools": [weather_tool()], "reasoning_effort": "low"});
     let (s, _, body) = post_chat(&g, &req, &[("cache-control", "no-cache")]).await;
-    assert_eq!(s, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("thinking"), "{body}");
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(content(&body), "tool said: light rain");
+    assert!(a.last().body.get("thinking").is_none(), "{}", a.last().body);
 
     // streamed: thinking deltas arrive as delta.reasoning_content
     let req = json!({"model": "cheap", "stream": true, "reasoning_effort": "medium",
@@ -678,18 +694,18 @@ async fn anthropic_thinking_through_the_responses_api_survives_both_kinds_of_too
     assert_eq!(s, 200, "{follow}");
     let last = follow["output"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["content"][0]["text"], "tool said: snow", "{follow}");
-    // the control: the same items without the reasoning item are refused by Anthropic (the mock)
+    // without the reasoning item there is no signed thinking to send back: served, thinking off
     let mut bare = vec![ask];
     bare.extend(output.iter().filter(|i| i["type"] != "reasoning").cloned());
     bare.push(result);
-    let (s, refused) = post_responses(
+    let (s, served) = post_responses(
         &g,
         &json!({"model": "cheap", "store": false, "input": bare,
         "tools": [tool], "reasoning": effort}),
     )
     .await;
-    assert_eq!(s, 400, "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("thinking"), "{refused}");
+    assert_eq!(s, 200, "{served}");
+    assert!(a.last().body.get("thinking").is_none(), "{}", a.last().body);
 
     // streamed
     let r = reqwest::Client::new()

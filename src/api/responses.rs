@@ -93,7 +93,7 @@ pub struct Echo {
     pub store: bool,
     pub previous_response_id: Option<String>,
     /// `include` asked for `reasoning.encrypted_content`: reasoning items then carry what a
-    /// later request needs to send the reasoning back (see [`reasoning_item`]).
+    /// later request needs to send the reasoning back (see `reasoning_item`).
     pub encrypted_reasoning: bool,
 }
 

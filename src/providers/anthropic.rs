@@ -26,7 +26,9 @@
 //! sent back beginning with its thinking blocks, signatures intact. The thinking text is needed
 //! verbatim, too long for a tool call id, so the answer carries the blocks as
 //! `message.thinking_blocks` (LiteLLM's field, which OpenAI SDK clients echo back when they append
-//! the response message to the conversation) and they are put back from there.
+//! the response message to the conversation) and they are put back from there. A last tool-use
+//! turn with no signed blocks (another provider answered it) turns thinking off for that request
+//! rather than getting it refused ([`last_tool_turn_is_signed`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -343,7 +345,15 @@ pub fn to_anthropic(
     let no_parallel = (req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false))).then_some(true);
     let tool_choice = if tools.is_some() { tool_choice(req.tool_choice.as_ref(), no_parallel) } else { None };
 
-    let thinking = thinking(req);
+    let thinking = thinking(req).filter(|_| {
+        let resendable = last_tool_turn_is_signed(&messages);
+        if !resendable {
+            tracing::debug!(
+                "the last tool-use turn has no signed thinking (another provider answered it): thinking off"
+            );
+        }
+        resendable
+    });
     let budget = thinking.as_ref().and_then(|t| t.get("budget_tokens")).and_then(Value::as_u64).unwrap_or(0);
     let mut max_tokens = req.max_output_tokens().unwrap_or(default_max_tokens);
     if u64::from(max_tokens) <= budget {
@@ -380,6 +390,19 @@ pub fn to_anthropic(
         metadata: req.user.clone().map(|user_id| AMetadata { user_id }),
         thinking,
     })
+}
+
+/// With thinking on, Anthropic refuses a conversation whose last assistant turn used a tool
+/// without starting with its signed thinking. A turn another provider answered (a tool loop begun
+/// on the cheap tier, or a failover mid-loop) has none to send, and no signature of ours would do;
+/// rather than a 400, that one request goes without thinking, as Anthropic's docs allow for
+/// turns answered with thinking off.
+fn last_tool_turn_is_signed(messages: &[AMessage]) -> bool {
+    let Some(last) = messages.iter().rev().find(|m| m.role == "assistant") else { return true };
+    if !last.content.iter().any(|b| matches!(b, Block::ToolUse { .. })) {
+        return true;
+    }
+    matches!(last.content.first(), Some(Block::Thinking { .. } | Block::RedactedThinking { .. }))
 }
 
 /// Anthropic's `thinking` object: the client's own (a chat client's field, or a Messages

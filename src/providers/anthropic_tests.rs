@@ -464,6 +464,30 @@ fn a_pdf_file_part_is_a_document_block() {
     }
 }
 
+/// Thinking stays on when the last tool-use turn brings its signed blocks back, and goes off
+/// (rather than Anthropic refusing the request) when that turn has none to bring.
+#[test]
+fn thinking_is_off_when_the_last_tool_turn_has_no_signed_thinking() {
+    let turn = |blocks: serde_json::Value| {
+        json!({"model": "x", "reasoning_effort": "low", "max_tokens": 4000, "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "thinking_blocks": blocks,
+             "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"}]})
+    };
+    let signed = body(turn(json!([{"type": "thinking", "thinking": "t", "signature": "EqQBCg"}])));
+    assert_eq!(signed["thinking"], json!({"type": "enabled", "budget_tokens": 1024}));
+    for none in [json!([]), json!([{"type": "thinking", "thinking": "from gemini", "signature": ""}])] {
+        let b = body(turn(none));
+        assert!(b.get("thinking").is_none(), "{b}");
+        assert_eq!(b["messages"][1]["content"][0]["type"], "tool_use");
+    }
+    // a last assistant turn without tools needs nothing back
+    let b = body(json!({"model": "x", "reasoning_effort": "low", "messages": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]}));
+    assert!(b.get("thinking").is_some(), "{b}");
+}
+
 #[test]
 fn thinking_deltas_stream_as_reasoning_content() {
     let wire = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"c\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n\
