@@ -168,8 +168,7 @@ fn value_for(schema: &Value, name: &str, prompt: &str, depth: usize) -> Value {
 fn simulate(req: &Value, model: &str, id: &str) -> Vec<Reply> {
     let messages = req["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
     let last = messages.last().cloned().unwrap_or(Value::Null);
-    let prompt =
-        messages.iter().rev().find(|m| m["role"] == "user").map(|m| text_of(&m["content"])).unwrap_or_default();
+    let prompt = last_user_text(messages);
     let tools = req["tools"].as_array().map(Vec::as_slice).unwrap_or_default();
     let n = req["n"].as_u64().unwrap_or(1).clamp(1, 8) as usize;
     let max = req["max_completion_tokens"].as_u64().or(req["max_tokens"].as_u64());
@@ -214,9 +213,12 @@ fn simulate(req: &Value, model: &str, id: &str) -> Vec<Reply> {
 fn reasoning_for(req: &Value) -> Option<String> {
     let effort = req["reasoning_effort"].as_str().filter(|e| *e != "none")?;
     let messages = req["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let prompt =
-        messages.iter().rev().find(|m| m["role"] == "user").map(|m| text_of(&m["content"])).unwrap_or_default();
-    Some(format!("Thinking ({effort} effort) about: {prompt}"))
+    Some(format!("Thinking ({effort} effort) about: {}", last_user_text(messages)))
+}
+
+/// The text of the last user message (what the simulated model answers and reasons about).
+fn last_user_text(messages: &[Value]) -> String {
+    messages.iter().rev().find(|m| m["role"] == "user").map(|m| text_of(&m["content"])).unwrap_or_default()
 }
 
 async fn chat(State(demo): State<Demo>, body: Bytes) -> Response {

@@ -562,6 +562,13 @@ impl StreamTranslator {
         ));
     }
 
+    /// Opens a thinking block unless one is open (its text and signature follow as deltas).
+    fn open_thinking(&mut self, out: &mut String) {
+        if self.open != Open::Thinking {
+            self.open_block(json!({"type": "thinking", "thinking": "", "signature": ""}), Open::Thinking, out);
+        }
+    }
+
     fn delta(&self, delta: Value, out: &mut String) {
         out.push_str(&sse(
             "content_block_delta",
@@ -610,20 +617,14 @@ impl EventTranslator for StreamTranslator {
         // thinking: its text as it streams, then (from an Anthropic upstream) the whole signed
         // block, whose signature closes the block as Anthropic's own `signature_delta` does
         if let Some(r) = choice.delta.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
-            if self.open != Open::Thinking {
-                self.open_block(json!({"type": "thinking", "thinking": "", "signature": ""}), Open::Thinking, &mut out);
-            }
+            self.open_thinking(&mut out);
             self.delta(json!({"type": "thinking_delta", "thinking": r}), &mut out);
         }
         for b in choice.delta.thinking_blocks.iter().flatten() {
             if b["type"] == "thinking" {
                 if self.open != Open::Thinking {
                     // a signed block whose text did not stream first
-                    self.open_block(
-                        json!({"type": "thinking", "thinking": "", "signature": ""}),
-                        Open::Thinking,
-                        &mut out,
-                    );
+                    self.open_thinking(&mut out);
                     if let Some(t) = b["thinking"].as_str().filter(|t| !t.is_empty()) {
                         self.delta(json!({"type": "thinking_delta", "thinking": t}), &mut out);
                     }

@@ -207,7 +207,6 @@ fn user_content(content: &Value, param: &str) -> Result<Value, GatewayError> {
 fn to_messages(items: &[Value], messages: &mut Vec<Value>) -> Result<(), GatewayError> {
     let mut thinking: Option<Value> = None;
     for (i, item) in items.iter().enumerate() {
-        let before = messages.len();
         let param = format!("input[{i}]");
         match item["type"].as_str() {
             None | Some("message") => {
@@ -271,9 +270,9 @@ fn to_messages(items: &[Value], messages: &mut Vec<Value>) -> Result<(), Gateway
         }
         // the reasoning goes on the assistant turn that follows it (a message or a call)
         if let Some(blocks) = thinking.as_ref().filter(|_| item["type"] != "reasoning") {
-            let grew = messages.len() > before;
+            // (a message just pushed has none; a call joined to an earlier one keeps its own)
             if let Some(last) = messages.last_mut().filter(|m| m["role"] == "assistant") {
-                if grew || last.get("thinking_blocks").is_none() {
+                if last.get("thinking_blocks").is_none() {
                     last["thinking_blocks"] = blocks.clone();
                 }
             }

@@ -59,6 +59,12 @@ impl ChatRequest {
         self.max_completion_tokens.or(self.max_tokens)
     }
 
+    /// Anthropic's `thinking` object, whoever sent it: a chat client (as a pass-through field)
+    /// or a Messages client ([`ChatRequest::anthropic_thinking`]). Only an object counts.
+    pub fn thinking(&self) -> Option<&Value> {
+        self.extra.get("thinking").or(self.anthropic_thinking.as_ref()).filter(|t| t.is_object())
+    }
+
     /// Checks what serde cannot: the shape rules OpenAI enforces. Returns the offending param.
     pub fn validate(&self) -> Result<(), (String, &'static str)> {
         if self.model.trim().is_empty() {

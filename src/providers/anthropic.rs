@@ -408,7 +408,7 @@ fn last_tool_turn_is_signed(messages: &[AMessage]) -> bool {
 /// Anthropic's `thinking` object: the client's own (a chat client's field, or a Messages
 /// client's), else one for its `reasoning_effort`.
 fn thinking(req: &ChatRequest) -> Option<Value> {
-    if let Some(t) = req.extra.get("thinking").or(req.anthropic_thinking.as_ref()).filter(|t| t.is_object()) {
+    if let Some(t) = req.thinking() {
         return Some(t.clone());
     }
     let budget = match req.extra.get("reasoning_effort").and_then(Value::as_str)? {

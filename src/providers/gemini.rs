@@ -387,16 +387,12 @@ fn parts_of(parts: Vec<GPart>) -> Vec<Part> {
 /// Messages API and LiteLLM clients send it), wants to see the reasoning.
 fn wants_thoughts(req: &ChatRequest) -> bool {
     req.extra.get("reasoning_effort").and_then(Value::as_str).is_some_and(|e| e != "none")
-        || anthropic_thinking(req).is_some_and(|t| t.is_object() && t["type"] != "disabled")
-}
-
-fn anthropic_thinking(req: &ChatRequest) -> Option<&Value> {
-    req.extra.get("thinking").or(req.anthropic_thinking.as_ref())
+        || req.thinking().is_some_and(|t| t["type"] != "disabled")
 }
 
 /// Anthropic's `thinking.budget_tokens` is Gemini's `thinkingBudget` (both cap the thinking tokens).
 fn thinking_budget(req: &ChatRequest) -> Option<u64> {
-    anthropic_thinking(req).and_then(|t| t.get("budget_tokens")).and_then(Value::as_u64)
+    req.thinking().and_then(|t| t.get("budget_tokens")).and_then(Value::as_u64)
 }
 
 /// `auto | none | required | {"type":"function","function":{"name"}}` → `functionCallingConfig`.
