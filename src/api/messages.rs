@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use super::{ChatChunk, ChatRequest, ChatResponse, EventTranslator, GatewayError, Usage};
 
 /// A Messages request as Anthropic's SDKs send it. Fields the gateway has no use for
-/// (`top_k`, `service_tier`, ...) are accepted and ignored.
+/// (`service_tier`, ...) are accepted and ignored.
 #[derive(Debug, Deserialize)]
 pub struct MessagesRequest {
     pub model: String,
@@ -24,6 +24,9 @@ pub struct MessagesRequest {
     pub temperature: Option<f64>,
     #[serde(default)]
     pub top_p: Option<f64>,
+    /// Carried as [`ChatRequest::anthropic_top_k`], for the adapters whose providers take it.
+    #[serde(default)]
+    pub top_k: Option<u32>,
     #[serde(default)]
     pub stop_sequences: Option<Vec<String>>,
     #[serde(default)]
@@ -424,6 +427,7 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
         .map_err(|e| GatewayError::invalid(format!("invalid request: {e}"), None))?;
     // `{"type": "disabled"}` is the same as no thinking, and says so to no upstream
     chat.anthropic_thinking = req.thinking.filter(|t| t.is_object() && t["type"] != "disabled");
+    chat.anthropic_top_k = req.top_k;
     Ok(chat)
 }
 
@@ -753,6 +757,11 @@ mod tests {
         let off = parse(json!({"model": "auto", "max_tokens": 10, "thinking": {"type": "disabled"},
             "messages": [{"role": "user", "content": "hi"}]}));
         assert_eq!(off.anthropic_thinking, None);
+        // top_k travels the same way: beside the wire fields, for Anthropic and Gemini only
+        let top_k = parse(json!({"model": "auto", "max_tokens": 10, "top_k": 7,
+            "messages": [{"role": "user", "content": "hi"}]}));
+        assert_eq!((top_k.anthropic_top_k, top_k.top_k()), (Some(7), Some(7)));
+        assert!(serde_json::to_value(&top_k).unwrap().get("top_k").is_none());
         let in_user_turn = json!({"model": "auto", "max_tokens": 10, "messages": [{"role": "user",
             "content": [{"type": "thinking", "thinking": "x", "signature": "s"}]}]});
         let e = to_chat_request(serde_json::from_value(in_user_turn).unwrap()).unwrap_err();

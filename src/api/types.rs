@@ -43,6 +43,12 @@ pub struct ChatRequest {
     /// stays in `extra` and goes out as sent.
     #[serde(skip)]
     pub anthropic_thinking: Option<Value>,
+    /// `top_k` asked for through the Messages API: carried like
+    /// [`ChatRequest::anthropic_thinking`], for the adapters whose providers sample by it
+    /// (Anthropic, Gemini), and never sent to an OpenAI-compatible upstream, which refuses it.
+    /// A chat client's own `top_k` (vLLM and others take it) stays in `extra` and goes out as sent.
+    #[serde(skip)]
+    pub anthropic_top_k: Option<u32>,
 }
 
 impl ChatRequest {
@@ -63,6 +69,15 @@ impl ChatRequest {
     /// or a Messages client ([`ChatRequest::anthropic_thinking`]). Only an object counts.
     pub fn thinking(&self) -> Option<&Value> {
         self.extra.get("thinking").or(self.anthropic_thinking.as_ref()).filter(|t| t.is_object())
+    }
+
+    /// `top_k`, whoever sent it: a chat client (as a pass-through field) or a Messages client
+    /// ([`ChatRequest::anthropic_top_k`]). A value that is not a whole number ≥ 1 counts as none.
+    pub fn top_k(&self) -> Option<u32> {
+        match self.extra.get("top_k") {
+            Some(v) => v.as_u64().and_then(|k| u32::try_from(k).ok()).filter(|&k| k >= 1),
+            None => self.anthropic_top_k,
+        }
     }
 
     /// Checks what serde cannot: the shape rules OpenAI enforces. Returns the offending param.

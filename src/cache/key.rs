@@ -77,6 +77,9 @@ impl CacheKey {
         if let Some(t) = &req.anthropic_thinking {
             field(&mut ns, "anthropic_thinking", &serde_json::to_vec(t).unwrap_or_default());
         }
+        if let Some(k) = req.anthropic_top_k {
+            field(&mut ns, "anthropic_top_k", k.to_string().as_bytes());
+        }
         let namespace = Namespace(truncate16(ns.finalize().into()));
 
         let mut ex = Sha256::new();
@@ -169,6 +172,10 @@ mod tests {
         let mut thinking = req(base);
         thinking.anthropic_thinking = Some(serde_json::json!({"type": "enabled", "budget_tokens": 1024}));
         assert_ne!(k.namespace, CacheKey::new(&thinking, "t1", "auto").unwrap().namespace);
+        // and so does its top_k
+        let mut top_k = req(base);
+        top_k.anthropic_top_k = Some(5);
+        assert_ne!(k.namespace, CacheKey::new(&top_k, "t1", "auto").unwrap().namespace);
         // the compared message itself does not enter the namespace
         let para = CacheKey::new(&req(&base.replace("How do I", "How can I")), "t1", "auto").unwrap();
         assert_eq!(k.namespace, para.namespace);

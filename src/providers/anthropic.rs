@@ -139,6 +139,8 @@ pub struct MessagesRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_sequences: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
@@ -380,9 +382,10 @@ pub fn to_anthropic(
         max_tokens,
         messages,
         system,
-        // with thinking on, Anthropic accepts only the default temperature and top_p
+        // with thinking on, Anthropic accepts only the default temperature, top_p and top_k
         temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)).filter(|_| thinking.is_none()),
         top_p: req.top_p.filter(|_| thinking.is_none()),
+        top_k: req.top_k().filter(|_| thinking.is_none()),
         stop_sequences: req.stop.as_ref().map(|s| s.to_vec()).filter(|v| !v.is_empty()),
         stream: stream.then_some(true),
         tools,

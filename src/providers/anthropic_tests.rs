@@ -444,6 +444,26 @@ fn a_messages_clients_thinking_is_sent_and_unsigned_blocks_are_left_out() {
     assert_eq!(b["messages"][1]["content"], json!([{"type": "text", "text": "Hello."}]));
 }
 
+/// `top_k` reaches Anthropic from a Messages client and from a chat client's pass-through field,
+/// but not with thinking on (Anthropic refuses it there) and not when it is no count.
+#[test]
+fn top_k_is_sent_unless_thinking_is_on() {
+    let hi = json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]});
+    let mut r = req(hi.clone());
+    r.anthropic_top_k = Some(5);
+    let b = serde_json::to_value(to_anthropic(&r, "m", 1024, false).unwrap()).unwrap();
+    assert_eq!(b["top_k"], 5);
+    let mut chat = hi.clone();
+    chat["top_k"] = json!(40);
+    assert_eq!(body(chat.clone())["top_k"], 40);
+    chat["top_k"] = json!(0);
+    assert!(body(chat)["top_k"].is_null());
+    assert!(body(hi)["top_k"].is_null());
+    r.anthropic_thinking = Some(json!({"type": "enabled", "budget_tokens": 2000}));
+    let b = serde_json::to_value(to_anthropic(&r, "m", 4096, false).unwrap()).unwrap();
+    assert!(b.get("top_k").is_none(), "{b}");
+}
+
 /// An inline PDF `file` part is a `document` block (filename as title, cache mark kept); a
 /// `file_id` or another media type is a 400 before any call.
 #[test]

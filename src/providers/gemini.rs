@@ -209,6 +209,8 @@ pub struct GenerationConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_sequences: Option<Vec<String>>,
@@ -358,6 +360,7 @@ pub fn to_gemini(req: &ChatRequest) -> Result<GenerateRequest, ProviderError> {
     let config = GenerationConfig {
         temperature: req.temperature,
         top_p: req.top_p,
+        top_k: req.top_k(),
         max_output_tokens: req.max_output_tokens(),
         stop_sequences: req.stop.as_ref().map(|s| s.to_vec()).filter(|v| !v.is_empty()),
         candidate_count: req.n.filter(|&n| n > 1),

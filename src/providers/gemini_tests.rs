@@ -40,6 +40,12 @@ fn system_instruction_roles_and_generation_config() {
     );
     let plain = body(json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]}));
     assert!(plain.get("generationConfig").is_none(), "no defaults invented: {plain}");
+    let top_k = body(json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}], "top_k": 20}));
+    assert_eq!(top_k["generationConfig"], json!({"topK": 20}));
+    let mut messages_client = req(json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]}));
+    messages_client.anthropic_top_k = Some(3);
+    let b = serde_json::to_value(to_gemini(&messages_client).unwrap()).unwrap();
+    assert_eq!(b["generationConfig"], json!({"topK": 3}));
     assert!(plain.get("systemInstruction").is_none());
 }
 
