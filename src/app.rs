@@ -614,10 +614,19 @@ pub async fn demo_config(mut config: Config, latency: Duration) -> Result<Config
     for (name, up) in [("demo-cheap", &cheap), ("demo-premium", &premium)] {
         config.providers.insert(name.into(), provider(ProviderKind::Openai, &up.base_url(), None));
     }
-    config.tiers.insert("cheap".into(), TierSpec::List(vec![DeploymentSpec::Short("demo-cheap:demo-mini".into())]));
-    config
-        .tiers
-        .insert("premium".into(), TierSpec::List(vec![DeploymentSpec::Short("demo-premium:demo-large".into())]));
+    // both simulated models reason when asked, as `reasoning = true` says
+    let reasoning = |provider: &str, model: &str| {
+        TierSpec::List(vec![DeploymentSpec::Full(DeploymentTable {
+            provider: provider.into(),
+            model: model.into(),
+            vision: false,
+            reasoning: true,
+            weight: None,
+            max_concurrency: None,
+        })])
+    };
+    config.tiers.insert("cheap".into(), reasoning("demo-cheap", "demo-mini"));
+    config.tiers.insert("premium".into(), reasoning("demo-premium", "demo-large"));
     config.prices.insert("demo-mini".into(), Price::new(0.15, 0.60));
     config.prices.insert("demo-large".into(), Price::new(2.50, 10.00));
     config.validate()?;
@@ -688,6 +697,7 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
         provider: p.into(),
         model: m.into(),
         vision: true,
+        reasoning: false,
         weight: None,
         max_concurrency: None,
     };
@@ -717,6 +727,7 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
                         provider: d.provider.clone(),
                         model: d.model.clone(),
                         vision: d.vision,
+                        reasoning: d.reasoning,
                         weight: None,
                         max_concurrency: None,
                     })

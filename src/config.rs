@@ -482,6 +482,12 @@ pub struct DeploymentTable {
     pub model: String,
     #[serde(default)]
     pub vision: bool,
+    /// The model reasons and takes `reasoning_effort` (OpenAI's o-series and gpt-5, DeepSeek-R1
+    /// or QwQ behind vLLM): an Anthropic-style `thinking` request (a Messages client's) is sent
+    /// to it as a `reasoning_effort`. Not set, the model never sees one it did not ask for:
+    /// OpenAI refuses `reasoning_effort` on models that do not reason.
+    #[serde(default)]
+    pub reasoning: bool,
     #[serde(default)]
     pub weight: Option<u32>,
     /// Calls in flight to this deployment at most; a request finding it full goes on to the next
@@ -497,6 +503,8 @@ pub struct Deployment {
     pub provider: String,
     pub model: String,
     pub vision: bool,
+    /// See [`DeploymentTable::reasoning`].
+    pub reasoning: bool,
     /// Share of the tier's traffic this deployment takes first (weighted random order). `None` on
     /// every deployment of a tier: strict config order (primary, then failover).
     pub weight: Option<u32>,
@@ -516,6 +524,7 @@ impl DeploymentSpec {
                     provider: p.into(),
                     model: m.into(),
                     vision: false,
+                    reasoning: false,
                     weight: None,
                     max_concurrency: None,
                 })
@@ -524,6 +533,7 @@ impl DeploymentSpec {
                 provider: t.provider.clone(),
                 model: t.model.clone(),
                 vision: t.vision,
+                reasoning: t.reasoning,
                 weight: t.weight,
                 max_concurrency: t.max_concurrency,
             }),
@@ -816,13 +826,14 @@ mod tests {
         ttl = "1h"
         [tiers]
         cheap = ["openai:gpt-4o-mini"]
-        premium = { deployments = [{ provider = "openai", model = "gpt-4o", vision = true }], fallback_tier = "cheap" }
+        premium = { deployments = [{ provider = "openai", model = "gpt-4o", vision = true }, { provider = "openai", model = "o4-mini", reasoning = true }], fallback_tier = "cheap" }
         [providers.openai]
         kind = "openai"
         base_url = "https://api.openai.com/v1"
         api_key = "sk-literal"
         [prices]
         "gpt-4o" = { input = 2.5, output = 10.0 }
+        "o4-mini" = { input = 1.1, output = 4.4 }
     "#;
 
     #[test]
@@ -832,6 +843,9 @@ mod tests {
         assert_eq!(c.cache.threshold, Some(0.97));
         assert_eq!(c.tier_deployments("premium")[0].model, "gpt-4o");
         assert!(c.tier_deployments("premium")[0].vision);
+        let premium = c.tier_deployments("premium");
+        assert_eq!((premium[0].reasoning, premium[1].reasoning), (false, true));
+        assert!(!c.tier_deployments("cheap")[0].reasoning);
         assert_eq!(c.tiers["premium"].fallback_tier(), Some("cheap"));
         assert!((c.prices["gpt-4o"].cost(1_000_000, 0) - 2.5).abs() < 1e-9);
     }

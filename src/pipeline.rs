@@ -859,7 +859,14 @@ mod tests {
     use super::*;
 
     fn dep(p: &str, weight: Option<u32>) -> Deployment {
-        Deployment { provider: p.into(), model: "m".into(), vision: false, weight, max_concurrency: None }
+        Deployment {
+            provider: p.into(),
+            model: "m".into(),
+            vision: false,
+            reasoning: false,
+            weight,
+            max_concurrency: None,
+        }
     }
 
     #[test]

@@ -191,6 +191,50 @@ async fn messages_api_through_an_openai_upstream_with_gateway_keys() {
     g.shutdown().await;
 }
 
+/// A Messages client's `thinking` and `top_k` are Anthropic's: an OpenAI-compatible upstream
+/// never sees them (OpenAI refuses both), except that a deployment marked `reasoning = true` gets
+/// the thinking budget as the `reasoning_effort` it is closest to.
+#[tokio::test]
+async fn messages_api_thinking_reaches_an_openai_reasoning_deployment_as_reasoning_effort() {
+    use switchyard::config::{DeploymentSpec, DeploymentTable, TierSpec};
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let mut cfg = config_for(&cheap, &premium, "");
+    let reasoning = DeploymentTable {
+        provider: premium.name.clone(),
+        model: "large".into(),
+        vision: false,
+        reasoning: true,
+        weight: None,
+        max_concurrency: None,
+    };
+    cfg.tiers.insert("premium".into(), TierSpec::List(vec![DeploymentSpec::Full(reasoning)]));
+    let g = gateway(cfg).await;
+    let ask = |model: &str, budget: u32, prompt: &str| {
+        json!({"model": model, "max_tokens": 8000, "top_k": 5, "thinking": {"type": "enabled", "budget_tokens": budget},
+               "messages": [{"role": "user", "content": prompt}]})
+    };
+    let r = post_messages(&g, &ask("cheap", 5000, "Plan a trip to Lyon."), "").await;
+    assert_eq!(r.status(), 200);
+    let up = cheap.last_body();
+    for field in ["thinking", "top_k", "reasoning_effort"] {
+        assert!(up.get(field).is_none(), "{field} sent to a deployment that does not reason: {up}");
+    }
+    for (budget, effort) in [(1024, "low"), (3000, "medium"), (5000, "high")] {
+        let r = post_messages(&g, &ask("premium", budget, &format!("Prove lemma {budget}.")), "").await;
+        assert_eq!(r.status(), 200);
+        let up = premium.last_body();
+        assert_eq!(up["reasoning_effort"], effort, "{up}");
+        assert!(up.get("thinking").is_none() && up.get("top_k").is_none(), "{up}");
+    }
+    // the client's own effort (a chat client's field) is never overridden
+    let chat =
+        json!({"model": "premium", "reasoning_effort": "minimal", "messages": [{"role": "user", "content": "Hi"}]});
+    let r = reqwest::Client::new().post(url(&g, "/v1/chat/completions")).json(&chat).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(premium.last_body()["reasoning_effort"], "minimal");
+    g.shutdown().await;
+}
+
 #[tokio::test]
 async fn messages_api_through_an_anthropic_upstream_and_a_gemini_one() {
     use common::providers::{config, ProviderMock, ANTHROPIC_KEY, GEMINI_KEY};

@@ -411,6 +411,7 @@ async fn images_go_only_to_vision_deployments() {
                 provider: "premium".into(),
                 model: "large".into(),
                 vision: true,
+                reasoning: false,
                 weight: None,
                 max_concurrency: None,
             },

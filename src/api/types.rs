@@ -71,6 +71,22 @@ impl ChatRequest {
         self.extra.get("thinking").or(self.anthropic_thinking.as_ref()).filter(|t| t.is_object())
     }
 
+    /// For a deployment that reasons (`reasoning = true`): a Messages client's `thinking` becomes
+    /// the `reasoning_effort` its budget is closest to (the inverse of the Anthropic adapter's
+    /// 1024 / 2048 / 4096 tokens for low / medium / high), unless the client set an effort itself.
+    pub fn apply_thinking_as_reasoning_effort(&mut self) {
+        let Some(thinking) = &self.anthropic_thinking else { return };
+        if self.extra.contains_key("reasoning_effort") {
+            return;
+        }
+        let effort = match thinking.get("budget_tokens").and_then(Value::as_u64) {
+            Some(b) if b < 2048 => "low",
+            Some(b) if b >= 4096 => "high",
+            _ => "medium",
+        };
+        self.extra.insert("reasoning_effort".into(), Value::from(effort));
+    }
+
     /// `top_k`, whoever sent it: a chat client (as a pass-through field) or a Messages client
     /// ([`ChatRequest::anthropic_top_k`]). A value that is not a whole number ≥ 1 counts as none.
     pub fn top_k(&self) -> Option<u32> {

@@ -323,7 +323,11 @@ impl Dispatcher {
                     break;
                 }
                 attempts += 1;
-                let fut = call(provider.clone(), d.model.clone(), req.clone());
+                let mut req = req.clone();
+                if d.reasoning {
+                    req.apply_thinking_as_reasoning_effort();
+                }
+                let fut = call(provider.clone(), d.model.clone(), req);
                 let result = match tokio::time::timeout_at(deadline, fut).await {
                     Ok(r) => r,
                     Err(_) => {
