@@ -469,8 +469,8 @@ impl Gateway {
         })
     }
 
-    /// The input tokens of `req` as the upstream that would serve it counts them (Anthropic's
-    /// count endpoint; see [`Dispatcher::count_tokens`]). `auto` may land on either tier: the
+    /// The input tokens of `req` as the upstream that would serve it counts them (Anthropic's or
+    /// Gemini's count endpoint; see [`Dispatcher::count_tokens`]). `auto` may land on either tier: the
     /// premium tier's deployments are asked first, then the cheap tier's.
     pub async fn count_tokens(&self, req: &ChatRequest) -> Result<u64, GatewayError> {
         let targets: Vec<Deployment> = match self.resolve(&req.model)? {

@@ -273,10 +273,10 @@ async fn count(g: &switchyard::app::Running, body: &Value, key: Option<&str>) ->
 
 /// `POST /v1/messages/count_tokens` (the SDK's `messages.count_tokens`): the Anthropic deployment
 /// the model would use counts, on the same translation as a call, with only the fields the count
-/// endpoint takes; a model without an Anthropic deployment gets a 400 that says so.
+/// endpoint takes; Gemini's `countTokens` likewise; a model with neither gets a 400 that says so.
 #[tokio::test]
 async fn messages_count_tokens_is_asked_of_the_anthropic_deployment() {
-    use common::providers::{config, ProviderMock, Reply, ANTHROPIC_KEY};
+    use common::providers::{config, ProviderMock, Reply, ANTHROPIC_KEY, GEMINI_KEY};
     let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
     let g = gateway(config(&["anthropic:claude-haiku-4-5"], Some(&a), None)).await;
     let short = json!({"model": "auto", "system": "Be brief.",
@@ -320,6 +320,37 @@ async fn messages_count_tokens_is_asked_of_the_anthropic_deployment() {
     assert!(!body.to_string().contains(ANTHROPIC_KEY), "{body}");
     g.shutdown().await;
 
+    // Gemini counts too (`countTokens`), the whole call as `generateContentRequest` so that the
+    // system instruction and tools count, without the generation settings
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["gemini:gemini-2.5-flash"], None, Some(&gm))).await;
+    let mut hot = short.clone();
+    hot["temperature"] = json!(0.2);
+    let (status, body) = count(&g, &hot, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"input_tokens": 10}), "the mock's count: 2 system words + 3 + 5");
+    let seen = gm.requests().pop().unwrap();
+    assert_eq!(seen.path, "/v1beta/models/gemini-2.5-flash:countTokens");
+    assert_eq!(seen.header("x-goog-api-key"), GEMINI_KEY);
+    let inner = &seen.body["generateContentRequest"];
+    assert_eq!(inner["model"], "models/gemini-2.5-flash");
+    assert_eq!(inner["systemInstruction"], json!({"parts": [{"text": "Be brief."}]}));
+    assert!(inner.get("generationConfig").is_none(), "{inner}");
+    assert_eq!(gm.calls(), 0, "a count is not a generation");
+    let mut long = long;
+    long["model"] = json!("auto");
+    let (status, body) = count(&g, &long, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        gm.requests().pop().unwrap().body["generateContentRequest"]["tools"][0]["functionDeclarations"][0]["name"],
+        "get_weather"
+    );
+    gm.then(Reply::Error(400, "INVALID_ARGUMENT", format!("bad request for key {GEMINI_KEY}")));
+    let (status, body) = count(&g, &short, None).await;
+    assert_eq!((status, body["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{body}");
+    assert!(!body.to_string().contains(GEMINI_KEY), "{body}");
+    g.shutdown().await;
+
     // an OpenAI-compatible upstream has no count endpoint: a 400 that says why; keys still apply
     let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
     let g = gateway(config_for(&cheap, &premium, r#"gateway_keys = "key-a""#)).await;
@@ -328,7 +359,7 @@ async fn messages_count_tokens_is_asked_of_the_anthropic_deployment() {
     let (status, body) = count(&g, &short, Some("key-a")).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["type"], "error");
-    assert!(body["error"]["message"].as_str().unwrap().contains("needs an Anthropic deployment"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("needs an Anthropic or Gemini deployment"), "{body}");
     assert_eq!(cheap.calls() + premium.calls(), 0);
     g.shutdown().await;
 }

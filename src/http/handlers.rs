@@ -105,10 +105,11 @@ pub async fn messages(
     handle(&state, &headers, body, parse, render_messages, super::anthropic_error_response).await
 }
 
-/// `POST /v1/messages/count_tokens`: Anthropic's token count, asked of the Anthropic deployment
-/// the request's model would use (for `auto`, the premium tier's first). The gateway key and its
-/// allowed models are checked; Anthropic does not bill counts, so they are outside the key's
-/// limits, budget and request log. A model with no Anthropic deployment gets a 400.
+/// `POST /v1/messages/count_tokens`: Anthropic's token count, asked of the first deployment the
+/// request's model would use whose provider can count (Anthropic, Gemini; for `auto`, the premium
+/// tier's first). The gateway key and its allowed models are checked; providers do not bill
+/// counts, so they are outside the key's limits, budget and request log. A model with no such
+/// deployment gets a 400.
 pub async fn count_tokens(
     State(state): State<AppState>,
     headers: HeaderMap,

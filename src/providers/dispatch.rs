@@ -224,7 +224,7 @@ impl Dispatcher {
     }
 
     /// The input tokens of `req`, counted by the first deployment along `targets` whose provider
-    /// can count them (Anthropic). A count is not a generation: no retries, breakers or
+    /// can count them (Anthropic, Gemini). A count is not a generation: no retries, breakers or
     /// concurrency slots, and a deployment that fails hands over to the next one that can count.
     /// None able: a 400 that says so.
     pub async fn count_tokens(&self, targets: &[Deployment], req: &ChatRequest) -> Result<u64, GatewayError> {
@@ -246,7 +246,7 @@ impl Dispatcher {
             let tried = errors.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ");
             return Err(GatewayError::invalid(
                 format!(
-                    "token counting needs an Anthropic deployment, and this model has none (its deployments: {tried})"
+                    "token counting needs an Anthropic or Gemini deployment, and this model has none (its deployments: {tried})"
                 ),
                 None,
             ));

@@ -58,13 +58,13 @@ impl Gemini {
     }
 
     fn request(&self, body: &GenerateRequest, model: &str, stream: bool) -> reqwest::RequestBuilder {
+        let action = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+        self.post(model, action, body)
+    }
+
+    fn post(&self, model: &str, action: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
         let model = model.strip_prefix("models/").unwrap_or(model);
-        let url = if stream {
-            format!("{}{model}:streamGenerateContent?alt=sse", self.models_url)
-        } else {
-            format!("{}{model}:generateContent", self.models_url)
-        };
-        let mut rb = self.up.http.post(url).json(body);
+        let mut rb = self.up.http.post(format!("{}{model}:{action}", self.models_url)).json(body);
         if let Some(k) = &self.up.key {
             rb = rb.header("x-goog-api-key", k.expose());
         }
@@ -87,6 +87,29 @@ impl Gemini {
         let parsed: GenerateResponse =
             serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(format!("gemini response: {e}")))?;
         Ok(from_gemini(parsed, model))
+    }
+
+    /// The input tokens Gemini counts for this request (`models/{model}:countTokens`): the same
+    /// translation as a call, sent whole as `generateContentRequest` so that the system
+    /// instruction and the tool declarations are counted too (bare `contents` would leave them
+    /// out); the generation settings, which are not input, are left off.
+    pub async fn count_tokens(&self, req: &ChatRequest, model: &str) -> Result<u64, ProviderError> {
+        let mut body = Self::body(req, model)?;
+        body.generation_config = None;
+        let name = format!("models/{}", model.strip_prefix("models/").unwrap_or(model));
+        let count = CountRequest { generate_content_request: CountedRequest { model: name, request: body } };
+        let resp = self.up.send(self.post(model, "countTokens", &count), false, map_error).await?;
+        let bytes = self.up.body(resp).await?;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Count {
+            /// proto3 JSON leaves a zero out
+            #[serde(default)]
+            total_tokens: u64,
+        }
+        let count: Count =
+            serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(format!("gemini token count: {e}")))?;
+        Ok(count.total_tokens)
     }
 
     pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream, ProviderError> {
@@ -138,6 +161,20 @@ pub struct GenerateRequest {
     pub tools: Option<Vec<GTool>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_config: Option<GToolConfig>,
+}
+
+/// `countTokens`'s body: the call it would be, model named inside.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CountRequest {
+    generate_content_request: CountedRequest,
+}
+
+#[derive(Debug, Serialize)]
+struct CountedRequest {
+    model: String,
+    #[serde(flatten)]
+    request: GenerateRequest,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

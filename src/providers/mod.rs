@@ -278,12 +278,14 @@ impl Provider {
         }
     }
 
-    /// The input tokens the provider counts for `req`. Only Anthropic has a count endpoint for
-    /// this request shape; the others say so without a call.
+    /// The input tokens the provider counts for `req`, by its count endpoint (Anthropic's
+    /// `count_tokens`, Gemini's `countTokens`). OpenAI-compatible APIs have none for a chat
+    /// request; they say so without a call.
     pub async fn count_tokens(&self, req: &ChatRequest, model: &str) -> Result<u64, ProviderError> {
         let r = match self {
             Provider::Anthropic(p) => p.count_tokens(req, model).await,
-            Provider::OpenAi(_) | Provider::Gemini(_) => Err(ProviderError::unsupported(format!(
+            Provider::Gemini(p) => p.count_tokens(req, model).await,
+            Provider::OpenAi(_) => Err(ProviderError::unsupported(format!(
                 "{}: no token-count endpoint for Messages requests",
                 self.name()
             ))),

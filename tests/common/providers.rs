@@ -600,6 +600,57 @@ fn gemini_invalid(s: &St, model: &str, body: &Value) -> Option<String> {
     None
 }
 
+/// `models/{model}:countTokens` with a `generateContentRequest` (the form that counts the system
+/// instruction and tools too): the inner request is checked like a call and must name the same
+/// model as the path. The count is the mock's own (words of every text part and of the system
+/// instruction, plus 3 per content), not Gemini's tokenizer. Not counted in `calls()`; recorded.
+fn gemini_count_tokens(s: &St, rest: &str, query: Option<String>, headers: &HeaderMap, body: Value) -> Response {
+    s.requests.lock().unwrap().push(Recorded {
+        path: format!("/v1beta/models/{rest}"),
+        query,
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    if headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(s.key.as_str()) {
+        return google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.");
+    }
+    let model = rest.trim_end_matches(":countTokens");
+    if let Some(k) =
+        body.as_object().and_then(|o| o.keys().find(|k| !["contents", "generateContentRequest"].contains(&k.as_str())))
+    {
+        return google_error(
+            400,
+            "INVALID_ARGUMENT",
+            &format!("Invalid JSON payload received. Unknown name \"{k}\": Cannot find field."),
+        );
+    }
+    let mut inner = body["generateContentRequest"].clone();
+    if inner["model"] != json!(format!("models/{model}")) {
+        return google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "* CountTokensRequest.generate_content_request.model: model must match the path",
+        );
+    }
+    if let Some(o) = inner.as_object_mut() {
+        o.remove("model");
+    }
+    if let Some(msg) = gemini_invalid(s, model, &inner) {
+        return google_error(400, "INVALID_ARGUMENT", &msg);
+    }
+    if let Some(Reply::Error(status, code_name, message)) = s.script.lock().unwrap().pop_front() {
+        return google_error(status, code_name, &message);
+    }
+    let words = |c: &Value| -> usize {
+        c["parts"]
+            .as_array()
+            .map_or(0, |ps| ps.iter().map(|p| p["text"].as_str().map_or(0, |t| t.split_whitespace().count())).sum())
+    };
+    let contents = inner["contents"].as_array().cloned().unwrap_or_default();
+    let n = words(&inner["systemInstruction"]) + contents.iter().map(|c| 3 + words(c)).sum::<usize>();
+    axum::Json(json!({"totalTokens": n})).into_response()
+}
+
 async fn gemini(
     State(s): State<St>,
     Path(rest): Path<String>,
@@ -607,8 +658,11 @@ async fn gemini(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let n = s.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if rest.ends_with(":countTokens") {
+        return gemini_count_tokens(&s, &rest, query, &headers, body);
+    }
+    let n = s.calls.fetch_add(1, Ordering::SeqCst) + 1;
     s.requests.lock().unwrap().push(Recorded {
         path: format!("/v1beta/models/{rest}"),
         query: query.clone(),
