@@ -643,6 +643,7 @@ fn provider(kind: ProviderKind, base_url: &str, key: Option<SecretSpec>) -> Prov
         first_byte_timeout: Dur(Duration::from_secs(60)),
         total_timeout: Dur(Duration::from_secs(600)),
         default_max_tokens: 4096,
+        headers: Default::default(),
     }
 }
 

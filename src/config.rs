@@ -570,7 +570,17 @@ pub struct ProviderConfig {
     /// Anthropic requires `max_tokens`; used when the client gave none.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u32,
+    /// Headers sent on every call to this provider: Anthropic's `anthropic-beta` flags,
+    /// OpenRouter's `HTTP-Referer` / `X-Title`, a proxy's routing header. Not for credentials:
+    /// the headers that carry a key are refused here (use `api_key`, which is kept out of logs,
+    /// errors and metrics).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
+
+/// Headers that carry a provider key: set by `api_key` only.
+const CREDENTIAL_HEADERS: [&str; 5] =
+    ["authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"];
 
 fn default_connect_timeout() -> Dur {
     Dur(Duration::from_secs(5))
@@ -756,6 +766,18 @@ impl Config {
             if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
                 return Err(invalid(format!("{key}.base_url"), "must start with http:// or https://"));
             }
+            for (name, value) in &p.headers {
+                let at = format!("{key}.headers.{name}");
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(invalid(at, "is not a valid header name"));
+                }
+                if CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                    return Err(invalid(at, "carries a key: set it with api_key, which is kept out of logs"));
+                }
+                if reqwest::header::HeaderValue::from_str(value).is_err() {
+                    return Err(invalid(at, "must be visible ASCII"));
+                }
+            }
             if let Some(k) = &p.api_key {
                 k.resolve(&format!("{key}.api_key"))?;
             }
@@ -835,6 +857,28 @@ mod tests {
         "gpt-4o" = { input = 2.5, output = 10.0 }
         "o4-mini" = { input = 1.1, output = 4.4 }
     "#;
+
+    /// Configured provider headers must be valid and must not carry a key (that is `api_key`'s,
+    /// which is kept out of logs).
+    #[test]
+    fn provider_headers_are_checked() {
+        let with = |headers: &str| {
+            Config::parse(
+                &GOOD.replace("api_key = \"sk-literal\"", &format!("api_key = \"sk-literal\"\nheaders = {headers}")),
+            )
+        };
+        let ok = with(r#"{ "HTTP-Referer" = "https://app.example", "anthropic-beta" = "a,b" }"#).unwrap();
+        assert_eq!(ok.providers["openai"].headers["HTTP-Referer"], "https://app.example");
+        for (bad, why) in [
+            (r#"{ "Authorization" = "Bearer sk-1" }"#, "api_key"),
+            (r#"{ "x-api-key" = "sk-1" }"#, "api_key"),
+            (r#"{ "bad header" = "x" }"#, "header name"),
+            (r#"{ "x-a" = "line\nbreak" }"#, "ASCII"),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("providers.openai.headers") && e.contains(why), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn parses_a_full_config() {

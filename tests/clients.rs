@@ -261,6 +261,59 @@ async fn messages_api_through_an_anthropic_upstream_and_a_gemini_one() {
     g.shutdown().await;
 }
 
+/// A provider's configured `headers` go on every call to it; a client's `anthropic-beta` flags
+/// reach Anthropic upstreams joined to the configured ones, and no other provider.
+#[tokio::test]
+async fn configured_headers_and_the_clients_anthropic_beta_reach_the_upstream() {
+    use common::providers::{config, ProviderMock, ANTHROPIC_KEY};
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let mut cfg = config(&["anthropic:claude-haiku-4-5"], Some(&a), None);
+    let anthropic = cfg.providers.get_mut("anthropic").unwrap();
+    anthropic.headers.insert("anthropic-beta".into(), "context-1m-2025-08-07".into());
+    let g = gateway(cfg).await;
+    let body = json!({"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "Name a bird."}]});
+    let r = reqwest::Client::new()
+        .post(url(&g, "/v1/messages"))
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(a.last().header("anthropic-beta"), "context-1m-2025-08-07,interleaved-thinking-2025-05-14");
+    let r = reqwest::Client::new()
+        .post(url(&g, "/v1/messages"))
+        .json(&json!({"model": "auto", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Name a fish."}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(a.last().header("anthropic-beta"), "context-1m-2025-08-07", "the configured flags alone");
+    g.shutdown().await;
+
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let mut cfg = config_for(&cheap, &premium, "");
+    let p = cfg.providers.get_mut("cheap").unwrap();
+    p.headers.insert("HTTP-Referer".into(), "https://app.example".into());
+    p.headers.insert("X-Title".into(), "Example".into());
+    let g = gateway(cfg).await;
+    let r = reqwest::Client::new()
+        .post(url(&g, "/v1/messages"))
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&json!({"model": "cheap", "max_tokens": 64, "messages": [{"role": "user", "content": "Name a tree."}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = cheap.last_headers();
+    assert_eq!(header(&seen, "http-referer"), "https://app.example");
+    assert_eq!(header(&seen, "x-title"), "Example");
+    assert!(seen.get("anthropic-beta").is_none(), "{seen:?}");
+    assert_eq!(header(&seen, "authorization"), "Bearer sk-cheap-secret-key");
+    g.shutdown().await;
+}
+
 async fn count(g: &switchyard::app::Running, body: &Value, key: Option<&str>) -> (u16, Value) {
     let mut rb =
         reqwest::Client::new().post(url(g, "/v1/messages/count_tokens")).header("anthropic-version", "2023-06-01");

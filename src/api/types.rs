@@ -49,6 +49,11 @@ pub struct ChatRequest {
     /// A chat client's own `top_k` (vLLM and others take it) stays in `extra` and goes out as sent.
     #[serde(skip)]
     pub anthropic_top_k: Option<u32>,
+    /// The client's `anthropic-beta` header (Claude Code and the Anthropic SDKs send one for
+    /// interleaved thinking, a longer context, fine-grained tool streaming): sent on to Anthropic
+    /// upstreams with the provider's configured flags, and to no other provider.
+    #[serde(skip)]
+    pub anthropic_beta: Option<String>,
 }
 
 impl ChatRequest {

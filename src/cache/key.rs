@@ -80,6 +80,9 @@ impl CacheKey {
         if let Some(k) = req.anthropic_top_k {
             field(&mut ns, "anthropic_top_k", k.to_string().as_bytes());
         }
+        if let Some(b) = &req.anthropic_beta {
+            field(&mut ns, "anthropic_beta", b.as_bytes());
+        }
         let namespace = Namespace(truncate16(ns.finalize().into()));
 
         let mut ex = Sha256::new();
@@ -176,6 +179,10 @@ mod tests {
         let mut top_k = req(base);
         top_k.anthropic_top_k = Some(5);
         assert_ne!(k.namespace, CacheKey::new(&top_k, "t1", "auto").unwrap().namespace);
+        // and the client's beta flags (they can change what Anthropic answers)
+        let mut beta = req(base);
+        beta.anthropic_beta = Some("interleaved-thinking-2025-05-14".into());
+        assert_ne!(k.namespace, CacheKey::new(&beta, "t1", "auto").unwrap().namespace);
         // the compared message itself does not enter the namespace
         let para = CacheKey::new(&req(&base.replace("How do I", "How can I")), "t1", "auto").unwrap();
         assert_eq!(k.namespace, para.namespace);

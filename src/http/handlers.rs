@@ -119,7 +119,8 @@ pub async fn count_tokens(
     let counted = async {
         let tenant = authenticate(&state, &headers)?;
         let _slot = concurrency_slot(&state)?;
-        let req = messages::count_request(&body_or_error(body, state.max_body)?)?;
+        let mut req = messages::count_request(&body_or_error(body, state.max_body)?)?;
+        req.anthropic_beta = anthropic_beta(&headers);
         if let Some(policy) = &tenant.policy {
             super::spend::check_model(policy, &req.model)?;
         }
@@ -201,7 +202,8 @@ async fn serve(
     account.tenant(&tenant);
     let slot = concurrency_slot(state)?;
     let bytes = body_or_error(body, state.max_body)?;
-    let req = parse(&bytes, &tenant.id).await?;
+    let mut req = parse(&bytes, &tenant.id).await?;
+    req.anthropic_beta = anthropic_beta(headers);
     let mut ctx = request_ctx(headers, tenant)?;
     ctx.premium_off = account.admit(&req).await?;
     if account.cache_off() {
@@ -212,6 +214,19 @@ async fn serve(
         .await
         .map_err(|_| GatewayError::Timeout(format!("the request took longer than {:?}", state.request_timeout)))??;
     Ok((served, slot))
+}
+
+/// The client's `anthropic-beta` flags (one header or several), as one comma-separated list.
+fn anthropic_beta(headers: &HeaderMap) -> Option<String> {
+    let flags: Vec<&str> = headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
+    (!flags.is_empty()).then(|| flags.join(","))
 }
 
 pub(super) fn set(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {

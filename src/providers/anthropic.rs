@@ -59,13 +59,25 @@ impl Anthropic {
         Anthropic { up, url, count_url }
     }
 
-    fn request(&self, body: &MessagesRequest) -> reqwest::RequestBuilder {
-        self.post(&self.url, body)
+    fn request(&self, body: &MessagesRequest, req: &ChatRequest) -> reqwest::RequestBuilder {
+        self.post(&self.url, body, req)
     }
 
-    fn post(&self, url: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
+    /// A call with the version, the beta flags (the provider's configured ones and the client's
+    /// `anthropic-beta`, as one list: Anthropic reads one header) and the key.
+    fn post(&self, url: &str, body: &impl Serialize, req: &ChatRequest) -> reqwest::RequestBuilder {
         let version = self.up.config.api_version.as_deref().unwrap_or(DEFAULT_VERSION);
-        let mut rb = self.up.http.post(url).header("anthropic-version", version).json(body);
+        let mut set = reqwest::header::HeaderMap::new();
+        if let Ok(v) = version.parse() {
+            set.insert("anthropic-version", v);
+        }
+        if let Some(beta) = req.anthropic_beta.as_deref() {
+            if let Ok(v) = beta_flags(self.up.header("anthropic-beta"), beta).parse() {
+                set.insert("anthropic-beta", v);
+            }
+        }
+        // `headers` replaces what the configured headers set under the same names
+        let mut rb = self.up.post(url).headers(set).json(body);
         if let Some(k) = &self.up.key {
             rb = rb.header("x-api-key", k.expose());
         }
@@ -74,7 +86,7 @@ impl Anthropic {
 
     pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, ProviderError> {
         let body = to_anthropic(req, model, self.up.config.default_max_tokens, false)?;
-        let resp = self.up.send(self.request(&body), false, map_error).await?;
+        let resp = self.up.send(self.request(&body, req), false, map_error).await?;
         let bytes = self.up.body(resp).await?;
         let parsed: MessagesResponse =
             serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(format!("anthropic response: {e}")))?;
@@ -89,7 +101,7 @@ impl Anthropic {
         if let Some(fields) = body.as_object_mut() {
             fields.retain(|k, _| COUNT_FIELDS.contains(&k.as_str()));
         }
-        let resp = self.up.send(self.post(&self.count_url, &body), false, map_error).await?;
+        let resp = self.up.send(self.post(&self.count_url, &body, req), false, map_error).await?;
         let bytes = self.up.body(resp).await?;
         #[derive(Deserialize)]
         struct Count {
@@ -102,7 +114,7 @@ impl Anthropic {
 
     pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream, ProviderError> {
         let body = to_anthropic(req, model, self.up.config.default_max_tokens, true)?;
-        let resp = self.up.send(self.request(&body), true, map_error).await?;
+        let resp = self.up.send(self.request(&body, req), true, map_error).await?;
         let deadline = tokio::time::Instant::now() + self.up.total_timeout;
         let mut state = StreamState::new(model);
         let up = self.up.clone();
@@ -113,6 +125,17 @@ impl Anthropic {
             })
         }))
     }
+}
+
+/// The configured beta flags, then the client's, each once.
+fn beta_flags(configured: Option<&str>, client: &str) -> String {
+    let mut flags: Vec<&str> = Vec::new();
+    for f in configured.unwrap_or("").split(',').chain(client.split(',')).map(str::trim) {
+        if !f.is_empty() && !flags.contains(&f) {
+            flags.push(f);
+        }
+    }
+    flags.join(",")
 }
 
 /// Anthropic's error body, `{"type":"error","error":{"type":"…","message":"…"}}`, as a

@@ -373,14 +373,39 @@ fn base_url_is_the_sdks_and_a_trailing_v1_is_not_doubled() {
         adapter("https://proxy.internal/anthropic/v1", None).url,
         "https://proxy.internal/anthropic/v1/messages"
     );
-    let body =
-        to_anthropic(&req(json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]})), "m", 1, false)
-            .unwrap();
-    let rb = adapter("https://api.anthropic.com", Some("2024-01-01")).request(&body).build().unwrap();
+    let r = req(json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]}));
+    let body = to_anthropic(&r, "m", 1, false).unwrap();
+    let rb = adapter("https://api.anthropic.com", Some("2024-01-01")).request(&body, &r).build().unwrap();
     assert_eq!(rb.headers()["anthropic-version"], "2024-01-01");
-    let rb = adapter("https://api.anthropic.com", None).request(&body).build().unwrap();
+    let rb = adapter("https://api.anthropic.com", None).request(&body, &r).build().unwrap();
     assert_eq!(rb.headers()["anthropic-version"], DEFAULT_VERSION);
     assert!(rb.headers().get("x-api-key").is_none(), "no key configured, none sent");
+    assert!(rb.headers().get("anthropic-beta").is_none());
+}
+
+/// The provider's configured headers go on every call; the client's `anthropic-beta` flags join
+/// the configured ones in one header (each flag once), and a configured `anthropic-version` is
+/// replaced by `api_version`'s, not sent twice.
+#[test]
+fn configured_headers_and_the_clients_beta_flags() {
+    let toml = r#"
+        kind = "anthropic"
+        base_url = "https://api.anthropic.com"
+        headers = { "anthropic-beta" = "context-1m-2025-08-07", "x-team" = "search", "anthropic-version" = "1999-01-01" }
+    "#;
+    let config: crate::config::ProviderConfig = toml::from_str(toml).unwrap();
+    let a = Anthropic::new(Upstream::new("anthropic", &config, None).unwrap());
+    let mut r = req(json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]}));
+    let body = to_anthropic(&r, "m", 1, false).unwrap();
+    let rb = a.request(&body, &r).build().unwrap();
+    assert_eq!(rb.headers()["anthropic-beta"], "context-1m-2025-08-07");
+    assert_eq!(rb.headers()["x-team"], "search");
+    let versions: Vec<_> = rb.headers().get_all("anthropic-version").iter().collect();
+    assert_eq!(versions, [DEFAULT_VERSION]);
+    r.anthropic_beta = Some("interleaved-thinking-2025-05-14, context-1m-2025-08-07".into());
+    let rb = a.request(&body, &r).build().unwrap();
+    let betas: Vec<_> = rb.headers().get_all("anthropic-beta").iter().collect();
+    assert_eq!(betas, ["context-1m-2025-08-07,interleaved-thinking-2025-05-14"]);
 }
 
 #[test]

@@ -64,7 +64,7 @@ impl Gemini {
 
     fn post(&self, model: &str, action: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
         let model = model.strip_prefix("models/").unwrap_or(model);
-        let mut rb = self.up.http.post(format!("{}{model}:{action}", self.models_url)).json(body);
+        let mut rb = self.up.post(format!("{}{model}:{action}", self.models_url)).json(body);
         if let Some(k) = &self.up.key {
             rb = rb.header("x-goog-api-key", k.expose());
         }

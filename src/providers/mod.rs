@@ -131,6 +131,8 @@ pub struct Upstream {
     pub first_byte_timeout: Duration,
     pub total_timeout: Duration,
     pub config: ProviderConfig,
+    /// `config.headers`, parsed once (validated with the config).
+    headers: reqwest::header::HeaderMap,
 }
 
 impl Upstream {
@@ -149,7 +151,24 @@ impl Upstream {
             first_byte_timeout: config.first_byte_timeout.0,
             total_timeout: config.total_timeout.0,
             config: config.clone(),
+            headers: config
+                .headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((reqwest::header::HeaderName::from_bytes(k.as_bytes()).ok()?, v.parse().ok()?))
+                })
+                .collect(),
         })
+    }
+
+    /// A POST to `url` with the provider's configured headers.
+    pub fn post(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        self.http.post(url).headers(self.headers.clone())
+    }
+
+    /// A configured header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// Removes the provider key from any text that is about to leave the adapter.

@@ -29,13 +29,13 @@ impl OpenAi {
         if self.azure {
             let version = self.up.config.api_version.clone().unwrap_or_default();
             url = format!("{}/openai/deployments/{model}/chat/completions", self.up.base_url);
-            rb = self.up.http.post(url).query(&[("api-version", version)]);
+            rb = self.up.post(url).query(&[("api-version", version)]);
             if let Some(k) = &self.up.key {
                 rb = rb.header("api-key", k.expose());
             }
         } else {
             url = format!("{}/chat/completions", self.up.base_url);
-            rb = self.up.http.post(url);
+            rb = self.up.post(url);
             if let Some(k) = &self.up.key {
                 rb = rb.bearer_auth(k.expose());
             }
