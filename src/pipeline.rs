@@ -541,6 +541,8 @@ impl Gateway {
                     sticky_premium,
                     // the key's spend is past its soft budget level: premium is off for this key
                     premium_off: ctx.premium_off,
+                    // the embedder is there but gave no vector in time: a text-features-only score
+                    degraded: vector.is_none() && self.embed.is_some(),
                 };
                 let d = self.router.decide_score(score, &ask);
                 if let (Some(t), TierChoice::Premium) = (thread, d.tier) {

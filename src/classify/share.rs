@@ -211,6 +211,12 @@ pub struct Ask<'a> {
     /// score stays out of the window and its outcome out of the feedback (counted with the dialled
     /// decisions), so the other tenants' share is not raised to make up for it.
     pub premium_off: bool,
+    /// The prompt had no embedding in time (the embedder was overloaded or failed): its score
+    /// comes from the text features alone, on another scale than the others'. It is ranked among
+    /// the recent scores of its own kind (a second window), so that neither population skews the
+    /// threshold of the other and each goes premium at the asked share; its outcome counts in the
+    /// share and the feedback like any other.
+    pub degraded: bool,
 }
 
 /// A routing decision with what explains it.
@@ -234,6 +240,9 @@ struct TrackerState {
     scores: ScoreWindow,
     /// Scores ever pushed (the warm-up counts these, not the window's length).
     seen: u64,
+    /// The scores of prompts routed without their embedding ([`Ask::degraded`]), and how many.
+    degraded_scores: ScoreWindow,
+    degraded_seen: u64,
     outcomes: OutcomeWindow,
     correction: f32,
     decisions: u64,
@@ -258,6 +267,8 @@ impl ShareTracker {
                 point,
                 scores: ScoreWindow::new(settings.window),
                 seen: 0,
+                degraded_scores: ScoreWindow::new(settings.window),
+                degraded_seen: 0,
                 outcomes: OutcomeWindow::new(settings.window),
                 correction: 0.0,
                 decisions: 0,
@@ -349,11 +360,12 @@ impl LiveRouter {
             // the tenant's share follows what its key says now (a reloaded key file takes effect)
             st.point = OperatingPoint::Share(share);
         }
+        let (window, seen) = if ask.degraded { (&st.degraded_scores, st.degraded_seen) } else { (&st.scores, st.seen) };
         let threshold = match ask.dial {
-            Some(d) => self.threshold_at(&st, d),
+            Some(d) => self.threshold_at(window, seen, d),
             None => match st.point {
                 OperatingPoint::Threshold(t) => t,
-                OperatingPoint::Share(s) => self.threshold_at(&st, st.asked(s)),
+                OperatingPoint::Share(s) => self.threshold_at(window, seen, st.asked(s)),
             },
         };
         let by_score = score >= threshold;
@@ -362,8 +374,13 @@ impl LiveRouter {
         // a key past its soft budget is not eligible for premium: its scores would skew the
         // window the others are ranked in
         if !ask.premium_off {
-            st.scores.push(score);
-            st.seen += 1;
+            if ask.degraded {
+                st.degraded_scores.push(score);
+                st.degraded_seen += 1;
+            } else {
+                st.scores.push(score);
+                st.seen += 1;
+            }
         }
         st.affinity += u64::from(forced);
         if ask.dial.is_some() || ask.premium_off {
@@ -382,11 +399,12 @@ impl LiveRouter {
         Routed { tier: if premium { TierChoice::Premium } else { TierChoice::Cheap }, score, threshold, forced }
     }
 
-    /// The threshold for `share` on this window: the training calibration at first, blended
-    /// linearly into the live order statistic over the first `warmup` scores. Without a
+    /// The threshold for `share` on `window` (which has taken `seen` scores so far): the training
+    /// calibration at first, blended linearly into the live order statistic over the first
+    /// `warmup` scores. Without a
     /// calibration (the length baseline) the live one from the first score; with neither, the
     /// router's static threshold.
-    fn threshold_at(&self, st: &TrackerState, share: f32) -> f32 {
+    fn threshold_at(&self, window: &ScoreWindow, seen: u64, share: f32) -> f32 {
         let share = if share.is_nan() { 0.0 } else { share.clamp(0.0, 1.0) };
         if share <= 0.0 {
             return f32::INFINITY;
@@ -394,12 +412,12 @@ impl LiveRouter {
         if share >= 1.0 {
             return f32::NEG_INFINITY;
         }
-        let live = st.scores.threshold_for_share(share).filter(|t| t.is_finite());
+        let live = window.threshold_for_share(share).filter(|t| t.is_finite());
         let calibrated = self.router.calibrated_threshold(share).filter(|t| t.is_finite());
         let warmup = self.settings.warmup as u64;
         match (live, calibrated) {
-            (Some(l), Some(c)) if st.seen < warmup => {
-                let w = st.seen as f32 / warmup as f32;
+            (Some(l), Some(c)) if seen < warmup => {
+                let w = seen as f32 / warmup as f32;
                 w * l + (1.0 - w) * c
             }
             (Some(l), _) => l,
@@ -440,7 +458,7 @@ impl LiveRouter {
         let st = t.state.lock();
         let (target, threshold) = match st.point {
             OperatingPoint::Threshold(th) => (None, th),
-            OperatingPoint::Share(s) => (Some(s), self.threshold_at(&st, st.asked(s))),
+            OperatingPoint::Share(s) => (Some(s), self.threshold_at(&st.scores, st.seen, st.asked(s))),
         };
         ShareStats {
             tenant: tenant.to_string(),
@@ -577,6 +595,34 @@ mod tests {
         assert_eq!(st.target, Some(0.3));
         assert!((st.realised.unwrap() - 0.3).abs() < 0.05, "{st:?}");
         assert!(st.threshold > 0.6 && st.threshold < 0.9, "{st:?}");
+    }
+
+    /// Prompts routed without their embedding score on another scale (here far above the
+    /// others). Ranked in one window with the rest, they would all go premium and push the
+    /// others' threshold up until nearly none of them did; in a window of their own each kind
+    /// goes premium at the asked share.
+    #[test]
+    fn prompts_routed_without_their_embedding_are_ranked_among_their_own_kind() {
+        let r = live(0.3);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let (mut n, mut p) = ([0usize; 2], [0usize; 2]);
+        for i in 0..6000 {
+            // one request in four finds the embedder overloaded
+            let degraded = i % 4 == 0;
+            let score = if degraded { 5.0 + rng.gen::<f32>() } else { rng.gen::<f32>() };
+            let d = r.decide_score(score, &Ask { tenant: "default", degraded, ..Ask::default() });
+            if i >= 1000 {
+                n[usize::from(degraded)] += 1;
+                p[usize::from(degraded)] += usize::from(d.tier == TierChoice::Premium);
+            }
+        }
+        for kind in 0..2 {
+            let got = p[kind] as f32 / n[kind] as f32;
+            assert!((got - 0.3).abs() < 0.03, "degraded = {}: premium share {got}", kind == 1);
+        }
+        let st = &r.stats()[0];
+        assert!((st.realised.unwrap() - 0.3).abs() < 0.05, "{st:?}");
+        assert!(st.threshold < 1.0, "the live threshold is the normal prompts' own: {st:?}");
     }
 
     #[test]
