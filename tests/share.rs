@@ -75,6 +75,17 @@ impl Demo {
     async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.base)).await.unwrap().text().await.unwrap()
     }
+
+    /// Every request so far was routed with its embedding (none went on without a vector).
+    async fn assert_embedded(&self) {
+        let m = self.metrics().await;
+        let skipped: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("switchyard_embed_skipped_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(skipped, 0.0, "requests routed without their embedding:\n{m}");
+    }
 }
 
 impl Drop for Demo {
@@ -132,7 +143,11 @@ fn gauge(metrics: &str, name: &str, tenant: &str) -> f64 {
         .unwrap()
 }
 
-const CONFIG: &str = "[router]\npremium_share = 0.3\n";
+/// `embed.max_wait` long enough that every prompt waits for its embedding: these tests measure
+/// the share the router holds on what it reads, and on a loaded 2-core test machine (six debug
+/// gateways at once) the default 500 ms sent nearly every request on without its vector
+/// (`embed_skipped`), routing on the text features alone. [`Demo::assert_embedded`] checks it.
+const CONFIG: &str = "[router]\npremium_share = 0.3\n[embed]\nmax_wait = \"300s\"\n";
 
 /// A fresh gateway, `n` prompts of one kind; returns the gateway (still running) and the prompts.
 async fn one_kind(file: &str, n: usize) -> (Demo, Vec<String>) {
@@ -141,6 +156,7 @@ async fn one_kind(file: &str, n: usize) -> (Demo, Vec<String>) {
     let out = demo.drive(&ps[..n], None).await;
     let (first, after) = (share(&out[..100]), share(&out[100..]));
     eprintln!("{file}: premium share {first:.3} over the first 100 requests, {after:.3} over requests 101..{n}");
+    demo.assert_embedded().await;
     let m = demo.metrics().await;
     assert_eq!(gauge(&m, "switchyard_route_premium_share_target", "global"), TARGET);
     let window = share(&out[n - 128..]);
@@ -166,6 +182,7 @@ async fn the_configured_share_holds_on_mmlu_and_recovers_when_the_mix_turns_to_c
     let mut ps: Vec<String> = prompts("mmlu_dev.jsonl", 42).into_iter().take(300).collect();
     ps.extend(prompts("alpaca_dev_mixtral-8x7b-instruct-v0_1.jsonl", 7).into_iter().take(300));
     let out = demo.drive(&ps, None).await;
+    demo.assert_embedded().await;
     let (mmlu, chat) = (share(&out[100..300]), share(&out[300..]));
     let rec = recovery(&out, 300);
     eprintln!(
@@ -231,7 +248,7 @@ async fn the_configured_share_holds_on_maths_word_problems_and_the_dial_picks_an
 async fn a_tenant_with_its_own_share_gets_it() {
     let frugal = switchyard::http::tenant_of("key-frugal");
     let demo = Demo::start(&format!(
-        "[server]\ngateway_keys = \"key-default,key-frugal\"\n[router]\npremium_share = 0.3\n[router.tenant_share]\n\"{frugal}\" = 0.0\n"
+        "[server]\ngateway_keys = \"key-default,key-frugal\"\n{CONFIG}[router.tenant_share]\n\"{frugal}\" = 0.0\n"
     ));
     let client = reqwest::Client::new();
     let url = format!("{}/v1/chat/completions", demo.base);
@@ -430,6 +447,7 @@ async fn affinity_is_counted_inside_the_share() {
     let demo = Demo::start(CONFIG);
     let turns = conversations(&mut mixed_pool(11), &[None], n, 0.22, 11);
     let out = demo.converse(turns, 11).await;
+    demo.assert_embedded().await;
     let follow: Vec<&Served> = out.iter().filter(|s| s.follow_up).collect();
     let sticky: Vec<&Served> = follow.iter().copied().filter(|s| s.after_premium).collect();
     let forced = out.iter().filter(|s| s.affinity).count();
@@ -504,6 +522,7 @@ async fn a_key_file_premium_share_is_held_for_that_key() {
     for s in out.iter().filter(|s| s.after_premium) {
         assert_ne!(s.premium, Some(false), "a conversation moved down a tier: {s:?}");
     }
+    demo.assert_embedded().await;
     let m = demo.metrics().await;
     assert_eq!(gauge(&m, "switchyard_route_premium_share_target", "frugal"), 0.1);
     let realised = gauge(&m, "switchyard_route_premium_share_realised", "frugal");
