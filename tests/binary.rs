@@ -116,7 +116,7 @@ fn train_and_eval_routing_work_on_any_file_in_the_format() {
         assert_eq!(ds["n"], 40);
         // 1-10 ratings rescaled as (s - 1)/9: premium rated 9 and 8 -> mean (8/9 + 7/9)/2
         assert!((ds["premium_quality"].as_f64().unwrap() - (8.0 + 7.0) / 18.0).abs() < 1e-9, "{ds}");
-        for r in ["switchyard", "random", "oracle", "prompt-length"] {
+        for r in ["switchyard", "switchyard-without-embedding", "random", "oracle", "prompt-length"] {
             let c = &ds["routers"][r];
             assert!(c["apgr"].is_number() && c["cpt50"].is_number() && c["cpt80"].is_number(), "{r}: {c}");
             assert!(c["curve"].as_array().unwrap().len() >= 2);

@@ -264,11 +264,18 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
     // the category lookup (each category's mean gain on the training folds), CV mode only: the
     // bar a learner must clear to have learned more than the subject label, which serving never sees
     let mut lookup: Option<Vec<Vec<f64>>> = None;
+    // the router as the gateway serves a prompt that got no embedding in time (an overloaded
+    // embedder): text features alone, the training mean in place of the embedding
+    let without_embedding: Vec<Vec<f64>>;
     let (ours, method): (Vec<Vec<f64>>, String) = if let Some(dir) = &opts.router {
         let r = TrainedRouter::load(dir).map_err(|e| RoutingEvalError::Router(e.to_string()))?;
         let s = sets
             .iter()
             .map(|(_, rows, vs)| rows.iter().zip(vs).map(|(row, v)| r.score(&row.prompt, Some(v)) as f64).collect())
+            .collect();
+        without_embedding = sets
+            .iter()
+            .map(|(_, rows, _)| rows.iter().map(|row| r.score(&row.prompt, None) as f64).collect())
             .collect();
         (s, format!("router loaded from {}", dir.display()))
     } else if !opts.train.is_empty() {
@@ -280,6 +287,10 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
         let s = sets
             .iter()
             .map(|(_, rows, vs)| rows.iter().zip(vs).map(|(row, v)| r.score(&row.prompt, Some(v)) as f64).collect())
+            .collect();
+        without_embedding = sets
+            .iter()
+            .map(|(_, rows, _)| rows.iter().map(|row| r.score(&row.prompt, None) as f64).collect())
             .collect();
         (
             s,
@@ -302,21 +313,27 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
         sets.extend(extra);
         let mut first: Option<CvScores> = None;
         for seed in 0..opts.seeds.max(1) {
-            let (scores, by_category) = cross_validate(&sets, n_data, k, seed, opts.lambda, &meta(&opts.data))?;
+            let cv = cross_validate(&sets, n_data, k, seed, opts.lambda, &meta(&opts.data))?;
             for (si, (name, rows, _)) in sets.iter().enumerate() {
                 let cheap: Vec<f64> = rows.iter().map(|r| r.cheap).collect();
                 let premium: Vec<f64> = rows.iter().map(|r| r.premium).collect();
-                for (router, s) in [("switchyard", &scores[si]), ("category-lookup", &by_category[si])] {
+                for (router, s) in [
+                    ("switchyard", &cv.router[si]),
+                    ("switchyard-without-embedding", &cv.without_embedding[si]),
+                    ("category-lookup", &cv.by_category[si]),
+                ] {
                     let c = curve(s, &cheap, &premium, Grid::Qcut10);
                     seeds_apgr.entry((name.clone(), router.to_string())).or_default().push(c.apgr);
                 }
             }
             if first.is_none() {
-                first = Some((scores, by_category));
+                first = Some(cv);
             }
         }
-        let (scores, by_category) = first.unwrap_or_default();
-        lookup = Some(by_category);
+        let cv = first.unwrap_or_default();
+        lookup = Some(cv.by_category);
+        without_embedding = cv.without_embedding;
+        let scores = cv.router;
         (
             scores,
             format!(
@@ -328,7 +345,7 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
     };
     let mut datasets = Vec::new();
     let mut pooled: Vec<f64> = Vec::new();
-    let add = |name: String, ours: &[f64], lookup: Option<&[f64]>, rows: &[Row]| {
+    let add = |name: String, ours: &[f64], lookup: Option<&[f64]>, degraded: &[f64], rows: &[Row]| {
         let cheap: Vec<f64> = rows.iter().map(|r| r.cheap).collect();
         let premium: Vec<f64> = rows.iter().map(|r| r.premium).collect();
         let length: Vec<f64> = rows.iter().map(|r| r.prompt.chars().count() as f64).collect();
@@ -349,6 +366,7 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
         if let Some(l) = lookup {
             routers.insert("category-lookup".to_string(), curve(l, &cheap, &premium, Grid::Qcut10));
         }
+        routers.insert("switchyard-without-embedding".to_string(), curve(degraded, &cheap, &premium, Grid::Qcut10));
         let at_share = routers.iter().map(|(k, c)| (k.clone(), quality_at(&c.curve, opts.share))).collect();
         let apgr_by_seed = seeds_apgr
             .iter()
@@ -367,26 +385,37 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
         }
     };
     let mut pooled_lookup: Vec<f64> = Vec::new();
+    let mut pooled_degraded: Vec<f64> = Vec::new();
     let mut all_rows: Vec<Row> = Vec::new();
     for (si, (name, rows, _)) in sets.iter().enumerate() {
         let l = lookup.as_ref().map(|l| l[si].as_slice());
-        datasets.push(add(name.clone(), &ours[si], l, rows));
+        let d = without_embedding[si].as_slice();
+        datasets.push(add(name.clone(), &ours[si], l, d, rows));
         // "overall" is the traffic the router was evaluated on, not the extra pair files
         if si < n_data {
             pooled.extend(&ours[si]);
             pooled_lookup.extend(l.unwrap_or_default());
+            pooled_degraded.extend(d);
             all_rows.extend(rows.iter().cloned());
         }
     }
     if n_data > 1 {
         let l = lookup.as_ref().map(|_| pooled_lookup.as_slice());
-        datasets.push(add("overall".into(), &pooled, l, &all_rows));
+        datasets.push(add("overall".into(), &pooled, l, &pooled_degraded, &all_rows));
     }
     Ok(RoutingReport { datasets, method })
 }
 
-/// Cross-validated scores per set and row: the router's, and the category lookup's.
-type CvScores = (Vec<Vec<f64>>, Vec<Vec<f64>>);
+/// Cross-validated scores per set and row.
+#[derive(Debug, Default)]
+struct CvScores {
+    /// The router's.
+    router: Vec<Vec<f64>>,
+    /// The same fold's router, for a prompt served without its embedding (text features alone).
+    without_embedding: Vec<Vec<f64>>,
+    /// The category lookup's.
+    by_category: Vec<Vec<f64>>,
+}
 
 /// Quality at premium share `share` on a curve of `[share, quality]` points (linear between them).
 fn quality_at(curve: &[[f64; 2]], share: f64) -> f64 {
@@ -413,6 +442,7 @@ fn cross_validate(
 ) -> Result<CvScores, RoutingEvalError> {
     let mut scores: Vec<Vec<f64>> = sets.iter().map(|s| vec![0.0; s.1.len()]).collect();
     let mut by_category = scores.clone();
+    let mut without_embedding = scores.clone();
     let folds: Vec<Vec<usize>> =
         sets.iter().map(|(_, rows, _)| rows.iter().map(|r| fold_of(&r.id, k, seed)).collect()).collect();
     for f in 0..k {
@@ -438,6 +468,7 @@ fn cross_validate(
             for (i, (row, v)) in set_rows.iter().zip(set_vecs).enumerate() {
                 if folds[si][i] == f {
                     scores[si][i] = r.score(&row.prompt, Some(v)) as f64;
+                    without_embedding[si][i] = r.score(&row.prompt, None) as f64;
                     by_category[si][i] = gains
                         .get(&(row.source.as_str(), row.category.as_str()))
                         .map_or(overall, |(g, n)| g / *n as f64);
@@ -445,7 +476,7 @@ fn cross_validate(
             }
         }
     }
-    Ok((scores, by_category))
+    Ok(CvScores { router: scores, without_embedding, by_category })
 }
 
 pub fn write_report(report: &RoutingReport, out: &Path) -> std::io::Result<()> {
@@ -479,16 +510,23 @@ pub fn write_report(report: &RoutingReport, out: &Path) -> std::io::Result<()> {
     }
     std::fs::write(out.join("report.md"), md)?;
     for d in &report.datasets {
-        let series: Vec<Series> =
-            ["switchyard", "category-lookup", "prompt-length", "random", "difficulty-after-judging", "oracle"]
-                .iter()
-                .filter_map(|n| d.routers.get(*n).map(|c| (n, c)))
-                .map(|(n, c)| Series {
-                    name: format!("{n} (APGR {:.3})", c.apgr),
-                    points: c.curve.iter().map(|p| (p[0], p[1])).collect(),
-                    dashed: *n != "switchyard",
-                })
-                .collect();
+        let series: Vec<Series> = [
+            "switchyard",
+            "switchyard-without-embedding",
+            "category-lookup",
+            "prompt-length",
+            "random",
+            "difficulty-after-judging",
+            "oracle",
+        ]
+        .iter()
+        .filter_map(|n| d.routers.get(*n).map(|c| (n, c)))
+        .map(|(n, c)| Series {
+            name: format!("{n} (APGR {:.3})", c.apgr),
+            points: c.curve.iter().map(|p| (p[0], p[1])).collect(),
+            dashed: *n != "switchyard",
+        })
+        .collect();
         let lo = d.cheap_quality.min(d.premium_quality) - 0.05;
         let hi = d
             .routers
