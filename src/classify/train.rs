@@ -323,6 +323,22 @@ pub fn fit(
     lambda: f64,
     meta: (&str, &str, Vec<String>),
 ) -> Result<TrainedRouter, String> {
+    let router = fit_heads(rows, vectors, lambda, meta.clone())?;
+    // the same recipe with the embedding left out, for prompts served without one
+    let zeros: Vec<Vec<f32>> = vectors.iter().map(|v| vec![0.0; v.len()]).collect();
+    let text_only = fit_heads(rows, &zeros, lambda, meta)?;
+    let mut file = router.file().clone();
+    file.without_embedding = Some(Box::new(text_only.file().clone()));
+    TrainedRouter::from_file(file)
+}
+
+/// The gated heads on `vectors` and the text features, calibrated on the training scores.
+fn fit_heads(
+    rows: &[Row],
+    vectors: &[Vec<f32>],
+    lambda: f64,
+    meta: (&str, &str, Vec<String>),
+) -> Result<TrainedRouter, String> {
     let n = rows.len();
     if n < 2 || vectors.len() != n {
         return Err("need at least two rows, each with its embedding".into());
@@ -375,6 +391,7 @@ pub fn fit(
         premium_model: meta.1.into(),
         lambda,
         n,
+        without_embedding: None,
     })?;
     let mut scores: Vec<f64> =
         xs.iter().map(|x| router.score_x(&x.iter().map(|v| *v as f32).collect::<Vec<f32>>()) as f64).collect();
@@ -500,6 +517,10 @@ mod tests {
         let above = rows.iter().zip(&vecs).filter(|(r, v)| loaded.score(&r.prompt, Some(v)) >= t).count();
         assert!((50..=70).contains(&above), "{above} of 200 above the 30% threshold {t}");
         assert!(loaded.explain("prove theorem 0", Some(&vecs[0])).len() > 2);
+        // without the embedding the text-only heads still tell them apart (here by the text alone)
+        assert!(loaded.file().without_embedding.is_some());
+        let (hard, easy) = (loaded.score(&rows[0].prompt, None), loaded.score(&rows[1].prompt, None));
+        assert!(hard > easy, "without the embedding: hard {hard} easy {easy}");
     }
 
     fn row(i: usize, source: &str, prompt: String, cheap: f64, premium: f64) -> Row {
