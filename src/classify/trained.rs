@@ -336,20 +336,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn a_file_from_before_the_views_scores_as_it_did() {
-        // a one-head v1 file: 396 weights, the last layer's 384 then the text features
-        let mut weights = vec![0.0f32; DIM_V1];
-        weights[0] = 2.0;
-        weights[EMBED_DIM] = 0.5; // the first text feature
-        let head = Linear::new("all".into(), weights, 0.1);
-        let v1 = RouterFile {
+    /// A one-head file of `weights.len()` inputs, every mean `mean`.
+    fn one_head(weights: Vec<f32>, bias: f32, mean: f32, head_means: bool) -> RouterFile {
+        let d = weights.len();
+        RouterFile {
             kind: "gated-heads".into(),
-            heads: vec![head],
+            heads: vec![Linear::new("all".into(), weights, bias)],
             gate: vec![],
             gate_temperature: 30.0,
-            mean: vec![0.25; DIM_V1],
-            head_means: vec![vec![0.25; DIM_V1]],
+            mean: vec![mean; d],
+            head_means: if head_means { vec![vec![mean; d]] } else { vec![] },
             quantiles: (0..=100).map(|q| q as f32).collect(),
             trained_on: vec![],
             cheap_model: "c".into(),
@@ -357,8 +353,16 @@ mod tests {
             lambda: 1.0,
             n: 1,
             without_embedding: None,
-        };
-        let r = TrainedRouter::from_file(v1).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_file_from_before_the_views_scores_as_it_did() {
+        // a one-head v1 file: 396 weights, the last layer's 384 then the text features
+        let mut weights = vec![0.0f32; DIM_V1];
+        weights[0] = 2.0;
+        weights[EMBED_DIM] = 0.5; // the first text feature
+        let r = TrainedRouter::from_file(one_head(weights, 0.1, 0.25, true)).unwrap();
         assert_eq!(r.file().heads[0].weights.len(), DIM);
         let mut v = vec![0.0f32; EMBED_DIM];
         v[0] = 1.0;
@@ -380,21 +384,7 @@ mod tests {
             let mut weights = vec![0.0f32; DIM];
             weights[0] = 2.0; // an embedding weight: the text-only heads have none in practice
             weights[VIEWS_DIM] = first_feature;
-            RouterFile {
-                kind: "gated-heads".into(),
-                heads: vec![Linear::new("all".into(), weights, bias)],
-                gate: vec![],
-                gate_temperature: 30.0,
-                mean: vec![0.5; DIM],
-                head_means: vec![],
-                quantiles: (0..=100).map(|q| q as f32).collect(),
-                trained_on: vec![],
-                cheap_model: "c".into(),
-                premium_model: "p".into(),
-                lambda: 1.0,
-                n: 1,
-                without_embedding: None,
-            }
+            one_head(weights, bias, 0.5, false)
         };
         let f0 = features::text_features("hello")[0];
         let mut main = file(0.5, 0.1);
