@@ -46,6 +46,8 @@ use super::{Feature, Router, TierChoice};
 /// index. At a cap of a few hundred that is a few hundred nanoseconds, held under the tracker's lock.
 #[derive(Debug, Clone)]
 pub struct ScoreWindow {
+    /// Scores ever offered (the warm-up counts these, not the window's length).
+    seen: u64,
     ring: Vec<f32>,
     /// The ring slot the next score overwrites, once the ring is full.
     next: usize,
@@ -56,7 +58,7 @@ pub struct ScoreWindow {
 impl ScoreWindow {
     pub fn new(cap: usize) -> Self {
         let cap = cap.max(1);
-        ScoreWindow { ring: Vec::with_capacity(cap), next: 0, sorted: Vec::with_capacity(cap), cap }
+        ScoreWindow { seen: 0, ring: Vec::with_capacity(cap), next: 0, sorted: Vec::with_capacity(cap), cap }
     }
 
     pub fn len(&self) -> usize {
@@ -69,6 +71,7 @@ impl ScoreWindow {
 
     /// Adds a score, dropping the oldest when full. Non-finite scores are ignored (they carry no order).
     pub fn push(&mut self, score: f32) {
+        self.seen += 1;
         if !score.is_finite() {
             return;
         }
@@ -238,11 +241,8 @@ struct ShareTracker {
 struct TrackerState {
     point: OperatingPoint,
     scores: ScoreWindow,
-    /// Scores ever pushed (the warm-up counts these, not the window's length).
-    seen: u64,
-    /// The scores of prompts routed without their embedding ([`Ask::degraded`]), and how many.
+    /// The scores of prompts routed without their embedding ([`Ask::degraded`]).
     degraded_scores: ScoreWindow,
-    degraded_seen: u64,
     outcomes: OutcomeWindow,
     correction: f32,
     decisions: u64,
@@ -266,9 +266,7 @@ impl ShareTracker {
             state: Mutex::new(TrackerState {
                 point,
                 scores: ScoreWindow::new(settings.window),
-                seen: 0,
                 degraded_scores: ScoreWindow::new(settings.window),
-                degraded_seen: 0,
                 outcomes: OutcomeWindow::new(settings.window),
                 correction: 0.0,
                 decisions: 0,
@@ -360,12 +358,12 @@ impl LiveRouter {
             // the tenant's share follows what its key says now (a reloaded key file takes effect)
             st.point = OperatingPoint::Share(share);
         }
-        let (window, seen) = if ask.degraded { (&st.degraded_scores, st.degraded_seen) } else { (&st.scores, st.seen) };
+        let window = if ask.degraded { &st.degraded_scores } else { &st.scores };
         let threshold = match ask.dial {
-            Some(d) => self.threshold_at(window, seen, d),
+            Some(d) => self.threshold_at(window, d),
             None => match st.point {
                 OperatingPoint::Threshold(t) => t,
-                OperatingPoint::Share(s) => self.threshold_at(window, seen, st.asked(s)),
+                OperatingPoint::Share(s) => self.threshold_at(window, st.asked(s)),
             },
         };
         let by_score = score >= threshold;
@@ -374,13 +372,8 @@ impl LiveRouter {
         // a key past its soft budget is not eligible for premium: its scores would skew the
         // window the others are ranked in
         if !ask.premium_off {
-            if ask.degraded {
-                st.degraded_scores.push(score);
-                st.degraded_seen += 1;
-            } else {
-                st.scores.push(score);
-                st.seen += 1;
-            }
+            let window = if ask.degraded { &mut st.degraded_scores } else { &mut st.scores };
+            window.push(score);
         }
         st.affinity += u64::from(forced);
         if ask.dial.is_some() || ask.premium_off {
@@ -399,12 +392,11 @@ impl LiveRouter {
         Routed { tier: if premium { TierChoice::Premium } else { TierChoice::Cheap }, score, threshold, forced }
     }
 
-    /// The threshold for `share` on `window` (which has taken `seen` scores so far): the training
-    /// calibration at first, blended linearly into the live order statistic over the first
-    /// `warmup` scores. Without a
+    /// The threshold for `share` on `window`: the training calibration at first, blended linearly
+    /// into the live order statistic over the window's first `warmup` scores. Without a
     /// calibration (the length baseline) the live one from the first score; with neither, the
     /// router's static threshold.
-    fn threshold_at(&self, window: &ScoreWindow, seen: u64, share: f32) -> f32 {
+    fn threshold_at(&self, window: &ScoreWindow, share: f32) -> f32 {
         let share = if share.is_nan() { 0.0 } else { share.clamp(0.0, 1.0) };
         if share <= 0.0 {
             return f32::INFINITY;
@@ -416,8 +408,8 @@ impl LiveRouter {
         let calibrated = self.router.calibrated_threshold(share).filter(|t| t.is_finite());
         let warmup = self.settings.warmup as u64;
         match (live, calibrated) {
-            (Some(l), Some(c)) if seen < warmup => {
-                let w = seen as f32 / warmup as f32;
+            (Some(l), Some(c)) if window.seen < warmup => {
+                let w = window.seen as f32 / warmup as f32;
                 w * l + (1.0 - w) * c
             }
             (Some(l), _) => l,
@@ -458,7 +450,7 @@ impl LiveRouter {
         let st = t.state.lock();
         let (target, threshold) = match st.point {
             OperatingPoint::Threshold(th) => (None, th),
-            OperatingPoint::Share(s) => (Some(s), self.threshold_at(&st.scores, st.seen, st.asked(s))),
+            OperatingPoint::Share(s) => (Some(s), self.threshold_at(&st.scores, st.asked(s))),
         };
         ShareStats {
             tenant: tenant.to_string(),

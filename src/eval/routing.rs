@@ -269,14 +269,8 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
     let without_embedding: Vec<Vec<f64>>;
     let (ours, method): (Vec<Vec<f64>>, String) = if let Some(dir) = &opts.router {
         let r = TrainedRouter::load(dir).map_err(|e| RoutingEvalError::Router(e.to_string()))?;
-        let s = sets
-            .iter()
-            .map(|(_, rows, vs)| rows.iter().zip(vs).map(|(row, v)| r.score(&row.prompt, Some(v)) as f64).collect())
-            .collect();
-        without_embedding = sets
-            .iter()
-            .map(|(_, rows, _)| rows.iter().map(|row| r.score(&row.prompt, None) as f64).collect())
-            .collect();
+        let s;
+        (s, without_embedding) = score_sets(&r, &sets);
         (s, format!("router loaded from {}", dir.display()))
     } else if !opts.train.is_empty() {
         let train =
@@ -284,14 +278,8 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
         let rows: Vec<Row> = train.iter().flat_map(|t| t.1.clone()).collect();
         let vecs: Vec<Vec<f32>> = train.iter().flat_map(|t| t.2.clone()).collect();
         let r = fit(&rows, &vecs, opts.lambda, meta(&opts.train)).map_err(RoutingEvalError::Router)?;
-        let s = sets
-            .iter()
-            .map(|(_, rows, vs)| rows.iter().zip(vs).map(|(row, v)| r.score(&row.prompt, Some(v)) as f64).collect())
-            .collect();
-        without_embedding = sets
-            .iter()
-            .map(|(_, rows, _)| rows.iter().map(|row| r.score(&row.prompt, None) as f64).collect())
-            .collect();
+        let s;
+        (s, without_embedding) = score_sets(&r, &sets);
         (
             s,
             format!(
@@ -404,6 +392,22 @@ pub fn evaluate(embedder: &Arc<dyn Embedder>, opts: &RoutingEvalOptions) -> Resu
         datasets.push(add("overall".into(), &pooled, l, &pooled_degraded, &all_rows));
     }
     Ok(RoutingReport { datasets, method })
+}
+
+/// One router's scores of every row of every set: with the row's embedding, and as the gateway
+/// scores a prompt whose embedding did not come in time.
+fn score_sets(r: &TrainedRouter, sets: &[EmbeddedSet]) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let with = |vector: bool| -> Vec<Vec<f64>> {
+        sets.iter()
+            .map(|(_, rows, vs)| {
+                rows.iter()
+                    .zip(vs)
+                    .map(|(row, v)| r.score(&row.prompt, vector.then_some(v.as_slice())) as f64)
+                    .collect()
+            })
+            .collect()
+    };
+    (with(true), with(false))
 }
 
 /// Cross-validated scores per set and row.

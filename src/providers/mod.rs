@@ -161,9 +161,15 @@ impl Upstream {
         })
     }
 
-    /// A POST to `url` with the provider's configured headers.
+    /// A POST to `url` with the provider's configured headers (most providers have none: no
+    /// copy is made for them).
     pub fn post(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
-        self.http.post(url).headers(self.headers.clone())
+        let rb = self.http.post(url);
+        if self.headers.is_empty() {
+            rb
+        } else {
+            rb.headers(self.headers.clone())
+        }
     }
 
     /// A configured header's value.
