@@ -86,17 +86,8 @@ pub fn shipped_cache_rule(config: &Config) -> CacheRule {
 /// threshold by its calibration table; default: 30% premium on the training distribution).
 /// Without a trained router, the prompt-length baseline (threshold 0.5), with a warning.
 pub fn build_router(config: &Config) -> Router {
-    let dir = config.router.model_dir.as_deref().unwrap_or(Path::new(DEFAULT_ROUTER_DIR));
-    let loaded = match assets::resolve(dir, DEFAULT_ROUTER_DIR) {
-        assets::Source::Disk(dir) => TrainedRouter::load(dir).map_err(|e| e.to_string()),
-        assets::Source::Embedded(b) => TrainedRouter::from_json(b.router).map_err(|e| format!("embedded router: {e}")),
-    };
-    let router = match loaded {
-        Ok(r) => {
-            let share =
-                config.router.premium_share.or(if config.router.threshold.is_none() { Some(0.3) } else { None });
-            Router::with_operating_point(Box::new(r), config.router.threshold, share)
-        }
+    let router = match load_router(&config.router) {
+        Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "no trained router; routing `auto` with the prompt-length baseline");
             Router::with_operating_point(
@@ -108,6 +99,57 @@ pub fn build_router(config: &Config) -> Router {
     };
     tracing::info!(router = router.name(), threshold = router.threshold(), "router ready");
     router
+}
+
+/// The trained router of `router.model_dir` (on disk, else the one compiled in for the default
+/// directory) at the configured operating point.
+fn load_router(config: &crate::config::RouterConfig) -> Result<Router, String> {
+    let dir = config.model_dir.as_deref().unwrap_or(Path::new(DEFAULT_ROUTER_DIR));
+    let loaded = match assets::resolve(dir, DEFAULT_ROUTER_DIR) {
+        assets::Source::Disk(dir) => TrainedRouter::load(dir).map_err(|e| format!("{}: {e}", dir.display())),
+        assets::Source::Embedded(b) => TrainedRouter::from_json(b.router).map_err(|e| format!("embedded router: {e}")),
+    }?;
+    let share = config.premium_share.or(if config.threshold.is_none() { Some(0.3) } else { None });
+    Ok(Router::with_operating_point(Box::new(loaded), config.threshold, share))
+}
+
+/// On SIGHUP, the router file is read again: a retrained router goes live without a restart,
+/// which would lose the share windows and, without a snapshot, the cache. A file that does not
+/// load leaves the running router in place and says why.
+fn watch_router(gateway: &Arc<Gateway>, config: &crate::config::RouterConfig, signals: bool) {
+    #[cfg(unix)]
+    if signals {
+        let weak = Arc::downgrade(gateway);
+        let config = config.clone();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let Some(g) = weak.upgrade() else { break };
+                        let c = config.clone();
+                        match tokio::task::spawn_blocking(move || load_router(&c)).await {
+                            Ok(Ok(r)) => {
+                                tracing::info!(
+                                    router = r.name(),
+                                    threshold = r.threshold(),
+                                    "router reloaded (SIGHUP)"
+                                );
+                                g.router.replace(r);
+                            }
+                            Ok(Err(e)) => {
+                                g.router.reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tracing::error!(error = %e, "router reload failed; the running router stays");
+                            }
+                            Err(e) => tracing::error!(error = %e, "router reload failed; the running router stays"),
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; the router reloads only on restart"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (gateway, config, signals);
 }
 
 /// The router at the configured operating point on live traffic: `router.threshold` is a fixed
@@ -419,6 +461,7 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
     let limits = crate::limits::Limits::start(redis, config.limits.soft_budget).await?;
     let ledger = Arc::new(crate::reqlog::Ledger::start(&config.log)?);
     let (gateway, worker) = build_gateway(&config, embedder)?;
+    watch_router(&gateway, &config.router, signals);
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|source| AppError::Listen { addr: config.server.listen, source })?;

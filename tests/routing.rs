@@ -136,3 +136,61 @@ async fn a_premium_turn_holds_its_own_conversation_not_every_one_that_opened_ali
     assert_eq!(header(&h, "x-switchyard-route-affinity"), "premium");
     g.shutdown().await;
 }
+
+/// SIGHUP reads the router file again: a retrained router goes live without a restart (here the
+/// shipped one with every head's bias raised by 1, which raises every score by exactly 1), and a
+/// file that does not load leaves the running router in place. The real binary, `serve --demo`.
+#[tokio::test]
+async fn sighup_reloads_the_router_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let router_dir = dir.path().join("router");
+    std::fs::create_dir(&router_dir).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/router/router.json");
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&shipped).unwrap()).unwrap();
+    std::fs::write(router_dir.join("router.json"), file.to_string()).unwrap();
+    let cfg = dir.path().join("switchyard.toml");
+    let text = format!("[router]\nmodel_dir = {:?}\n[cache]\nenabled = false\n", router_dir.display().to_string());
+    std::fs::write(&cfg, text).unwrap();
+    let (mut child, addr) = common::binary::spawn_demo(&cfg);
+    let client = reqwest::Client::new();
+    let score = async || -> f32 {
+        let r = client
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&auto(json!([{"role": "user", "content": HARD}])));
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["x-switchyard-route-score"].to_str().unwrap().parse().unwrap()
+    };
+    let metric = async |name: &str| -> f64 {
+        let m = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        m.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap()
+    };
+    let hup_until = async |name: &str| {
+        let pid = child.id();
+        assert!(std::process::Command::new("sh").args(["-c", &format!("kill -HUP {pid}")]).status().unwrap().success());
+        for _ in 0..100 {
+            if metric(name).await >= 1.0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{name} never moved after SIGHUP");
+    };
+
+    let before = score().await;
+    for h in file["heads"].as_array_mut().unwrap() {
+        h["bias"] = json!(h["bias"].as_f64().unwrap() + 1.0);
+    }
+    std::fs::write(router_dir.join("router.json"), file.to_string()).unwrap();
+    assert_eq!(score().await, before, "nothing changes before the signal");
+    hup_until("switchyard_router_reloads_total").await;
+    let after = score().await;
+    assert!((after - before - 1.0).abs() < 1e-3, "{before} -> {after}");
+
+    std::fs::write(router_dir.join("router.json"), "{\"kind\": \"broken").unwrap();
+    hup_until("switchyard_router_reload_failures_total").await;
+    assert_eq!(score().await, after, "the running router stays");
+    assert_eq!(metric("switchyard_router_reloads_total").await, 1.0);
+    let _ = child.kill();
+    let _ = child.wait();
+}

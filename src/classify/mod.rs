@@ -44,6 +44,11 @@ pub trait Classifier: Send + Sync {
     fn explain(&self, prompt: &str, vector: Option<&[f32]>) -> Vec<Feature>;
     /// The threshold that sends about `share` of the training traffic to premium.
     fn threshold_for_share(&self, share: f32) -> Option<f32>;
+    /// The same for prompts scored without their embedding. A classifier that scores those with
+    /// other heads has their training scores' calibration too; their scale is not the main one.
+    fn threshold_for_share_without_embedding(&self, share: f32) -> Option<f32> {
+        self.threshold_for_share(share)
+    }
 }
 
 pub struct Router {
@@ -79,9 +84,14 @@ impl Router {
         self.classifier.score(prompt, vector)
     }
 
-    /// The threshold the training calibration gives for `share`, if the classifier has one.
-    pub fn calibrated_threshold(&self, share: f32) -> Option<f32> {
-        self.classifier.threshold_for_share(share)
+    /// The threshold the training calibration gives for `share`, if the classifier has one: that
+    /// of the prompts scored without their embedding when `degraded`.
+    pub fn calibrated_threshold(&self, share: f32, degraded: bool) -> Option<f32> {
+        if degraded {
+            self.classifier.threshold_for_share_without_embedding(share)
+        } else {
+            self.classifier.threshold_for_share(share)
+        }
     }
 
     pub fn decide(&self, prompt: &str, vector: Option<&[f32]>) -> Decision {

@@ -34,6 +34,7 @@
 //! share to bring the average back to 30%.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -303,25 +304,52 @@ pub struct ShareStats {
 
 /// A [`Router`] whose threshold follows live traffic so that the configured premium share holds.
 pub struct LiveRouter {
-    router: Router,
+    /// Swapped whole when a retrained router is reloaded ([`LiveRouter::replace`]).
+    router: RwLock<Arc<Router>>,
     point: OperatingPoint,
     settings: ShareSettings,
     global: ShareTracker,
     tenants: RwLock<HashMap<String, Arc<ShareTracker>>>,
+    /// Routers swapped in while serving, and reloads refused (the file did not load).
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
 }
 
 impl LiveRouter {
     pub fn new(router: Router, point: OperatingPoint, settings: ShareSettings) -> Self {
         let global = ShareTracker::new(point, &settings);
-        LiveRouter { router, point, settings, global, tenants: RwLock::default() }
+        LiveRouter {
+            router: RwLock::new(Arc::new(router)),
+            point,
+            settings,
+            global,
+            tenants: RwLock::default(),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        }
     }
 
-    pub fn name(&self) -> &str {
-        self.router.name()
+    pub fn name(&self) -> String {
+        self.router().name().to_string()
     }
 
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// The router now (a reload may swap it for the next request).
+    pub fn router(&self) -> Arc<Router> {
+        self.router.read().clone()
+    }
+
+    /// Swaps in `router` (a retrained file, reloaded while serving). Its scores are on a scale of
+    /// their own, so every window starts over, from the new router's calibration as at start; the
+    /// realised share and its feedback carry on, as they count outcomes, not scores.
+    pub fn replace(&self, router: Router) {
+        *self.router.write() = Arc::new(router);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        let tenants: Vec<Arc<ShareTracker>> = self.tenants.read().values().cloned().collect();
+        for t in std::iter::once(&self.global).chain(tenants.iter().map(|t| &**t)) {
+            let mut st = t.state.lock();
+            st.scores = ScoreWindow::new(self.settings.window);
+            st.degraded_scores = ScoreWindow::new(self.settings.window);
+        }
     }
 
     pub fn point(&self) -> OperatingPoint {
@@ -333,18 +361,26 @@ impl LiveRouter {
     }
 
     pub fn explain(&self, prompt: &str, vector: Option<&[f32]>) -> Vec<Feature> {
-        self.router.explain(prompt, vector)
+        self.router().explain(prompt, vector)
     }
 
-    /// Scores the prompt and decides (see [`LiveRouter::decide_score`]).
+    /// Scores the prompt (before any lock is taken) and decides, with one router throughout: a
+    /// reload in between cannot compare one router's score with the other's calibration.
     pub fn decide(&self, prompt: &str, vector: Option<&[f32]>, ask: &Ask<'_>) -> Routed {
-        self.decide_score(self.router.score(prompt, vector), ask)
+        let router = self.router();
+        let score = router.score(prompt, vector);
+        self.decide_with(&router, score, ask)
+    }
+
+    /// Compares `score` with the live threshold of the asker's window (see [`LiveRouter::decide`]).
+    pub fn decide_score(&self, score: f32, ask: &Ask<'_>) -> Routed {
+        self.decide_with(&self.router(), score, ask)
     }
 
     /// Compares `score` with the live threshold of the asker's window, then adds the score to the
     /// window (so it is ranked among the previous scores, not itself) and, unless dialled, the
     /// outcome to the feedback.
-    pub fn decide_score(&self, score: f32, ask: &Ask<'_>) -> Routed {
+    fn decide_with(&self, router: &Router, score: f32, ask: &Ask<'_>) -> Routed {
         let tenant;
         let tracker = match ask.tenant_share {
             Some(share) => {
@@ -360,10 +396,10 @@ impl LiveRouter {
         }
         let window = if ask.degraded { &st.degraded_scores } else { &st.scores };
         let threshold = match ask.dial {
-            Some(d) => self.threshold_at(window, d),
+            Some(d) => self.threshold_at(router, window, d, ask.degraded),
             None => match st.point {
                 OperatingPoint::Threshold(t) => t,
-                OperatingPoint::Share(s) => self.threshold_at(window, st.asked(s)),
+                OperatingPoint::Share(s) => self.threshold_at(router, window, st.asked(s), ask.degraded),
             },
         };
         let by_score = score >= threshold;
@@ -392,11 +428,11 @@ impl LiveRouter {
         Routed { tier: if premium { TierChoice::Premium } else { TierChoice::Cheap }, score, threshold, forced }
     }
 
-    /// The threshold for `share` on `window`: the training calibration at first, blended linearly
-    /// into the live order statistic over the window's first `warmup` scores. Without a
-    /// calibration (the length baseline) the live one from the first score; with neither, the
-    /// router's static threshold.
-    fn threshold_at(&self, window: &ScoreWindow, share: f32) -> f32 {
+    /// The threshold for `share` on `window`: the training calibration at first (that of the
+    /// text-only heads for the `degraded` window), blended linearly into the live order statistic
+    /// over the window's first `warmup` scores. Without a calibration (the length baseline) the
+    /// live one from the first score; with neither, the router's static threshold.
+    fn threshold_at(&self, router: &Router, window: &ScoreWindow, share: f32, degraded: bool) -> f32 {
         let share = if share.is_nan() { 0.0 } else { share.clamp(0.0, 1.0) };
         if share <= 0.0 {
             return f32::INFINITY;
@@ -405,7 +441,7 @@ impl LiveRouter {
             return f32::NEG_INFINITY;
         }
         let live = window.threshold_for_share(share).filter(|t| t.is_finite());
-        let calibrated = self.router.calibrated_threshold(share).filter(|t| t.is_finite());
+        let calibrated = router.calibrated_threshold(share, degraded).filter(|t| t.is_finite());
         let warmup = self.settings.warmup as u64;
         match (live, calibrated) {
             (Some(l), Some(c)) if window.seen < warmup => {
@@ -414,7 +450,7 @@ impl LiveRouter {
             }
             (Some(l), _) => l,
             (None, Some(c)) => c,
-            (None, None) => self.router.threshold(),
+            (None, None) => router.threshold(),
         }
     }
 
@@ -447,10 +483,11 @@ impl LiveRouter {
     }
 
     fn stats_of(&self, tenant: &str, t: &ShareTracker) -> ShareStats {
+        let router = self.router();
         let st = t.state.lock();
         let (target, threshold) = match st.point {
             OperatingPoint::Threshold(th) => (None, th),
-            OperatingPoint::Share(s) => (Some(s), self.threshold_at(&st.scores, st.asked(s))),
+            OperatingPoint::Share(s) => (Some(s), self.threshold_at(&router, &st.scores, st.asked(s), false)),
         };
         ShareStats {
             tenant: tenant.to_string(),
@@ -555,6 +592,10 @@ mod tests {
         }
         fn threshold_for_share(&self, share: f32) -> Option<f32> {
             Some(1.0 - share)
+        }
+        /// Its prompts without an embedding score as if uniform on 5..6.
+        fn threshold_for_share_without_embedding(&self, share: f32) -> Option<f32> {
+            Some(6.0 - share)
         }
     }
 
@@ -736,6 +777,41 @@ mod tests {
         assert_eq!(d.tier, TierChoice::Cheap);
     }
 
+    /// A router swapped in while serving scores on a scale of its own: the windows start over,
+    /// from its calibration; the realised share carries on.
+    #[test]
+    fn a_replaced_router_starts_its_windows_over_from_its_calibration() {
+        struct Shifted;
+        impl Classifier for Shifted {
+            fn name(&self) -> &str {
+                "shifted"
+            }
+            fn score(&self, prompt: &str, _vector: Option<&[f32]>) -> f32 {
+                prompt.parse::<f32>().unwrap_or(f32::NAN) + 10.0
+            }
+            fn explain(&self, _prompt: &str, _vector: Option<&[f32]>) -> Vec<Feature> {
+                Vec::new()
+            }
+            fn threshold_for_share(&self, share: f32) -> Option<f32> {
+                Some(11.0 - share)
+            }
+        }
+        let r = live(0.3);
+        let ask = Ask { tenant: "default", ..Ask::default() };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        run(&r, (0..500).map(|_| rng.gen::<f32>()), &ask);
+        let realised = r.stats()[0].realised;
+        r.replace(Router::with_operating_point(Box::new(Shifted), None, Some(0.3)));
+        assert_eq!((r.name(), r.reloads.load(Ordering::Relaxed)), ("shifted".to_string(), 1));
+        let d = r.decide("0.65", None, &ask);
+        assert!((d.threshold - 10.7).abs() < 0.05, "from the new calibration: {}", d.threshold);
+        assert_eq!(r.stats()[0].window_len, 1, "the old scores are gone");
+        assert_eq!(r.stats()[0].decisions, 501, "the decisions and their outcomes carry on");
+        assert_eq!(r.stats()[0].realised.is_some(), realised.is_some());
+        let (n, p) = run(&r, (0..2000).map(|_| 10.0 + rng.gen::<f32>()), &ask);
+        assert!((p as f32 / n as f32 - 0.3).abs() < 0.03, "{p} of {n}");
+    }
+
     #[test]
     fn warm_up_starts_from_the_calibration() {
         let r = live(0.3);
@@ -746,5 +822,10 @@ mod tests {
         assert_eq!(d.tier, TierChoice::Premium);
         // still almost the calibration's (at the share the feedback now asks for), a sixteenth live
         assert!(d.threshold != 0.7 && (d.threshold - 0.7).abs() < 0.03, "{}", d.threshold);
+        // a prompt scored without its embedding starts from its own heads' calibration
+        let degraded = Ask { degraded: true, ..ask };
+        let d = r.decide_score(5.6, &degraded);
+        assert!((d.threshold - 5.7).abs() < 0.03, "{}", d.threshold);
+        assert_eq!(d.tier, TierChoice::Cheap);
     }
 }

@@ -329,6 +329,13 @@ impl Classifier for TrainedRouter {
         let q = ((1.0 - share.clamp(0.0, 1.0)) * 100.0).round() as usize;
         self.file.quantiles.get(q.min(100)).copied()
     }
+
+    fn threshold_for_share_without_embedding(&self, share: f32) -> Option<f32> {
+        match &self.without_embedding {
+            Some(r) => r.threshold_for_share(share),
+            None => self.threshold_for_share(share),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -401,5 +408,20 @@ mod tests {
         let mut nested = file(0.0, 0.0);
         nested.without_embedding = Some(Box::new(main));
         assert!(TrainedRouter::from_file(nested).is_err());
+    }
+
+    /// The text-only heads' scores have a scale of their own, so their share is read from their
+    /// own training quantiles; a file without them has only the main calibration.
+    #[test]
+    fn the_text_only_heads_carry_their_own_calibration() {
+        let mut main = one_head(vec![0.0; DIM], 0.0, 0.0, false);
+        let plain = TrainedRouter::from_file(main.clone()).unwrap();
+        assert_eq!(plain.threshold_for_share_without_embedding(0.3), Some(70.0));
+        let mut text_only = one_head(vec![0.0; DIM], 0.0, 0.0, false);
+        text_only.quantiles = (0..=100).map(|q| q as f32 / 1000.0).collect();
+        main.without_embedding = Some(Box::new(text_only));
+        let r = TrainedRouter::from_file(main).unwrap();
+        assert_eq!(r.threshold_for_share(0.3), Some(70.0));
+        assert_eq!(r.threshold_for_share_without_embedding(0.3), Some(0.07));
     }
 }

@@ -200,6 +200,18 @@ pub async fn render(State(state): State<AppState>) -> Response {
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     gauge(
         &mut out,
+        "switchyard_router_reloads_total",
+        "Routers swapped in while serving (SIGHUP).",
+        g.router.reloads.load(relaxed) as f64,
+    );
+    gauge(
+        &mut out,
+        "switchyard_router_reload_failures_total",
+        "Router reloads refused (the file did not load; the running router stayed).",
+        g.router.reload_failures.load(relaxed) as f64,
+    );
+    gauge(
+        &mut out,
         "switchyard_embed_failures_total",
         "Embeddings that failed or timed out (served as misses).",
         m.embed_failures.load(relaxed) as f64,
