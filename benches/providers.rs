@@ -8,6 +8,8 @@
 //! Messages API turned into that chat request (parsed and translated), the chat answer turned back
 //! (translated and serialised), and one stream chunk turned into their events.
 //!
+//! The `count_tokens` group times the token estimate for an OpenAI-compatible deployment.
+//!
 //! `cargo bench --bench providers -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -242,5 +244,18 @@ fn client_api(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, client_api);
+/// The token estimate `/v1/messages/count_tokens` gives for an OpenAI-compatible deployment: the
+/// request above (cl100k_base over every message and the two tools), and the encoder alone on a
+/// 64 KiB prompt of prose.
+fn count_tokens(c: &mut Criterion) {
+    let req = request();
+    let prose = "The quick brown fox jumps over the lazy dog; it's 2026, numbers 1234567 and émojis 😀.\n".repeat(730);
+    let mut g = c.benchmark_group("count_tokens");
+    g.bench_function("estimate/request", |b| b.iter(|| switchyard::providers::estimate::input_tokens(black_box(&req))));
+    g.throughput(criterion::Throughput::Bytes(prose.len() as u64));
+    g.bench_function("cl100k/64k_prose", |b| b.iter(|| switchyard::embed::cl100k::count(black_box(&prose))));
+    g.finish();
+}
+
+criterion_group!(benches, bench, client_api, count_tokens);
 criterion_main!(benches);

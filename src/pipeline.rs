@@ -19,7 +19,7 @@ use crate::classify::{Affinity, Ask, LiveRouter, Routed, TierChoice};
 use crate::config::{Deployment, Price};
 use crate::embed::{EmbedHandle, Embedded};
 use crate::metrics::Metrics;
-use crate::providers::Dispatcher;
+use crate::providers::{Dispatcher, TokenCount};
 
 /// Characters per replayed SSE chunk when a cached answer is streamed.
 const REPLAY_PIECE: usize = 24;
@@ -470,9 +470,10 @@ impl Gateway {
     }
 
     /// The input tokens of `req` as the upstream that would serve it counts them (Anthropic's or
-    /// Gemini's count endpoint; see [`Dispatcher::count_tokens`]). `auto` may land on either tier: the
-    /// premium tier's deployments are asked first, then the cheap tier's.
-    pub async fn count_tokens(&self, req: &ChatRequest) -> Result<u64, GatewayError> {
+    /// Gemini's count endpoint, an estimate for an OpenAI-compatible one; see
+    /// [`Dispatcher::count_tokens`]). `auto` may land on either tier: the premium tier's
+    /// deployments are asked first, then the cheap tier's.
+    pub async fn count_tokens(&self, req: &ChatRequest) -> Result<TokenCount, GatewayError> {
         let targets: Vec<Deployment> = match self.resolve(&req.model)? {
             Route::Auto => [&self.premium_tier, &self.cheap_tier]
                 .into_iter()

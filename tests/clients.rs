@@ -326,7 +326,7 @@ async fn count(g: &switchyard::app::Running, body: &Value, key: Option<&str>) ->
 
 /// `POST /v1/messages/count_tokens` (the SDK's `messages.count_tokens`): the Anthropic deployment
 /// the model would use counts, on the same translation as a call, with only the fields the count
-/// endpoint takes; Gemini's `countTokens` likewise; a model with neither gets a 400 that says so.
+/// endpoint takes; Gemini's `countTokens` likewise; an OpenAI-compatible model gets an estimate.
 #[tokio::test]
 async fn messages_count_tokens_is_asked_of_the_anthropic_deployment() {
     use common::providers::{config, ProviderMock, Reply, ANTHROPIC_KEY, GEMINI_KEY};
@@ -404,15 +404,31 @@ async fn messages_count_tokens_is_asked_of_the_anthropic_deployment() {
     assert!(!body.to_string().contains(GEMINI_KEY), "{body}");
     g.shutdown().await;
 
-    // an OpenAI-compatible upstream has no count endpoint: a 400 that says why; keys still apply
+    // an OpenAI-compatible upstream has no count endpoint: the gateway estimates, as OpenAI's
+    // cookbook counts (cl100k_base; 3 a message, 3 to prime the reply), and says so; keys apply
     let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
     let g = gateway(config_for(&cheap, &premium, r#"gateway_keys = "key-a""#)).await;
     let (status, body) = count(&g, &short, Some("wrong")).await;
     assert_eq!((status, body["error"]["type"].as_str()), (401, Some("authentication_error")));
-    let (status, body) = count(&g, &short, Some("key-a")).await;
+    let r = reqwest::Client::new()
+        .post(url(&g, "/v1/messages/count_tokens"))
+        .header("x-api-key", "key-a")
+        .header("anthropic-version", "2023-06-01")
+        .json(&short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-token-count"], "estimated");
+    // tiktoken: `system` 1, `Be brief.` 3, `user` 1, `What is a river delta?` 6
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"input_tokens": 3 + (3 + 1 + 3) + (3 + 1 + 6)}));
+    // a PDF cannot be estimated without reading it: a 400 that says why
+    let pdf = json!({"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}}]}]});
+    let (status, body) = count(&g, &pdf, Some("key-a")).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["type"], "error");
-    assert!(body["error"]["message"].as_str().unwrap().contains("needs an Anthropic or Gemini deployment"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("not files or audio"), "{body}");
     assert_eq!(cheap.calls() + premium.calls(), 0);
     g.shutdown().await;
 }

@@ -108,8 +108,9 @@ pub async fn messages(
 /// `POST /v1/messages/count_tokens`: Anthropic's token count, asked of the first deployment the
 /// request's model would use whose provider can count (Anthropic, Gemini; for `auto`, the premium
 /// tier's first). The gateway key and its allowed models are checked; providers do not bill
-/// counts, so they are outside the key's limits, budget and request log. A model with no such
-/// deployment gets a 400.
+/// counts, so they are outside the key's limits, budget and request log. An OpenAI-compatible
+/// deployment's count is the gateway's estimate (`providers::estimate`, marked so in a header);
+/// what it cannot estimate (files, audio) with no other deployment to count it gets a 400.
 pub async fn count_tokens(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -130,8 +131,11 @@ pub async fn count_tokens(
     };
     match counted.await {
         Ok(n) => {
-            let mut resp = axum::Json(serde_json::json!({ "input_tokens": n })).into_response();
+            let mut resp = axum::Json(serde_json::json!({ "input_tokens": n.tokens })).into_response();
             set(resp.headers_mut(), "x-request-id", &rid);
+            if n.estimated {
+                set(resp.headers_mut(), "x-switchyard-token-count", "estimated");
+            }
             resp
         }
         Err(e) => super::anthropic_error_response(&e, &rid),

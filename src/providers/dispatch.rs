@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ChunkStream, Provider, ProviderError, TimeoutPhase};
+use super::{ChunkStream, Provider, ProviderError, TimeoutPhase, TokenCount};
 use crate::api::{ChatRequest, ChatResponse, GatewayError};
 use crate::config::{Deployment, DispatchConfig};
 
@@ -224,10 +224,11 @@ impl Dispatcher {
     }
 
     /// The input tokens of `req`, counted by the first deployment along `targets` whose provider
-    /// can count them (Anthropic, Gemini). A count is not a generation: no retries, breakers or
-    /// concurrency slots, and a deployment that fails hands over to the next one that can count.
-    /// None able: a 400 that says so.
-    pub async fn count_tokens(&self, targets: &[Deployment], req: &ChatRequest) -> Result<u64, GatewayError> {
+    /// can count them (Anthropic, Gemini; an OpenAI-compatible one estimates them, see
+    /// [`super::estimate`]). A count is not a generation: no retries, breakers or concurrency
+    /// slots, and a deployment that fails hands over to the next one that can count. None able:
+    /// a 400 that says so.
+    pub async fn count_tokens(&self, targets: &[Deployment], req: &ChatRequest) -> Result<TokenCount, GatewayError> {
         let mut errors: Vec<(String, ProviderError)> = Vec::new();
         for d in targets {
             let Some(p) = self.providers.get(&d.provider) else { continue };
@@ -246,7 +247,7 @@ impl Dispatcher {
             let tried = errors.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ");
             return Err(GatewayError::invalid(
                 format!(
-                    "token counting needs an Anthropic or Gemini deployment, and this model has none (its deployments: {tried})"
+                    "these tokens cannot be counted: an OpenAI-compatible deployment estimates text, images and tools only (not files or audio), and this model has no Anthropic or Gemini deployment to count them (its deployments: {tried})"
                 ),
                 None,
             ));

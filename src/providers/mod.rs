@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod dispatch;
+pub mod estimate;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
@@ -236,6 +237,13 @@ impl Upstream {
     }
 }
 
+/// A request's input tokens: counted by the provider, or `estimated` here (OpenAI-compatible).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCount {
+    pub tokens: u64,
+    pub estimated: bool,
+}
+
 /// The provider kinds. An enum, not a trait object: the set is closed and known at build time.
 pub enum Provider {
     OpenAi(openai::OpenAi),
@@ -305,15 +313,20 @@ impl Provider {
 
     /// The input tokens the provider counts for `req`, by its count endpoint (Anthropic's
     /// `count_tokens`, Gemini's `countTokens`). OpenAI-compatible APIs have none for a chat
-    /// request; they say so without a call.
-    pub async fn count_tokens(&self, req: &ChatRequest, model: &str) -> Result<u64, ProviderError> {
+    /// request: theirs is estimated here, without a call ([`estimate`]), on a blocking thread (a
+    /// body of a few MB is a second of encoding).
+    pub async fn count_tokens(&self, req: &ChatRequest, model: &str) -> Result<TokenCount, ProviderError> {
+        let counted = |tokens| TokenCount { tokens, estimated: false };
         let r = match self {
-            Provider::Anthropic(p) => p.count_tokens(req, model).await,
-            Provider::Gemini(p) => p.count_tokens(req, model).await,
-            Provider::OpenAi(_) => Err(ProviderError::unsupported(format!(
-                "{}: no token-count endpoint for Messages requests",
-                self.name()
-            ))),
+            Provider::Anthropic(p) => p.count_tokens(req, model).await.map(counted),
+            Provider::Gemini(p) => p.count_tokens(req, model).await.map(counted),
+            Provider::OpenAi(_) => {
+                let req = req.clone();
+                match tokio::task::spawn_blocking(move || estimate::input_tokens(&req)).await {
+                    Ok(r) => r.map(|tokens| TokenCount { tokens, estimated: true }),
+                    Err(e) => Err(ProviderError::unsupported(format!("the token estimate failed: {e}"))),
+                }
+            }
         };
         r.map_err(|e| e.scrubbed(self.key()))
     }
