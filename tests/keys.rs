@@ -568,3 +568,54 @@ fn keys_new_prints_the_key_alone_then_the_entry() {
         ("team-b", Some(60), Some(90000), Some(5.0), Some(100.0))
     );
 }
+
+/// `count_tokens` takes the key's `rpm` in a counter of its own (as Anthropic limits counts apart
+/// from messages): a key's counts are refused past it with Anthropic's 429 and never reach the
+/// provider, while its calls still go through; its budget does not refuse a count, which costs
+/// nothing.
+#[tokio::test]
+async fn token_counts_are_rate_limited_per_key_apart_from_calls() {
+    use common::providers::{config, ProviderMock};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, keys) = key_file(dir.path(), &[("counter", "rpm = 2\nbudget_month = 100.0")]);
+    let a = ProviderMock::anthropic("claude", common::providers::ANTHROPIC_KEY).await;
+    let mut cfg = config(&["anthropic:claude-haiku-4-5"], Some(&a), None);
+    cfg.server.keys_file = Some(path);
+    let g = gateway(cfg).await;
+    let count = async || {
+        let r = reqwest::Client::new()
+            .post(url(&g, "/v1/messages/count_tokens"))
+            .header("x-api-key", &keys[0])
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "cheap", "messages": [{"role": "user", "content": "How tall is Everest?"}]}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.headers().clone(), r.json::<Value>().await.unwrap())
+    };
+    early_in_a_minute().await;
+    for left in ["1", "0"] {
+        let (s, h, body) = count().await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(header(&h, "x-ratelimit-limit-requests"), "2");
+        assert_eq!(header(&h, "x-ratelimit-remaining-requests"), left);
+        assert_eq!(header(&h, "x-ratelimit-limit-tokens"), "", "a count has no tokens to limit");
+    }
+    let (s, h, body) = count().await;
+    assert_eq!(
+        (s, body["type"].as_str(), body["error"]["type"].as_str()),
+        (429, Some("error"), Some("rate_limit_error"))
+    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("2 token counts per minute"), "{body}");
+    assert!((1..=60).contains(&header(&h, "retry-after").parse::<u64>().unwrap()));
+    assert_eq!(a.requests().len(), 2, "the refused count never reached Anthropic");
+    // the key's calls have their own two a minute
+    for i in 0..2 {
+        let (s, _, body) = chat(&g, &keys[0], &ask("cheap", &format!("a call after the counts, {i}"))).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    let m = metrics(&g).await;
+    assert_eq!(metric(&m, "switchyard_key_refused_total{key=\"counter\",reason=\"count_requests\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "switchyard_key_refused_total{key=\"counter\",reason=\"requests\"}"), 0.0, "{m}");
+    g.shutdown().await;
+}

@@ -17,6 +17,7 @@ use crate::api::{
     parse_json, ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
     EventTranslator, GatewayError, ModelInfo, ModelList,
 };
+use crate::limits::RateHeaders;
 use crate::pipeline::{Body, RequestCtx, Served, StreamItem, Tenant};
 
 /// The per-request dial: route this request as if the premium share were this (0..1).
@@ -107,8 +108,9 @@ pub async fn messages(
 
 /// `POST /v1/messages/count_tokens`: Anthropic's token count, asked of the first deployment the
 /// request's model would use whose provider can count (Anthropic, Gemini; for `auto`, the premium
-/// tier's first). The gateway key and its allowed models are checked; providers do not bill
-/// counts, so they are outside the key's limits, budget and request log. An OpenAI-compatible
+/// tier's first). The gateway key and its allowed models are checked, and its `rpm` in a counter
+/// of counts apart from its calls (as Anthropic limits them); providers do not bill counts, so
+/// they are outside the key's token limit, budget and request log. An OpenAI-compatible
 /// deployment's count is the gateway's estimate (`providers::estimate`, marked so in a header);
 /// what it cannot estimate (files, audio) with no other deployment to count it gets a 400.
 pub async fn count_tokens(
@@ -117,6 +119,7 @@ pub async fn count_tokens(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let rid = request_id(&headers);
+    let mut rate = RateHeaders::default();
     let counted = async {
         let tenant = authenticate(&state, &headers)?;
         let _slot = concurrency_slot(&state)?;
@@ -124,12 +127,19 @@ pub async fn count_tokens(
         req.anthropic_beta = anthropic_beta(&headers);
         if let Some(policy) = &tenant.policy {
             super::spend::check_model(policy, &req.model)?;
+            match state.limits.admit_count(policy).await {
+                Ok(h) => rate = h,
+                Err(r) => {
+                    rate = r.headers;
+                    return Err(r.error);
+                }
+            }
         }
         tokio::time::timeout(state.request_timeout, state.gateway.count_tokens(&req))
             .await
             .map_err(|_| GatewayError::Timeout(format!("the count took longer than {:?}", state.request_timeout)))?
     };
-    match counted.await {
+    let mut resp = match counted.await {
         Ok(n) => {
             let mut resp = axum::Json(serde_json::json!({ "input_tokens": n.tokens })).into_response();
             set(resp.headers_mut(), "x-request-id", &rid);
@@ -139,7 +149,9 @@ pub async fn count_tokens(
             resp
         }
         Err(e) => super::anthropic_error_response(&e, &rid),
-    }
+    };
+    super::spend::set_rate_headers(&rate, resp.headers_mut());
+    resp
 }
 
 /// One chat-shaped request from the client's wire format to its response: the key's account

@@ -85,7 +85,7 @@ fn route_shares(out: &mut String, stats: &[ShareStats]) {
 fn spend(out: &mut String, state: &AppState) {
     use std::sync::atomic::Ordering::Relaxed;
     let l = &state.limits;
-    let _ = writeln!(out, "# HELP switchyard_key_refused_total Requests refused by a key's limits, by key and reason (requests, tokens, budget).\n# TYPE switchyard_key_refused_total counter");
+    let _ = writeln!(out, "# HELP switchyard_key_refused_total Requests refused by a key's limits, by key and reason (requests, tokens, budget, count_requests).\n# TYPE switchyard_key_refused_total counter");
     for (k, reason, n) in l.refused() {
         let _ = writeln!(out, "switchyard_key_refused_total{{key=\"{}\",reason=\"{reason}\"}} {n}", escape(&k));
     }

@@ -36,6 +36,15 @@ pub fn check_model(policy: &KeyPolicy, model: &str) -> Result<(), GatewayError> 
     )))
 }
 
+/// Sets `x-ratelimit-*` headers (none for a key without limits).
+pub fn set_rate_headers(rate: &RateHeaders, h: &mut HeaderMap) {
+    for (name, value) in rate.pairs() {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+}
+
 impl Account {
     pub fn new(state: &AppState, rid: &str) -> Account {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -98,11 +107,7 @@ impl Account {
 
     /// Sets the `x-ratelimit-*` headers of a limited key.
     pub fn set_headers(&self, h: &mut HeaderMap) {
-        for (name, value) in self.headers.pairs() {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                h.insert(name, v);
-            }
-        }
+        set_rate_headers(&self.headers, h);
     }
 
     /// A response head with what the pipeline said about it.

@@ -51,6 +51,13 @@ impl CounterKeys {
             month_ttl: 32 * 86_400,
         }
     }
+
+    /// A key's token counts (`/v1/messages/count_tokens`) in a requests counter of their own.
+    fn counts(name: &str, w: &Windows) -> CounterKeys {
+        let mut k = CounterKeys::new(name, w);
+        k.requests = format!("switchyard:lim:{name}:c:{}", w.minute);
+        k
+    }
 }
 
 /// What the admit step checks; 0 / -1 mean "no such limit".
@@ -237,6 +244,27 @@ impl Limits {
         }
     }
 
+    /// Runs the admit step on `keys`: in Redis when shared and reachable (then `true`), else here.
+    async fn count(&self, keys: &CounterKeys, args: &AdmitArgs, now: u64) -> (Counts, bool) {
+        if let Some(r) = &self.redis {
+            if let Some(mut conn) = r.connection().await {
+                match r.admit(&mut conn, keys, args).await {
+                    Ok(c) => {
+                        self.came_back();
+                        return (c, true);
+                    }
+                    Err(e) => {
+                        r.failed();
+                        self.went_down(&e.to_string());
+                    }
+                }
+            } else {
+                self.went_down("cannot connect");
+            }
+        }
+        (self.local.admit(keys, args, now), false)
+    }
+
     /// Checks and counts one request of `key` with an estimate of its tokens.
     pub async fn admit(&self, key: &KeyPolicy, estimate: u64) -> Result<Admission, Refusal> {
         let now = clock::now();
@@ -250,26 +278,7 @@ impl Limits {
             budget_day: nano(key.budget_day),
             budget_month: nano(key.budget_month),
         };
-        let mut remote = false;
-        let mut counts = None;
-        if let Some(r) = &self.redis {
-            if let Some(mut conn) = r.connection().await {
-                match r.admit(&mut conn, &keys, &args).await {
-                    Ok(c) => {
-                        self.came_back();
-                        remote = true;
-                        counts = Some(c);
-                    }
-                    Err(e) => {
-                        r.failed();
-                        self.went_down(&e.to_string());
-                    }
-                }
-            } else {
-                self.went_down("cannot connect");
-            }
-        }
-        let c = counts.unwrap_or_else(|| self.local.admit(&keys, &args, now));
+        let (c, remote) = self.count(&keys, &args, now).await;
         self.note_spend(key, c.day, c.month);
 
         let remaining = |limit: i64, used: i64| (limit - used).max(0) as u64;
@@ -333,6 +342,35 @@ impl Limits {
             }
         };
         *self.refused.lock().entry((key.name.clone(), reason)).or_insert(0) += 1;
+        Err(Refusal { error, headers })
+    }
+
+    /// Checks and counts one token count of `key`. Anthropic limits counts apart from messages,
+    /// so the key's `rpm` applies to its counts in a counter of their own: a client that counts
+    /// before each call does not halve its calls. A count has no tokens and costs nothing, so
+    /// neither the key's `tpm` nor its budgets refuse one.
+    pub async fn admit_count(&self, key: &KeyPolicy) -> Result<RateHeaders, Refusal> {
+        let Some(rpm) = key.rpm else { return Ok(RateHeaders::default()) };
+        let now = clock::now();
+        let w = Windows::at(now);
+        let args = AdmitArgs { rpm: rpm as i64, tpm: 0, estimate: 0, budget_day: -1, budget_month: -1 };
+        let (c, _) = self.count(&CounterKeys::counts(&key.name, &w), &args, now).await;
+        let headers = RateHeaders {
+            requests: Some((rpm, (rpm as i64 - c.requests).max(0) as u64, w.minute_reset)),
+            tokens: None,
+        };
+        if c.verdict == 0 {
+            return Ok(headers);
+        }
+        *self.refused.lock().entry((key.name.clone(), "count_requests")).or_insert(0) += 1;
+        let error = GatewayError::LimitExceeded {
+            message: format!(
+                "rate limit reached for key `{}`: {rpm} token counts per minute; retry in {}s",
+                key.name, w.minute_reset
+            ),
+            code: "rate_limit_exceeded",
+            retry_after: w.minute_reset,
+        };
         Err(Refusal { error, headers })
     }
 
@@ -423,6 +461,27 @@ mod tests {
         assert!(r.error.retry_after().is_some_and(|s| (1..=60).contains(&s)));
         let other = KeyPolicy { name: "other".into(), ..k.clone() };
         assert!(l.admit(&other, 0).await.is_ok(), "another key has its own counters");
+    }
+
+    #[tokio::test]
+    async fn token_counts_have_their_own_requests_counter_and_no_budget() {
+        let l = Limits::start(None, 0.8).await.unwrap();
+        let k = key(Some(2), Some(10), Some(0.0));
+        assert!(l.admit(&k, 1).await.is_err(), "the day's budget of 0 is spent");
+        assert_eq!(l.admit_count(&k).await.unwrap().requests.map(|h| (h.0, h.1)), Some((2, 1)));
+        assert!(l.admit_count(&k).await.unwrap().tokens.is_none());
+        let r = l.admit_count(&k).await.unwrap_err();
+        assert_eq!(r.error.status(), 429);
+        assert!(r.error.to_string().contains("token counts per minute"), "{}", r.error);
+        assert_eq!(r.headers.requests.map(|h| h.1), Some(0));
+        assert!(l.refused().contains(&("k".into(), "count_requests", 1)));
+        // the key's calls are counted apart from its counts
+        let calls = KeyPolicy { budget_day: None, ..k.clone() };
+        assert!(l.admit(&calls, 1).await.is_ok(), "two counts do not use up two calls");
+        let unlimited = key(None, None, None);
+        for _ in 0..5 {
+            assert_eq!(l.admit_count(&unlimited).await.unwrap(), RateHeaders::default());
+        }
     }
 
     #[tokio::test]
