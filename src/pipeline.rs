@@ -133,8 +133,11 @@ pub struct StreamEnd {
 
 /// Where a request's `model` sends it.
 enum Route {
-    /// The router alias: the classifier picks the tier.
-    Auto,
+    /// The router alias: the classifier picks the tier; `dial` is the premium share asked for in
+    /// the model name (`auto:0.1`), for this request only.
+    Auto {
+        dial: Option<f32>,
+    },
     Tier(String),
     /// A concrete model name, served by these deployments.
     Model(Vec<Deployment>),
@@ -315,7 +318,9 @@ impl Gateway {
 
         // 2. the cache key; no key (no user message) or no-store ⇒ the cache is bypassed
         let cache = self.cache.clone().filter(|_| !ctx.no_store);
-        let key = cache.as_ref().and_then(|_| CacheKey::new(&req, &ctx.tenant, &req.model));
+        // a dial picks a tier, not an answer: `auto:0.1` shares the cache of `auto`, as a header does
+        let cache_model = if matches!(route, Route::Auto { .. }) { &self.router_alias } else { &req.model };
+        let key = cache.as_ref().and_then(|_| CacheKey::new(&req, &ctx.tenant, cache_model));
         let lookup = Lookup { threshold: ctx.threshold, max_age: ctx.max_age };
         let may_look = key.is_some() && !ctx.no_cache;
 
@@ -328,11 +333,12 @@ impl Gateway {
         }
 
         // 4. one embedding, shared by the semantic lookup and the router
-        let needs_vector = key.is_some() || matches!(route, Route::Auto);
+        let needs_vector = key.is_some() || matches!(route, Route::Auto { .. });
         let query_text = key.as_ref().map(|k| k.query.clone()).unwrap_or_else(|| last_user_text(&req));
         let embedded = if needs_vector { self.embed_text(&query_text).await } else { None };
         // the router reads the same forward pass's earlier layers too (`Embedded::views`)
-        let router_input = embedded.as_ref().filter(|_| matches!(route, Route::Auto)).map(Embedded::router_input);
+        let router_input =
+            embedded.as_ref().filter(|_| matches!(route, Route::Auto { .. })).map(Embedded::router_input);
         let vector = embedded.map(|e| e.vector);
 
         // 5. semantic lookup within the namespace
@@ -371,11 +377,11 @@ impl Gateway {
         // 7. route: the router reads the prompt as the user wrote it (its text features count
         // lines and answer options, which the cache key's whitespace-normalised text has lost);
         // the vector is the same either way, as the tokenizer splits on any whitespace
-        let route_text = if matches!(route, Route::Auto) { last_user_text(&req) } else { String::new() };
+        let route_text = if matches!(route, Route::Auto { .. }) { last_user_text(&req) } else { String::new() };
         // affinity follows the conversation whether or not the cache is in play (cache off,
         // `no-store`, a key without cache): the thread comes from the messages, not the cache key
         let thread = match (&route, self.affinity) {
-            (Route::Auto, true) => thread_of(&req, &ctx.tenant),
+            (Route::Auto { .. }, true) => thread_of(&req, &ctx.tenant),
             _ => None,
         };
         let (tier, mut targets, routed) = self.route(&route, &route_text, router_input.as_deref(), thread, &ctx);
@@ -475,7 +481,7 @@ impl Gateway {
     /// deployments are asked first, then the cheap tier's.
     pub async fn count_tokens(&self, req: &ChatRequest) -> Result<TokenCount, GatewayError> {
         let targets: Vec<Deployment> = match self.resolve(&req.model)? {
-            Route::Auto => [&self.premium_tier, &self.cheap_tier]
+            Route::Auto { .. } => [&self.premium_tier, &self.cheap_tier]
                 .into_iter()
                 .filter_map(|t| self.tiers.get(t))
                 .flat_map(Tier::order)
@@ -488,7 +494,7 @@ impl Gateway {
 
     fn resolve(&self, model: &str) -> Result<Route, GatewayError> {
         if model == self.router_alias {
-            return Ok(Route::Auto);
+            return Ok(Route::Auto { dial: None });
         }
         if self.tiers.contains_key(model) {
             return Ok(Route::Tier(model.to_string()));
@@ -500,6 +506,20 @@ impl Gateway {
                     found.push(d.clone());
                 }
             }
+        }
+        // `auto:0.1`: the per-request dial in the model name, for clients that can set a model
+        // but no header (a configured model of that name, above, comes first)
+        if let (true, Some(share)) = (found.is_empty(), model.strip_prefix(&format!("{}:", self.router_alias))) {
+            return match share.trim().parse::<f32>() {
+                Ok(s) if (0.0..=1.0).contains(&s) => Ok(Route::Auto { dial: Some(s) }),
+                _ => Err(GatewayError::invalid(
+                    format!(
+                        "`{model}`: after `{}:` comes the premium share for this request, a number between 0 and 1",
+                        self.router_alias
+                    ),
+                    Some("model"),
+                )),
+            };
         }
         if found.is_empty() {
             return Err(GatewayError::NotFound(format!(
@@ -531,21 +551,22 @@ impl Gateway {
                 return (tier, ds.clone(), None);
             }
             Route::Tier(t) => (t.clone(), None),
-            Route::Auto => {
-                // score outside any lock; the thread table is only held for a lookup and an insert
-                let score = self.router.router().score(prompt, vector);
+            Route::Auto { dial } => {
+                // the thread table is only held for a lookup and an insert; the router scores
+                // before it takes its window's lock
                 let sticky_premium = thread.is_some_and(|t| self.threads.is_premium(&t));
                 let ask = Ask {
                     tenant: &ctx.tenant,
                     tenant_share: ctx.tenant_share,
-                    dial: ctx.premium_share,
+                    // a share in the model name is chosen per call; a header may be a client default
+                    dial: dial.or(ctx.premium_share),
                     sticky_premium,
                     // the key's spend is past its soft budget level: premium is off for this key
                     premium_off: ctx.premium_off,
                     // the embedder is there but gave no vector in time: a text-features-only score
                     degraded: vector.is_none() && self.embed.is_some(),
                 };
-                let d = self.router.decide_score(score, &ask);
+                let d = self.router.decide(prompt, vector, &ask);
                 if let (Some(t), TierChoice::Premium) = (thread, d.tier) {
                     self.threads.remember_premium(&t);
                 }
@@ -663,7 +684,7 @@ impl Gateway {
 
     /// What routing saved against sending this request to the premium tier's first deployment.
     fn routing_saving(&self, route: &Route, tier: &str, usage: Option<Usage>, cost: f64) -> f64 {
-        if !matches!(route, Route::Auto) || tier == self.premium_tier {
+        if !matches!(route, Route::Auto { .. }) || tier == self.premium_tier {
             return 0.0;
         }
         let premium_model = self.tiers.get(&self.premium_tier).and_then(|t| t.targets.first()).map(|d| d.model.clone());

@@ -59,6 +59,42 @@ async fn an_explicit_threshold_sets_the_operating_point() {
     }
 }
 
+/// The per-request dial in the model name (`auto:0.1`), for clients that can set a model but no
+/// header: its share is read from the same live distribution (0 = always cheap, 1 = always
+/// premium), it wins over a header (a client default), it shares `auto`'s cache, and anything but
+/// a share in 0..1 after the colon is a 400 naming `model`.
+#[tokio::test]
+async fn the_dial_can_ride_in_the_model_name() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "[router]\npremium_share = 0.3")).await;
+    let ask = |model: &str, prompt: &str| json!({"model": model, "messages": [{"role": "user", "content": prompt}]});
+    let (status, h, _) = post_chat(&g, &ask("auto:0", HARD), &[]).await;
+    assert_eq!((status, header(&h, "x-switchyard-tier")), (200, "cheap"));
+    assert_eq!(header(&h, "x-switchyard-route-threshold"), "inf");
+    let (_, h, _) = post_chat(&g, &ask("auto:1", EASY), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "premium");
+    let (_, h, _) = post_chat(
+        &g,
+        &ask("auto:0", "Prove that there are infinitely many primes."),
+        &[("x-switchyard-premium-share", "1")],
+    )
+    .await;
+    assert_eq!(header(&h, "x-switchyard-tier"), "cheap", "the model name wins over the header");
+    // the same prompt under `auto` is a hit on the answer `auto:0` stored
+    let (_, h, _) = post_chat(&g, &ask("auto", HARD), &[]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert_eq!((cheap.calls(), premium.calls()), (2, 1));
+    for bad in ["auto:1.5", "auto:-0.1", "auto:lots", "auto:"] {
+        let (status, _, body) = post_chat(&g, &ask(bad, EASY), &[]).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["param"], "model", "{bad}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("between 0 and 1"), "{body}");
+    }
+    let (status, _, _) = post_chat(&g, &ask("automatic", EASY), &[]).await;
+    assert_eq!(status, 404);
+    g.shutdown().await;
+}
+
 /// A follow-up turn of a conversation that went premium.
 fn follow_up() -> Value {
     auto(json!([

@@ -126,7 +126,7 @@ pub async fn count_tokens(
         let mut req = messages::count_request(&body_or_error(body, state.max_body)?)?;
         req.anthropic_beta = anthropic_beta(&headers);
         if let Some(policy) = &tenant.policy {
-            super::spend::check_model(policy, &req.model)?;
+            super::spend::check_model(policy, &req.model, &state.gateway.router_alias)?;
             match state.limits.admit_count(policy).await {
                 Ok(h) => rate = h,
                 Err(r) => {

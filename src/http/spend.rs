@@ -24,9 +24,9 @@ pub struct Account {
     pub headers: RateHeaders,
 }
 
-/// 403 when the key's allowed models leave `model` out.
-pub fn check_model(policy: &KeyPolicy, model: &str) -> Result<(), GatewayError> {
-    if policy.allows_model(model) {
+/// 403 when the key's allowed models leave `model` out (`router_alias` allowed: its dials too).
+pub fn check_model(policy: &KeyPolicy, model: &str, router_alias: &str) -> Result<(), GatewayError> {
+    if policy.allows_model(model, router_alias) {
         return Ok(());
     }
     Err(GatewayError::Forbidden(format!(
@@ -82,7 +82,7 @@ impl Account {
             self.record.prompt = self.state.ledger.content_of(&prompt);
         }
         let Some(policy) = self.policy.clone() else { return Ok(false) };
-        check_model(&policy, &req.model)?;
+        check_model(&policy, &req.model, &self.state.gateway.router_alias)?;
         if !policy.is_limited() {
             return Ok(false);
         }

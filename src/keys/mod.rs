@@ -66,8 +66,12 @@ impl KeyPolicy {
         self.rpm.is_some() || self.tpm.is_some() || self.budget_day.is_some() || self.budget_month.is_some()
     }
 
-    pub fn allows_model(&self, model: &str) -> bool {
-        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    /// Whether the key may ask for `model`. A key allowed the router alias may also dial it in
+    /// the model name (`auto:0.1`, the same router at another share); no other name is read that
+    /// way (`phi3:3.8` is a model of its own).
+    pub fn allows_model(&self, model: &str, router_alias: &str) -> bool {
+        let dialled = model.strip_prefix(router_alias).is_some_and(|rest| rest.starts_with(':'));
+        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model || (dialled && x == router_alias)))
     }
 }
 
@@ -250,6 +254,25 @@ mod tests {
         let p = &t[&hash_key(&key)];
         assert_eq!((p.name.as_str(), p.rpm, p.budget_day, p.cache), ("team-a", Some(60), Some(5.0), true));
         assert_ne!(new_key(&opts).0, key);
+    }
+
+    #[test]
+    fn a_key_allowed_the_router_may_dial_it_in_the_model_name_and_nothing_else() {
+        let toml = format!("[[keys]]\nname = \"a\"\nsha256 = \"{}\"\nmodels = [\"auto\", \"phi3\"]", hash_key("x"));
+        let t = parse(&toml, Path::new("k.toml")).unwrap();
+        let p = &t[&hash_key("x")];
+        for (model, ok) in [
+            ("auto", true),
+            ("auto:0.1", true),
+            ("auto:bad", true),
+            ("phi3", true),
+            ("phi3:3.8", false),
+            ("autox", false),
+        ] {
+            // `auto:bad` passes the key; the gateway refuses it with a 400 naming `model`
+            assert_eq!(p.allows_model(model, "auto"), ok, "{model}");
+        }
+        assert!(!p.allows_model("router:0.1", "router"), "the alias is the gateway's, not a fixed word");
     }
 
     #[test]
