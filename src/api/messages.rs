@@ -144,7 +144,32 @@ pub enum DocumentSource {
     Text {
         data: String,
     },
-    /// URL and content-block sources: refused by name (no upstream form for them here).
+    /// A custom-content document: the client's own chunks (text, and images as the API allows).
+    Content {
+        content: DocumentContent,
+    },
+    /// URL sources (and anything newer): refused by name. The gateway does not fetch URLs, and
+    /// only Anthropic would take one as is.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum DocumentContent {
+    Text(String),
+    Blocks(Vec<DocumentBlock>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DocumentBlock {
+    Text {
+        text: String,
+    },
+    Image {
+        source: ImageSource,
+    },
     #[serde(other)]
     Other,
 }
@@ -209,6 +234,51 @@ fn parts_of(blocks: &[InBlock], param: &str) -> Result<Vec<Value>, GatewayError>
             _ => Err(invalid("only text blocks are supported here", param)),
         })
         .collect()
+}
+
+/// An image block as a chat image part (a data URL for inline bytes).
+fn image_part(source: &ImageSource) -> Value {
+    let url = match source {
+        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+        ImageSource::Url { url } => url.clone(),
+    };
+    json!({"type": "image_url", "image_url": {"url": url}})
+}
+
+/// A text or custom-content document as chat parts, in order: runs of text blocks joined into
+/// one text part (the title heading the first), images as image parts. Citations are not
+/// carried: the chunks reach every provider as plain text.
+fn content_document(title: Option<&str>, blocks: &[DocumentBlock]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut title = title;
+    let mut text = String::new();
+    let mut flush = |text: &mut String, out: &mut Vec<Value>| {
+        if !text.is_empty() {
+            let body = std::mem::take(text);
+            let body = match title.take() {
+                Some(t) => format!("{t}\n\n{body}"),
+                None => body,
+            };
+            out.push(json!({"type": "text", "text": body}));
+        }
+    };
+    for b in blocks {
+        match b {
+            DocumentBlock::Text { text: t } => {
+                if !text.is_empty() {
+                    text.push_str("\n\n");
+                }
+                text.push_str(t);
+            }
+            DocumentBlock::Image { source } => {
+                flush(&mut text, &mut out);
+                out.push(image_part(source));
+            }
+            DocumentBlock::Other => {}
+        }
+    }
+    flush(&mut text, &mut out);
+    out
 }
 
 /// `v` with the block's `cache_control`, if it had one.
@@ -290,31 +360,39 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                             parts.push(with_cc(json!({"type": "text", "text": text}), cache_control))
                         }
                         InBlock::Image { source, cache_control } => {
-                            let url = match source {
-                                ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
-                                ImageSource::Url { url } => url.clone(),
-                            };
-                            parts.push(with_cc(json!({"type": "image_url", "image_url": {"url": url}}), cache_control));
+                            parts.push(with_cc(image_part(source), cache_control))
                         }
                         InBlock::Document { source, title, cache_control } => {
-                            let part = match source {
+                            let mut doc = match source {
                                 DocumentSource::Base64 { media_type, data } if media_type == "application/pdf" => {
                                     let mut file = json!({"file_data": format!("data:{media_type};base64,{data}")});
                                     file["filename"] = json!(title.clone().unwrap_or_else(|| "document.pdf".into()));
-                                    json!({"type": "file", "file": file})
+                                    vec![json!({"type": "file", "file": file})]
                                 }
-                                DocumentSource::Text { data } => match title {
-                                    Some(t) => json!({"type": "text", "text": format!("{t}\n\n{data}")}),
-                                    None => json!({"type": "text", "text": data}),
-                                },
+                                DocumentSource::Text { data } | DocumentSource::Content { content: DocumentContent::Text(data) } => {
+                                    vec![match title {
+                                        Some(t) => json!({"type": "text", "text": format!("{t}\n\n{data}")}),
+                                        None => json!({"type": "text", "text": data}),
+                                    }]
+                                }
+                                DocumentSource::Content { content: DocumentContent::Blocks(blocks) } => {
+                                    if blocks.iter().any(|b| matches!(b, DocumentBlock::Other)) {
+                                        return Err(invalid("a custom-content document holds text and image blocks", &param));
+                                    }
+                                    content_document(title.as_deref(), blocks)
+                                }
                                 _ => {
                                     return Err(invalid(
-                                        "a document must be a base64 PDF or plain text (URL and content sources are not supported)",
+                                        "a document must be a base64 PDF, plain text or custom content (URL sources are not supported: the gateway does not fetch URLs)",
                                         &param,
                                     ))
                                 }
                             };
-                            parts.push(with_cc(part, cache_control));
+                            let Some(last) = doc.pop() else {
+                                return Err(invalid("a document cannot be empty", &param));
+                            };
+                            parts.extend(doc);
+                            parts.push(with_cc(last, cache_control));
                         }
                         InBlock::ToolUse { .. } | InBlock::Thinking { .. } | InBlock::RedactedThinking { .. } => {
                             return Err(invalid("a user message cannot hold tool_use or thinking blocks", &param))
@@ -868,6 +946,34 @@ mod tests {
             {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}]}]});
         let e = to_chat_request(serde_json::from_value(url).unwrap()).unwrap_err();
         assert!(e.to_string().contains("messages[0].content") && e.to_string().contains("base64 PDF"), "{e}");
+    }
+
+    /// A custom-content document: its text chunks in order, joined, under the title; an image
+    /// chunk in its place; the breakpoint on the last part; anything else a 400.
+    #[test]
+    fn a_custom_content_document_becomes_its_chunks() {
+        let eph = json!({"type": "ephemeral"});
+        let doc = |content: Value| {
+            let r = json!({"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": [
+                {"type": "document", "title": "Manual", "source": {"type": "content", "content": content}, "cache_control": eph},
+                {"type": "text", "text": "Summarise."}]}]});
+            to_chat_request(serde_json::from_value(r).unwrap())
+        };
+        let r = doc(json!([{"type": "text", "text": "Step one."}, {"type": "text", "text": "Step two."},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+            {"type": "text", "text": "Step three."}]))
+        .unwrap();
+        let parts = serde_json::to_value(&r.messages[0].content).unwrap();
+        assert_eq!(parts[0], json!({"type": "text", "text": "Manual\n\nStep one.\n\nStep two."}));
+        assert_eq!(parts[1], json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}));
+        assert_eq!(parts[2], json!({"type": "text", "text": "Step three.", "cache_control": eph}));
+        assert_eq!(parts[3], json!({"type": "text", "text": "Summarise."}));
+        let r = doc(json!("All of it.")).unwrap();
+        let parts = serde_json::to_value(&r.messages[0].content).unwrap();
+        assert_eq!(parts[0], json!({"type": "text", "text": "Manual\n\nAll of it.", "cache_control": eph}));
+        let e = doc(json!([{"type": "search_result", "text": "x"}])).unwrap_err();
+        assert!(e.to_string().contains("text and image blocks"), "{e}");
+        assert!(doc(json!([])).unwrap_err().to_string().contains("empty"));
     }
 
     #[test]
