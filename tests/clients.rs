@@ -80,6 +80,21 @@ async fn langchain_chat_openai_tools_and_structured_output_against_the_demo() {
     run_client(&python(), "langchain_chat.py", &d.1).await;
 }
 
+/// `messages.count_tokens` of the `anthropic` package, answered by the gateway's estimate (the
+/// demo's models are OpenAI-compatible).
+#[tokio::test]
+async fn anthropic_python_sdk_gets_an_estimated_count_from_the_demo() {
+    let (_dir, d) = demo();
+    run_client(&python(), "anthropic_count_tokens_estimate.py", &d.1).await;
+}
+
+/// The `openai` package dials the premium share in the model name (`auto:0`, `auto:1`).
+#[tokio::test]
+async fn openai_python_sdk_dials_the_share_in_the_model_name() {
+    let (_dir, d) = demo();
+    run_client(&python(), "openai_dial.py", &d.1).await;
+}
+
 /// The README shows the files these tests run, verbatim.
 #[test]
 fn the_readme_shows_the_files_the_tests_run() {

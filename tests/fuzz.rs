@@ -34,6 +34,8 @@ fn every_target_is_exercised_here() {
         [
             "request",
             "responses-request",
+            "messages-request",
+            "cl100k",
             "openai-response",
             "openai-sse",
             "anthropic-response",
@@ -54,6 +56,14 @@ fn fuzz_request() {
 #[test]
 fn fuzz_responses_request() {
     short_run("responses-request");
+}
+#[test]
+fn fuzz_messages_request() {
+    short_run("messages-request");
+}
+#[test]
+fn fuzz_cl100k() {
+    short_run("cl100k");
 }
 #[test]
 fn fuzz_openai_response() {

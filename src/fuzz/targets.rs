@@ -7,10 +7,11 @@ use serde_json::{json, Value};
 
 use super::mutate::{interesting_value, json_input, mutate_bytes, random_bytes, sse_input, toml_input};
 use super::{Outcome, Target, Verdict};
-use crate::api::{parse_json, responses, ChatRequest, ChatResponse, ChunkAccumulator, GatewayError};
+use crate::api::{messages, parse_json, responses, ChatRequest, ChatResponse, ChunkAccumulator, GatewayError};
 use crate::cache::{shared, snapshot, CacheKey, CacheSettings, ExactKey, Lookup, Namespace, SemanticCache};
+use crate::embed::cl100k;
 use crate::providers::sse::{SseDecoder, SseEvent};
-use crate::providers::{anthropic, dispatch, gemini, openai, ProviderError};
+use crate::providers::{anthropic, dispatch, estimate, gemini, openai, ProviderError};
 
 pub static TARGETS: &[Target] = &[
     Target {
@@ -26,6 +27,20 @@ pub static TARGETS: &[Target] = &[
         seeds: responses_seeds,
         generate: json_input,
         check: check_responses_request,
+    },
+    Target {
+        name: "messages-request",
+        about: "Anthropic Messages request JSON → chat request (then the request target's checks); the same bytes as a count request",
+        seeds: messages_seeds,
+        generate: json_input,
+        check: check_messages_request,
+    },
+    Target {
+        name: "cl100k",
+        about: "any text → cl100k_base ids → the same text back (the token estimate's encoder)",
+        seeds: cl100k_seeds,
+        generate: text_input,
+        check: check_cl100k,
     },
     Target {
         name: "openai-response",
@@ -188,6 +203,13 @@ fn check_request(input: &[u8]) -> Verdict {
         return Ok(Outcome::Rejected);
     }
     let _ = CacheKey::new(&req, "t-0123456789ab", &req.model);
+    // the token estimate for an OpenAI-compatible deployment: a number, or the one refusal
+    match estimate::input_tokens(&req) {
+        Ok(n) if n < 3 => return Err(format!("an estimate below the reply priming: {n}")),
+        Ok(_) => {}
+        Err(ProviderError::Unsupported(_)) => {}
+        Err(e) => return Err(format!("the estimate failed otherwise: {e}")),
+    }
     let _ = (req.is_stream(), req.include_usage(), req.max_output_tokens(), req.has_images());
     for m in &req.messages {
         let _ = m.text_content();
@@ -278,6 +300,102 @@ fn responses_seeds() -> Vec<Vec<u8>> {
         json!({"model": "auto", "input": [{"role": "assistant", "content": [{"type": "output_text", "text": "ok"}]}, {"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": "second"}], "previous_response_id": "resp_1"}),
         json!({"model": "auto", "input": "x", "tools": [{"type": "web_search"}], "conversation": "conv_1"}),
     ])
+}
+
+/// A Messages request is translated into a chat request, which must then pass everything a chat
+/// request passes; read as a count request (fewer fields) it must parse or be refused cleanly.
+fn check_messages_request(input: &[u8]) -> Verdict {
+    if let Err(e) = messages::count_request(input) {
+        openai_shaped(&e, 400..=499)?;
+    }
+    let req: messages::MessagesRequest = match parse_json(input) {
+        Ok(r) => r,
+        Err(e) => {
+            openai_shaped(&e, 400..=499)?;
+            return Ok(Outcome::Rejected);
+        }
+    };
+    let chat = match messages::to_chat_request(req) {
+        Ok(c) => c,
+        Err(e) => {
+            openai_shaped(&e, 400..=499)?;
+            return Ok(Outcome::Rejected);
+        }
+    };
+    let chat = serde_json::to_vec(&chat).map_err(|e| format!("the chat request does not serialise: {e}"))?;
+    check_request(&chat)
+}
+
+fn messages_seeds() -> Vec<Vec<u8>> {
+    let tools = json!([{"name": "get_weather", "description": "Weather for a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let eph = json!({"type": "ephemeral"});
+    lines(&[
+        json!({"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "How do I reset my password?"}]}),
+        json!({"model": "claude-haiku-4-5", "max_tokens": 64, "system": [{"type": "text", "text": "Be brief.", "cache_control": eph}], "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "temperature": 0.2, "top_k": 5, "stop_sequences": ["END"], "metadata": {"user_id": "u1"}}),
+        json!({"model": "auto", "max_tokens": 256, "tools": tools, "tool_choice": {"type": "tool", "name": "get_weather"}, "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "call it", "signature": "sig"}, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "18C"}], "is_error": false}]}],
+            "thinking": {"type": "enabled", "budget_tokens": 1024}, "stream": true}),
+        json!({"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+            {"type": "document", "title": "Notes", "source": {"type": "text", "media_type": "text/plain", "data": "Rivers flood."}},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}, "cache_control": eph},
+            {"type": "document", "title": "Manual", "source": {"type": "content", "content": [{"type": "text", "text": "Step one."}, {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}},
+            {"type": "text", "text": "Summarise."}]}]}),
+        json!({"model": "auto:0.1", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}, {"role": "user", "content": "z"}]}),
+    ])
+}
+
+// ---- the token estimate's encoder --------------------------------------------------------------
+
+/// Any bytes, read as text (invalid UTF-8 replaced), encode to ids that decode to that text.
+/// Bytes that were not UTF-8 count as rejected (a request body would have been refused), though
+/// their replacement text is checked all the same.
+fn check_cl100k(input: &[u8]) -> Verdict {
+    let text = String::from_utf8_lossy(input);
+    let ids = cl100k::encode(&text);
+    if ids.len() > text.len() {
+        return Err(format!("{} ids for {} bytes", ids.len(), text.len()));
+    }
+    let back = cl100k::decode(&ids).map_err(|e| format!("an id the encoder gave does not decode: {e}"))?;
+    if back != text {
+        return Err(format!("round trip changed the text: {text:?} -> {ids:?} -> {back:?}"));
+    }
+    Ok(if std::str::from_utf8(input).is_err() { Outcome::Rejected } else { Outcome::Accepted })
+}
+
+fn cl100k_seeds() -> Vec<Vec<u8>> {
+    [
+        "How do I reset my password?",
+        "I'm you'RE they'll we'VE it's\r\n\n\n   \t",
+        "def f(x):\n    return x ** 2  # 12345678901\n",
+        "😀😀 日本語のテキスト Ünïcödé ab\u{301}c \u{a0}",
+        "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!============------",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
+}
+
+/// Text for the encoder: a seed mutated at the byte level, or random bytes (a third of inputs
+/// empty or short), sometimes a long run of one character.
+fn text_input(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    match rng.gen_range(0..10) {
+        0..=5 => {
+            let mut data = seeds.choose(rng).cloned().unwrap_or_default();
+            for _ in 0..rng.gen_range(1..6) {
+                mutate_bytes(rng, &mut data, seeds);
+            }
+            data
+        }
+        6..=8 => random_bytes(rng, 300),
+        _ => {
+            let c = *b" !a1\n=".choose(rng).unwrap_or(&b' ');
+            vec![c; rng.gen_range(200..3000)]
+        }
+    }
 }
 
 // ---- OpenAI ------------------------------------------------------------------------------------
