@@ -376,6 +376,7 @@ async fn models_embeddings_health_metrics_and_passthrough() {
     assert_eq!(health["status"], "ok");
     let metrics = client.get(url(&g, "/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("switchyard_requests_total{cache=\"miss\"} 1"), "{metrics}");
+    check_exposition(&metrics);
     assert!(metrics.contains("switchyard_cache_entries 1"));
     assert!(metrics.contains("switchyard_breaker_state{deployment=\"premium:large\"} 0"));
     assert!(!metrics.contains("sk-premium-secret-key") && !metrics.contains("sk-cheap-secret-key"));

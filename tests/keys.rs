@@ -91,7 +91,9 @@ async fn chat(g: &Running, key: &str, body: &Value) -> (u16, reqwest::header::He
 }
 
 async fn metrics(g: &Running) -> String {
-    reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap()
+    let text = reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap();
+    check_exposition(&text);
+    text
 }
 
 fn metric(text: &str, series: &str) -> f64 {

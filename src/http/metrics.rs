@@ -32,6 +32,12 @@ fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
 
+/// An unlabelled counter: a count that only grows (`rate()` and `increase()` need the type; a
+/// `_total` series typed gauge is refused by OpenMetrics parsers and flagged by `promtool`).
+fn total(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -118,26 +124,21 @@ fn spend(out: &mut String, state: &AppState) {
             "1 while Redis is unreachable and this replica counts limits on its own.",
             f64::from(u8::from(l.degraded())),
         );
-        gauge(
+        total(
             out,
             "switchyard_limits_redis_errors_total",
             "Limit checks and settles that could not use Redis (counted on this replica instead).",
-            l.redis_errors.load(Relaxed) as f64,
+            l.redis_errors.load(Relaxed),
         );
     }
     if let Some(ks) = &state.key_store {
         gauge(out, "switchyard_keys", "Keys in the key file now in use.", ks.table().len() as f64);
-        gauge(
-            out,
-            "switchyard_keys_reloads_total",
-            "Key file reloads that took effect.",
-            ks.reloads.load(Relaxed) as f64,
-        );
-        gauge(
+        total(out, "switchyard_keys_reloads_total", "Key file reloads that took effect.", ks.reloads.load(Relaxed));
+        total(
             out,
             "switchyard_keys_reload_failures_total",
             "Key file reloads refused (the old keys stayed).",
-            ks.reload_failures.load(Relaxed) as f64,
+            ks.reload_failures.load(Relaxed),
         );
     }
     if let Some(s) = state.ledger.stats() {
@@ -198,29 +199,29 @@ pub async fn render(State(state): State<AppState>) -> Response {
     );
     route_shares(&mut out, &g.router.stats());
     let relaxed = std::sync::atomic::Ordering::Relaxed;
-    gauge(
+    total(
         &mut out,
         "switchyard_router_reloads_total",
         "Routers swapped in while serving (SIGHUP).",
-        g.router.reloads.load(relaxed) as f64,
+        g.router.reloads.load(relaxed),
     );
-    gauge(
+    total(
         &mut out,
         "switchyard_router_reload_failures_total",
         "Router reloads refused (the file did not load; the running router stayed).",
-        g.router.reload_failures.load(relaxed) as f64,
+        g.router.reload_failures.load(relaxed),
     );
-    gauge(
+    total(
         &mut out,
         "switchyard_embed_failures_total",
         "Embeddings that failed or timed out (served as misses).",
-        m.embed_failures.load(relaxed) as f64,
+        m.embed_failures.load(relaxed),
     );
-    gauge(
+    total(
         &mut out,
         "switchyard_stream_errors_total",
         "Streams ended by an upstream failure after the first byte.",
-        m.stream_errors.load(relaxed) as f64,
+        m.stream_errors.load(relaxed),
     );
     if let Some(cache) = &g.cache {
         let s = cache.stats();

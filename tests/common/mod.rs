@@ -309,3 +309,26 @@ pub async fn metric(g: &Running, name: &str) -> f64 {
     let text = reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap();
     text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
+
+/// Checks a `/metrics` body the way Prometheus and OpenMetrics parsers read it: every family is
+/// declared once (`# TYPE`) before its samples, a family named `_total` is a counter and a
+/// counter is named `_total`, and every sample belongs to a declared family and has a number.
+pub fn check_exposition(text: &str) {
+    let mut types: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(types.insert(name, kind).is_none(), "{name} declared twice");
+            assert_eq!(name.ends_with("_total"), kind == "counter", "{name} is a {kind}");
+        } else if !line.starts_with('#') {
+            let (series, value) = line.rsplit_once(' ').unwrap_or((line, ""));
+            let name = series.split('{').next().unwrap_or(series);
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| types.get(f) == Some(&"histogram")))
+                .unwrap_or(name);
+            assert!(types.contains_key(family), "{name} has no # TYPE before it");
+            assert!(value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value), "{line}");
+        }
+    }
+}
