@@ -79,6 +79,7 @@ fn rendered(dom: &str, id: &str) -> (f64, String) {
 /// `/metrics` as series name with labels → value.
 async fn metrics(g: &Running) -> HashMap<String, f64> {
     let text = reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap();
+    check_exposition(&text);
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.rsplit_once(' '))

@@ -61,7 +61,9 @@ fn ask(q: &str) -> Value {
 }
 
 async fn metrics(g: &Running) -> String {
-    reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap()
+    let text = reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap();
+    check_exposition(&text);
+    text
 }
 
 async fn wait_for_calls(u: &MockUpstream, n: usize) {

@@ -187,6 +187,7 @@ async fn a_gateway_whose_redis_is_down_still_serves() {
     assert_eq!(cheap.calls(), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let m = reqwest::get(url(&g, "/metrics")).await.unwrap().text().await.unwrap();
+    check_exposition(&m);
     assert!(!m.contains("hunter2"), "the Redis password must not leak");
     assert!(metric(&g, "switchyard_shared_tier_errors_total").await >= 1.0, "{m}");
     g.shutdown().await;
