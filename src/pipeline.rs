@@ -509,7 +509,8 @@ impl Gateway {
         }
         // `auto:0.1`: the per-request dial in the model name, for clients that can set a model
         // but no header (a configured model of that name, above, comes first)
-        if let (true, Some(share)) = (found.is_empty(), model.strip_prefix(&format!("{}:", self.router_alias))) {
+        let dial = model.strip_prefix(self.router_alias.as_str()).and_then(|rest| rest.strip_prefix(':'));
+        if let (true, Some(share)) = (found.is_empty(), dial) {
             return match share.trim().parse::<f32>() {
                 Ok(s) if (0.0..=1.0).contains(&s) => Ok(Route::Auto { dial: Some(s) }),
                 _ => Err(GatewayError::invalid(

@@ -370,10 +370,7 @@ pub fn to_chat_request(req: MessagesRequest) -> Result<ChatRequest, GatewayError
                                     vec![json!({"type": "file", "file": file})]
                                 }
                                 DocumentSource::Text { data } | DocumentSource::Content { content: DocumentContent::Text(data) } => {
-                                    vec![match title {
-                                        Some(t) => json!({"type": "text", "text": format!("{t}\n\n{data}")}),
-                                        None => json!({"type": "text", "text": data}),
-                                    }]
+                                    content_document(title.as_deref(), &[DocumentBlock::Text { text: data.clone() }])
                                 }
                                 DocumentSource::Content { content: DocumentContent::Blocks(blocks) } => {
                                     if blocks.iter().any(|b| matches!(b, DocumentBlock::Other)) {
