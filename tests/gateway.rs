@@ -290,31 +290,47 @@ async fn bad_input_gets_openai_errors_and_the_server_keeps_serving() {
     let u = url(&g, "/v1/chat/completions");
     let raw = |body: Vec<u8>| client.post(&u).header("content-type", "application/json").body(body).send();
 
-    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
-        (b"{not json".to_vec(), 400, "not valid JSON"),
-        (b"".to_vec(), 400, "empty"),
-        (br#"{"model": 5, "messages": []}"#.to_vec(), 400, "invalid type"),
-        (br#"{"model": "cheap", "messages": "hi"}"#.to_vec(), 400, "invalid type"),
-        (br#"{"model": "cheap", "messages": []}"#.to_vec(), 400, "at least one message"),
-        (br#"{"model": "cheap", "messages": [{"role": "wizard", "content": "hi"}]}"#.to_vec(), 400, "unknown variant"),
+    // (body, status, in the message, `param`: the field a wrong shape is about, as OpenAI names it)
+    let cases: Vec<(Vec<u8>, u16, &str, Option<&str>)> = vec![
+        (b"{not json".to_vec(), 400, "not valid JSON", None),
+        (b"".to_vec(), 400, "empty", None),
+        (br#"{"model": 5, "messages": []}"#.to_vec(), 400, "invalid type", Some("model")),
+        (br#"{"model": "cheap", "messages": "hi"}"#.to_vec(), 400, "invalid type", Some("messages")),
+        (br#"{"model": "cheap", "messages": []}"#.to_vec(), 400, "at least one message", Some("messages")),
+        (
+            br#"{"model": "cheap", "messages": [{"role": "wizard", "content": "hi"}]}"#.to_vec(),
+            400,
+            "unknown variant",
+            Some("messages[0].role"),
+        ),
+        (
+            br#"{"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}"#.to_vec(),
+            400,
+            "invalid type",
+            Some("temperature"),
+        ),
+        (br#"{"messages": [{"role": "user", "content": "hi"}]}"#.to_vec(), 400, "missing field", Some("model")),
         (
             br#"{"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "temperature": 7}"#.to_vec(),
             400,
             "temperature",
+            Some("temperature"),
         ),
         (
             br#"{"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}"#.to_vec(),
             404,
             "does not exist",
+            None,
         ),
     ];
-    for (body, status, needle) in cases {
+    for (body, status, needle, param) in cases {
         let r = raw(body.clone()).await.unwrap();
         assert_eq!(r.status().as_u16(), status, "{}", String::from_utf8_lossy(&body));
         let v: Value = r.json().await.unwrap();
         let err = &v["error"];
         assert!(err["message"].as_str().unwrap().contains(needle), "{v}");
         assert!(err["type"].is_string() && err.get("param").is_some() && err.get("code").is_some(), "{v}");
+        assert_eq!(err["param"].as_str(), param, "{v}");
     }
     // 10 MB body
     let mut big = br#"{"model": "cheap", "messages": [{"role": "user", "content": ""#.to_vec();

@@ -11,7 +11,7 @@ pub mod responses;
 mod types;
 
 pub use error::{ErrorBody, ErrorDetail, GatewayError, DEFAULT_RETRY_AFTER_SECS};
-pub use parse::parse_json;
+pub use parse::{from_value, parse_json};
 pub use types::*;
 
 /// A stream translator from chat chunks to another API's events (Anthropic's Messages, OpenAI's

@@ -83,6 +83,13 @@ try:
     check(False, "empty messages raises")
 except openai.BadRequestError as e:
     check(e.status_code == 400, "empty messages is a 400 BadRequestError")
+    check(e.param == "messages", f"the error names messages (param {e.param!r})")
+try:
+    # the SDK's types say a number; Python sends what it is given
+    client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}], temperature="hot")
+    check(False, "a string temperature raises")
+except openai.BadRequestError as e:
+    check(e.param == "temperature", f"a wrongly typed field is named in BadRequestError.param (got {e.param!r})")
 
 models = client.models.list()
 check(any(m.id == "auto" for m in models.data), "models list includes auto")
