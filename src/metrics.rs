@@ -94,7 +94,8 @@ pub struct Metrics {
     /// Answered requests whose model has no known price, by model
     pub unpriced: Labeled,
     /// Requests answered by another model than routed, by price direction (cheaper, pricier,
-    /// same_price, unknown_price), and `pricier_refused` failures
+    /// same_price, unknown_price), `pricier_refused` failures, and `larger_context`: prompts `auto`
+    /// moved to the premium tier because no cheap deployment could take their length
     pub fallbacks: Labeled,
     pub request_seconds: Histogram,
     pub embed_seconds: Histogram,

@@ -19,7 +19,7 @@ use crate::classify::{Affinity, Ask, LiveRouter, Routed, TierChoice};
 use crate::config::{Deployment, Price};
 use crate::embed::{EmbedHandle, Embedded};
 use crate::metrics::Metrics;
-use crate::providers::{Dispatcher, TokenCount};
+use crate::providers::{Dispatcher, Outcome, TokenCount};
 
 /// Characters per replayed SSE chunk when a cached answer is streamed.
 const REPLAY_PIECE: usize = 24;
@@ -397,6 +397,7 @@ impl Gateway {
                 ));
             }
         }
+        let larger = self.larger_windows(&route, &tier, &targets, req.has_images(), &ctx);
         let (targets, held_back) = self.cap_fallback(&tier, targets);
         self.metrics.routed.add(&tier, 1.0);
         let status = if key.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass };
@@ -407,10 +408,10 @@ impl Gateway {
         if req.is_stream() {
             let out = self
                 .dispatch
-                .send_stream(&targets, &req)
+                .send_stream(&targets, &larger, &req)
                 .await
                 .map_err(|e| self.refused_fallback(e, &tier, &held_back))?;
-            self.count_fallback(&targets, &out.model);
+            let tier = self.count_fallback(&targets, &out, tier, thread);
             let meta = Meta {
                 cache: status,
                 similarity: None,
@@ -431,8 +432,12 @@ impl Gateway {
             return Ok(Served { meta, body: Body::Stream(stream), done: Some(rx) });
         }
 
-        let out = self.dispatch.send(&targets, &req).await.map_err(|e| self.refused_fallback(e, &tier, &held_back))?;
-        self.count_fallback(&targets, &out.model);
+        let out = self
+            .dispatch
+            .send(&targets, &larger, &req)
+            .await
+            .map_err(|e| self.refused_fallback(e, &tier, &held_back))?;
+        let tier = self.count_fallback(&targets, &out, tier, thread);
         let response = out.value;
         let cost = self.price(&out.model, response.usage);
         let saved = cost.map(|c| self.routing_saving(&route, &tier, response.usage, c));
@@ -670,9 +675,48 @@ impl Gateway {
         }
     }
 
-    /// Counts a request answered by another model than the one it was routed to, by direction.
-    fn count_fallback(&self, targets: &[Deployment], answered: &str) {
-        let Some(first) = targets.first().filter(|d| d.model != answered) else { return };
+    /// Where a prompt the router sent to the cheap tier goes when no cheap deployment can take
+    /// it for its length: the premium tier's deployments (those not already tried, and only those
+    /// that can see its images). `auto` let the router choose the tier, and a prompt the cheap
+    /// model cannot read at all is not a cheap request; a client that named a tier or a model
+    /// gets that tier's failover only, and the 400 if none of it fits. So does a request that
+    /// may not go premium at all: dialled to share 0, or from a key past its soft budget.
+    fn larger_windows(
+        &self,
+        route: &Route,
+        tier: &str,
+        targets: &[Deployment],
+        images: bool,
+        ctx: &RequestCtx,
+    ) -> Vec<Deployment> {
+        let Route::Auto { dial } = route else { return Vec::new() };
+        let never_premium = dial.or(ctx.premium_share) == Some(0.0) || ctx.premium_off;
+        if never_premium || tier != self.cheap_tier || tier == self.premium_tier {
+            return Vec::new();
+        }
+        let Some(premium) = self.tiers.get(&self.premium_tier) else { return Vec::new() };
+        premium.order().into_iter().filter(|d| !targets.contains(d) && (d.vision || !images)).collect()
+    }
+
+    /// Counts a request answered by another model than the one it was routed to, by direction,
+    /// and gives the tier that answered: the premium tier when the prompt was too long for the
+    /// cheap one (its conversation then stays premium, as affinity keeps any premium thread).
+    fn count_fallback<T>(
+        &self,
+        targets: &[Deployment],
+        out: &Outcome<T>,
+        tier: String,
+        thread: Option<Thread>,
+    ) -> String {
+        if out.escalated {
+            self.metrics.fallbacks.add("larger_context", 1.0);
+            if let (Some(t), true) = (thread, self.affinity) {
+                self.threads.remember_premium(&t);
+            }
+            return self.premium_tier.clone();
+        }
+        let answered = out.model.as_str();
+        let Some(first) = targets.first().filter(|d| d.model != answered) else { return tier };
         let price = |m: &str| self.prices.get(m).map(crate::prices::blended);
         let direction = match (price(&first.model), price(answered)) {
             (Some(a), Some(b)) if b > a => "pricier",
@@ -681,6 +725,7 @@ impl Gateway {
             _ => "unknown_price",
         };
         self.metrics.fallbacks.add(direction, 1.0);
+        tier
     }
 
     /// What routing saved against sending this request to the premium tier's first deployment.

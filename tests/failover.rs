@@ -317,3 +317,121 @@ async fn a_client_that_disconnects_cancels_the_upstream_call() {
     assert_eq!((a.calls(), b.calls()), (1, 0), "the request outlived its client");
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_prompt_too_long_for_one_deployment_goes_on_to_the_next_and_too_long_for_all_is_a_400() {
+    let (a, b) = mocks().await;
+    a.context_window(50);
+    // two failures in a row would open a breaker: refusals for length must not count as failures
+    let g = gateway(config(&a, &b, "breaker_failures = 2", None)).await;
+    let long = "word ".repeat(20);
+    for n in 1..=3 {
+        let (status, h, body) = post_chat(&g, &ask(&format!("{long}{n}")), &[]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(header(&h, "x-switchyard-provider"), "b");
+        // refused once, not retried on the same deployment
+        assert_eq!((a.calls(), b.calls()), (n, n));
+    }
+    let (status, h, _) = post_chat(&g, &ask("short"), &[]).await;
+    assert_eq!((status, header(&h, "x-switchyard-provider")), (200, "a"), "a's breaker stayed closed");
+
+    b.context_window(50);
+    let (status, _, body) = post_chat(&g, &ask(&long), &[]).await;
+    assert_eq!(status, 400, "{body}");
+    let e = &body["error"];
+    assert_eq!(
+        (e["code"].as_str(), e["type"].as_str(), e["param"].as_str()),
+        (Some("context_length_exceeded"), Some("invalid_request_error"), Some("messages")),
+        "{body}"
+    );
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("a:m") && msg.contains("b:m") && msg.contains("maximum context length"), "{msg}");
+    assert!(!body.to_string().contains("secret-key"));
+    assert_eq!((a.calls(), b.calls()), (5, 4));
+    g.shutdown().await;
+}
+
+/// A cheap tier with a small window (`a:small`), a premium one with a large one (`b:large`), and
+/// a fixed router threshold no score reaches: `auto` routes everything cheap.
+fn small_and_large(a: &MockUpstream, b: &MockUpstream) -> Config {
+    let text = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        [cache]
+        enabled = false
+        [router]
+        threshold = 1000000.0
+        [tiers]
+        cheap = ["a:small"]
+        premium = ["b:large"]
+        [providers.a]
+        kind = "openai"
+        base_url = "{}"
+        [providers.b]
+        kind = "openai"
+        base_url = "{}"
+        [prices]
+        small = {{ input = 0.15, output = 0.60 }}
+        large = {{ input = 2.50, output = 10.00 }}
+        "#,
+        a.base_url(),
+        b.base_url()
+    );
+    Config::parse(&text).unwrap()
+}
+
+#[tokio::test]
+async fn auto_sends_a_prompt_too_long_for_the_cheap_tier_to_the_premium_tier_and_keeps_its_conversation_there() {
+    let (a, b) = mocks().await;
+    a.context_window(60);
+    let g = gateway(small_and_large(&a, &b)).await;
+    let auto = |messages: Value| json!({"model": "auto", "messages": messages});
+
+    let (status, h, _) = post_chat(&g, &auto(json!([{"role": "user", "content": "hello"}])), &[]).await;
+    assert_eq!((status, header(&h, "x-switchyard-tier")), (200, "cheap"));
+
+    let long = "Summarise this for me please: ".to_string() + &"lorem ipsum ".repeat(8);
+    let (status, h, body) = post_chat(&g, &auto(json!([{"role": "user", "content": long}])), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((header(&h, "x-switchyard-tier"), header(&h, "x-switchyard-model")), ("premium", "large"));
+    // the refused cheap call and the premium one
+    assert_eq!(header(&h, "x-switchyard-attempts"), "2");
+    assert!(!header(&h, "x-switchyard-route-score").is_empty());
+    assert_eq!((a.calls(), b.calls()), (2, 1));
+    assert_eq!(metric(&g, r#"switchyard_fallbacks_total{direction="larger_context"}"#).await, 1.0);
+
+    // the conversation goes on at the premium tier without another refused call
+    let answer = body["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let follow_up = auto(json!([
+        {"role": "user", "content": long},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "shorter"}
+    ]));
+    let (status, h, _) = post_chat(&g, &follow_up, &[]).await;
+    assert_eq!((status, header(&h, "x-switchyard-tier")), (200, "premium"));
+    assert_eq!(header(&h, "x-switchyard-route-affinity"), "premium");
+    assert_eq!((a.calls(), b.calls()), (2, 2));
+
+    // streamed, the same
+    let mut streamed = auto(json!([{"role": "user", "content": format!("{long} (streamed)")}]));
+    streamed["stream"] = json!(true);
+    let resp = reqwest::Client::new().post(url(&g, "/v1/chat/completions")).json(&streamed).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-switchyard-tier"], "premium");
+    let (events, done) = sse(resp).await;
+    assert!(done && events.iter().any(|e| e["model"] == "large"), "{events:?}");
+    assert_eq!((a.calls(), b.calls()), (3, 3));
+
+    // a request that may not go premium gets OpenAI's 400 instead: dialled to share 0, or a
+    // client that named the cheap tier
+    for body in [
+        json!({"model": "auto:0", "messages": [{"role": "user", "content": format!("{long} (dial)")}]}),
+        json!({"model": "cheap", "messages": [{"role": "user", "content": format!("{long} (tier)")}]}),
+    ] {
+        let (status, _, e) = post_chat(&g, &body, &[]).await;
+        assert_eq!((status, e["error"]["code"].as_str()), (400, Some("context_length_exceeded")), "{e}");
+    }
+    assert_eq!((a.calls(), b.calls()), (5, 3));
+    g.shutdown().await;
+}

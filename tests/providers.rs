@@ -219,8 +219,15 @@ async fn anthropic_error_is_openai_shaped_names_the_provider_and_hides_the_key()
     assert!(message.contains("invalid_request_error: messages.0.content: prompt is too long"), "{message}");
     assert!(!body.to_string().contains(ANTHROPIC_KEY), "{body}");
     assert_eq!(err["type"], "invalid_request_error");
-    assert_eq!(err["code"], "upstream_error");
+    // a refusal for length is OpenAI's context_length_exceeded, whatever the provider's words
+    assert_eq!(err["code"], "context_length_exceeded");
     assert_eq!(a.calls(), 1, "a 400 is not retried");
+
+    // any other 400 is the provider's, passed on as such
+    a.then(Reply::Error(400, "invalid_request_error", "max_tokens: Field required".into()));
+    let (s, _, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("upstream_error")), "{body}");
+    assert_eq!(a.calls(), 2);
 
     // the gateway's own key being refused is a 502, not the client's 401
     a.then(Reply::Error(401, "authentication_error", "invalid x-api-key".into()));
@@ -269,6 +276,43 @@ async fn anthropic_stream_overloaded_before_first_chunk_fails_over_to_gemini() {
     assert_eq!(streamed_text(&chunks), "gemini answer #1 to: Name a mountain in Italy.");
     assert_eq!(a.calls(), 2, "both attempts on anthropic saw the error event before any content");
     assert_eq!(gm.calls(), 1);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_prompt_too_long_for_claude_goes_to_gemini_and_one_too_long_for_gemini_too_is_a_400() {
+    let a = ProviderMock::anthropic("claude", ANTHROPIC_KEY).await;
+    let gm = ProviderMock::gemini("gemini", GEMINI_KEY).await;
+    let g = gateway(config(&["anthropic:claude-haiku-4-5", "gemini:gemini-2.5-flash"], Some(&a), Some(&gm))).await;
+    // Anthropic's words for it
+    a.then(Reply::Error(400, "invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum".into()));
+    let req = json!({"model": "cheap", "messages": [{"role": "user", "content": "Summarise these minutes."}]});
+    let (s, h, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(header(&h, "x-switchyard-provider"), "gemini");
+    assert_eq!((a.calls(), gm.calls()), (1, 1));
+
+    // and Gemini's
+    a.then(Reply::Error(
+        400,
+        "invalid_request_error",
+        "input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000".into(),
+    ));
+    gm.then(Reply::Error(
+        400,
+        "INVALID_ARGUMENT",
+        "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).".into(),
+    ));
+    let req = json!({"model": "cheap", "messages": [{"role": "user", "content": "Summarise these transcripts."}]});
+    let (s, _, body) = post_chat(&g, &req, &[]).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("context_length_exceeded")), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("exceed context limit") && message.contains("exceeds the maximum number of tokens"),
+        "{message}"
+    );
+    assert!(!body.to_string().contains(ANTHROPIC_KEY) && !body.to_string().contains(GEMINI_KEY));
+    assert_eq!((a.calls(), gm.calls()), (2, 2));
     g.shutdown().await;
 }
 

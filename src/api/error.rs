@@ -43,6 +43,11 @@ pub enum GatewayError {
     /// provider's own hint (seconds), passed on with a 429.
     #[error("{message}")]
     Upstream { status: u16, provider: String, message: String, retry_after: Option<u64> },
+    /// 400: the prompt fits no deployment that was tried (each refused it as longer than its
+    /// model's context window). OpenAI's own code, `context_length_exceeded`, which SDKs and
+    /// LangChain's trimming helpers look for.
+    #[error("{0}")]
+    ContextTooLong(String),
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
@@ -80,7 +85,7 @@ impl GatewayError {
 
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::InvalidRequest { .. } => 400,
+            GatewayError::InvalidRequest { .. } | GatewayError::ContextTooLong(_) => 400,
             GatewayError::Unauthorized(_) => 401,
             GatewayError::NotFound(_) | GatewayError::UnknownUrl { .. } | GatewayError::ResponseNotFound { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
@@ -97,6 +102,7 @@ impl GatewayError {
     fn kind_and_code(&self) -> (&'static str, Option<&'static str>) {
         match self {
             GatewayError::InvalidRequest { .. } => ("invalid_request_error", None),
+            GatewayError::ContextTooLong(_) => ("invalid_request_error", Some("context_length_exceeded")),
             GatewayError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             GatewayError::NotFound(_) => ("invalid_request_error", Some("model_not_found")),
             GatewayError::UnknownUrl { .. } => ("invalid_request_error", Some("unknown_url")),
@@ -124,6 +130,7 @@ impl GatewayError {
         let (kind, code) = self.kind_and_code();
         let param = match self {
             GatewayError::InvalidRequest { param, .. } | GatewayError::ResponseNotFound { param, .. } => param.clone(),
+            GatewayError::ContextTooLong(_) => Some("messages".to_string()),
             _ => None,
         };
         ErrorBody {
@@ -143,7 +150,9 @@ impl GatewayError {
     /// `type` names are Anthropic's (their SDKs pick exception classes by status, not by name).
     pub fn anthropic_body(&self) -> serde_json::Value {
         let kind = match self {
-            GatewayError::InvalidRequest { .. } | GatewayError::PayloadTooLarge { .. } => "invalid_request_error",
+            GatewayError::InvalidRequest { .. }
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::ContextTooLong(_) => "invalid_request_error",
             GatewayError::Unauthorized(_) => "authentication_error",
             GatewayError::NotFound(_) | GatewayError::UnknownUrl { .. } | GatewayError::ResponseNotFound { .. } => {
                 "not_found_error"

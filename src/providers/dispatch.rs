@@ -25,6 +25,8 @@ pub struct Outcome<T> {
     pub model: String,
     /// Upstream calls made, the successful one included.
     pub attempts: u32,
+    /// Answered from `larger`: every deployment of `targets` refused the prompt for its length.
+    pub escalated: bool,
     /// The deployment's concurrency slot, held while the answer is still being read.
     slot: Option<OwnedSemaphorePermit>,
 }
@@ -213,13 +215,18 @@ impl Dispatcher {
         Some(Duration::from_secs_f64(capped * jitter))
     }
 
-    /// Non-streaming: the first successful answer along `targets`.
-    pub async fn send(&self, targets: &[Deployment], req: &ChatRequest) -> Result<Outcome<ChatResponse>, GatewayError> {
-        self.run(
-            targets,
-            req,
-            |p: Arc<Provider>, model: String, req: ChatRequest| async move { p.chat(&req, &model).await },
-        )
+    /// Non-streaming: the first successful answer along `targets`, then along `larger` when
+    /// every deployment tried refused the prompt as longer than its context window (`auto`
+    /// gives its premium tier there for a prompt it routed cheap; otherwise it is empty).
+    pub async fn send(
+        &self,
+        targets: &[Deployment],
+        larger: &[Deployment],
+        req: &ChatRequest,
+    ) -> Result<Outcome<ChatResponse>, GatewayError> {
+        self.run(targets, larger, req, |p: Arc<Provider>, model: String, req: ChatRequest| async move {
+            p.chat(&req, &model).await
+        })
         .await
     }
 
@@ -255,14 +262,16 @@ impl Dispatcher {
         Err(summarise(&errors, 0, false))
     }
 
-    /// Streaming: the first deployment whose stream yields a first chunk. Failures after that
-    /// are the caller's to report (the client has bytes already).
+    /// Streaming: the first deployment whose stream yields a first chunk (`larger` as for
+    /// [`Dispatcher::send`]). Failures after that are the caller's to report (the client has
+    /// bytes already).
     pub async fn send_stream(
         &self,
         targets: &[Deployment],
+        larger: &[Deployment],
         req: &ChatRequest,
     ) -> Result<Outcome<ChunkStream>, GatewayError> {
-        let mut out = self.stream_first_chunk(targets, req).await?;
+        let mut out = self.stream_first_chunk(targets, larger, req).await?;
         if let Some(slot) = out.slot.take() {
             // the deployment is busy until the stream ends (or the client drops it)
             out.value = Box::pin(out.value.map(move |item| {
@@ -276,9 +285,10 @@ impl Dispatcher {
     async fn stream_first_chunk(
         &self,
         targets: &[Deployment],
+        larger: &[Deployment],
         req: &ChatRequest,
     ) -> Result<Outcome<ChunkStream>, GatewayError> {
-        self.run(targets, req, |p: Arc<Provider>, model: String, req: ChatRequest| async move {
+        self.run(targets, larger, req, |p: Arc<Provider>, model: String, req: ChatRequest| async move {
             let timeout = p.first_byte_timeout();
             let mut stream = p.chat_stream(&req, &model).await?;
             match tokio::time::timeout(timeout, stream.next()).await {
@@ -298,6 +308,7 @@ impl Dispatcher {
     async fn run<T, F, Fut>(
         &self,
         targets: &[Deployment],
+        larger: &[Deployment],
         req: &ChatRequest,
         call: F,
     ) -> Result<Outcome<T>, GatewayError>
@@ -310,7 +321,11 @@ impl Dispatcher {
         let mut errors: Vec<(String, ProviderError)> = Vec::new();
         let mut skipped_open = 0usize;
         let mut skipped_busy = 0usize;
-        for d in targets {
+        let tail = larger.iter().map(|d| (d, true));
+        for (d, escalation) in targets.iter().map(|d| (d, false)).chain(tail) {
+            if escalation && !only_too_long(&errors) {
+                break;
+            }
             let Some(provider) = self.providers.get(&d.provider).cloned() else { continue };
             let key = deployment_key(d);
             // at its cap: go on to the next deployment rather than wait for a slot
@@ -345,8 +360,18 @@ impl Dispatcher {
                             provider: d.provider.clone(),
                             model: d.model.clone(),
                             attempts,
+                            escalated: escalation,
                             slot: slot.take(),
                         });
+                    }
+                    Err(ProviderError::ContextOverflow(why)) => {
+                        // a call was made and refused for its length: the deployment is up (its
+                        // breaker hears a success), and only a larger window can help
+                        tracing::info!(deployment = %key, reason = %why, "prompt longer than this deployment's context window");
+                        self.record_call(&key, false, false);
+                        self.record(&key, true);
+                        errors.push((key.clone(), ProviderError::ContextOverflow(why)));
+                        break;
                     }
                     Err(ProviderError::Unsupported(why)) => {
                         // nothing was sent: not an attempt, not a failure of the deployment
@@ -411,6 +436,14 @@ impl Dispatcher {
     }
 }
 
+/// Whether the calls so far all ended in a refusal for length (deployments that could not express
+/// the request made none): only then may a prompt move on to a larger window.
+fn only_too_long(errors: &[(String, ProviderError)]) -> bool {
+    let too_long = |e: &ProviderError| matches!(e, ProviderError::ContextOverflow(_));
+    errors.iter().any(|(_, e)| too_long(e))
+        && errors.iter().all(|(_, e)| too_long(e) || matches!(e, ProviderError::Unsupported(_)))
+}
+
 /// One honest client-facing error from every attempt's failure. Public for the fuzzer, which
 /// checks that every translator rejection becomes an OpenAI-shaped error through this same path.
 pub fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadline: bool) -> GatewayError {
@@ -437,6 +470,11 @@ pub fn summarise(errors: &[(String, ProviderError)], skipped_open: usize, deadli
         };
     };
     let provider = key.split(':').next().unwrap_or_default().to_string();
+    if let ProviderError::ContextOverflow(_) = last {
+        return GatewayError::ContextTooLong(format!(
+            "the prompt is longer than the context window of every deployment tried; shorten the messages or ask for fewer output tokens ({trail})"
+        ));
+    }
     match last {
         ProviderError::Status { status, message, .. } => match status {
             400 | 404 | 409 | 413 | 422 => GatewayError::Upstream {

@@ -46,6 +46,34 @@ pub enum ProviderError {
     /// Anthropic). No call was made; another deployment of the tier may still serve it.
     #[error("cannot be sent to this provider: {0}")]
     Unsupported(String),
+    /// The deployment refused the prompt as too long for its model's context window (with the
+    /// room asked for the answer). Neither a fault of the deployment nor of the request: another
+    /// deployment, with a larger window, may take it, so dispatch moves on instead of giving up.
+    #[error("the prompt does not fit this model's context window: {0}")]
+    ContextOverflow(String),
+}
+
+/// Whether an upstream's refusal says the prompt does not fit the model's context window, in the
+/// words each provider uses: OpenAI and the servers that copy its API (vLLM, DeepSeek, Mistral:
+/// "maximum context length", newer OpenAI models "exceeds the context window", the code
+/// `context_length_exceeded`), Anthropic ("prompt is too long", "exceed context limit"), Gemini
+/// ("input token count … exceeds the maximum number of tokens allowed"), llama.cpp ("exceeds the
+/// available context size"). A false positive costs one more deployment's 400, never an answer.
+pub fn is_context_overflow(status: u16, message: &str) -> bool {
+    const SIGNS: [&str; 7] = [
+        "context_length_exceeded",
+        "maximum context length",
+        "context window",
+        "prompt is too long",
+        "exceed context limit",
+        "exceeds the maximum number of tokens",
+        "exceeds the available context size",
+    ];
+    if !matches!(status, 400 | 413 | 422) {
+        return false;
+    }
+    let m = message.to_ascii_lowercase();
+    SIGNS.iter().any(|s| m.contains(s))
 }
 
 impl ProviderError {
@@ -61,7 +89,7 @@ impl ProviderError {
             ProviderError::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529)
             }
-            ProviderError::Unsupported(_) => false,
+            ProviderError::Unsupported(_) | ProviderError::ContextOverflow(_) => false,
         }
     }
 
@@ -85,6 +113,7 @@ impl ProviderError {
             ProviderError::Decode(m) => ProviderError::Decode(clean(m)),
             ProviderError::Stream(m) => ProviderError::Stream(clean(m)),
             ProviderError::Unsupported(m) => ProviderError::Unsupported(clean(m)),
+            ProviderError::ContextOverflow(m) => ProviderError::ContextOverflow(clean(m)),
             t @ ProviderError::Timeout(_) => t,
         }
     }
@@ -191,15 +220,21 @@ impl Upstream {
         let status = resp.status().as_u16();
         let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let body = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
+        let parsed = serde_json::from_str::<serde_json::Value>(&body).ok();
+        let message = parsed
+            .as_ref()
             .and_then(|v| {
                 v.pointer("/error/message")
                     .or_else(|| v.pointer("/message"))
                     .and_then(|m| m.as_str().map(str::to_string))
             })
             .unwrap_or_else(|| body.chars().take(300).collect());
-        ProviderError::Status { status, message: self.scrub(&message), retry_after }
+        let code = parsed.as_ref().and_then(|v| v.pointer("/error/code")).and_then(|c| c.as_str());
+        let message = self.scrub(&message);
+        if code == Some("context_length_exceeded") || is_context_overflow(status, &message) {
+            return ProviderError::ContextOverflow(message);
+        }
+        ProviderError::Status { status, message, retry_after }
     }
 
     /// Sends a request under the first-byte timeout (and, for non-streams, the total timeout).
@@ -224,6 +259,9 @@ impl Upstream {
         let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let body = resp.text().await.unwrap_or_default();
         Err(match map_error(status, retry_after, &body) {
+            ProviderError::Status { status, message, .. } if is_context_overflow(status, &message) => {
+                ProviderError::ContextOverflow(self.scrub(&message))
+            }
             ProviderError::Status { status, message, retry_after } => {
                 ProviderError::Status { status, message: self.scrub(&message), retry_after }
             }
@@ -343,6 +381,30 @@ impl Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_for_length_are_told_in_each_providers_words() {
+        for m in [
+            // OpenAI (older and newer models), vLLM, DeepSeek
+            "This model's maximum context length is 128000 tokens. However, your messages resulted in 130412 tokens.",
+            "Your input exceeds the context window of this model. Please adjust your input and try again.",
+            // Mistral
+            "Prompt contains 40000 tokens and 0 draft tokens, too large for model with 32768 maximum context length",
+            // Anthropic (as the adapter words it: type, then message)
+            "invalid_request_error: prompt is too long: 215000 tokens > 200000 maximum",
+            "invalid_request_error: input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000",
+            // Gemini
+            "INVALID_ARGUMENT: The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+            // llama.cpp's server
+            "the request exceeds the available context size, try increasing it",
+        ] {
+            assert!(is_context_overflow(400, m), "{m}");
+        }
+        assert!(!is_context_overflow(500, "This model's maximum context length is 8192 tokens"));
+        for m in ["max_tokens: Field required", "Invalid value for 'temperature'", "messages: roles must alternate"] {
+            assert!(!is_context_overflow(400, m), "{m}");
+        }
+    }
 
     #[test]
     fn retry_after_forms() {

@@ -55,6 +55,8 @@ struct MockState {
     latency: Duration,
     last_body: Arc<Mutex<Option<Value>>>,
     last_headers: Arc<Mutex<Option<HeaderMap>>>,
+    /// Longest conversation (characters of message text) the model takes; 0: no limit.
+    context_chars: Arc<AtomicUsize>,
 }
 
 pub struct MockUpstream {
@@ -65,6 +67,7 @@ pub struct MockUpstream {
     script: Arc<Mutex<VecDeque<Behavior>>>,
     last_body: Arc<Mutex<Option<Value>>>,
     last_headers: Arc<Mutex<Option<HeaderMap>>>,
+    context_chars: Arc<AtomicUsize>,
 }
 
 /// Counts a hanging call whose connection the gateway dropped (the handler future is dropped).
@@ -90,6 +93,7 @@ impl MockUpstream {
             latency,
             last_body: Arc::default(),
             last_headers: Arc::default(),
+            context_chars: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -103,7 +107,15 @@ impl MockUpstream {
             script: state.script,
             last_body: state.last_body,
             last_headers: state.last_headers,
+            context_chars: state.context_chars,
         }
+    }
+
+    /// From now on, a conversation longer than `chars` characters of message text is refused
+    /// as OpenAI refuses a prompt beyond a model's context window (400 `context_length_exceeded`).
+    pub fn context_window(&self, chars: usize) -> &Self {
+        self.context_chars.store(chars, Ordering::SeqCst);
+        self
     }
 
     pub fn calls(&self) -> usize {
@@ -147,6 +159,20 @@ async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Re
     let body: Value = serde_json::from_slice(&body).unwrap();
     *s.last_body.lock().unwrap() = Some(body.clone());
     *s.last_headers.lock().unwrap() = Some(headers);
+    let window = s.context_chars.load(Ordering::SeqCst);
+    let length: usize = body["messages"]
+        .as_array()
+        .map(|m| m.iter().map(|m| m["content"].as_str().map_or(0, str::len)).sum())
+        .unwrap_or(0);
+    if window > 0 && length > window {
+        // OpenAI's words and code for it
+        let message = format!("This model's maximum context length is {window} tokens. However, your messages resulted in {length} tokens. Please reduce the length of the messages.");
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": message, "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})),
+        )
+            .into_response();
+    }
     let behavior = s.script.lock().unwrap().pop_front().unwrap_or(Behavior::Ok);
     if !s.latency.is_zero() {
         tokio::time::sleep(s.latency).await;
