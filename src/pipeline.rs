@@ -19,7 +19,7 @@ use crate::classify::{Affinity, Ask, LiveRouter, Routed, TierChoice};
 use crate::config::{Deployment, Price};
 use crate::embed::{EmbedHandle, Embedded};
 use crate::metrics::Metrics;
-use crate::providers::{Dispatcher, Outcome, TokenCount};
+use crate::providers::{Dispatcher, TokenCount};
 
 /// Characters per replayed SSE chunk when a cached answer is streamed.
 const REPLAY_PIECE: usize = 24;
@@ -411,7 +411,11 @@ impl Gateway {
                 .send_stream(&targets, &larger, &req)
                 .await
                 .map_err(|e| self.refused_fallback(e, &tier, &held_back))?;
-            let tier = self.count_fallback(&targets, &out, tier, thread);
+            let tier = if out.escalated {
+                self.escalated(&route, thread, &ctx)
+            } else {
+                self.count_fallback(&targets, &out.model, tier)
+            };
             let meta = Meta {
                 cache: status,
                 similarity: None,
@@ -437,7 +441,11 @@ impl Gateway {
             .send(&targets, &larger, &req)
             .await
             .map_err(|e| self.refused_fallback(e, &tier, &held_back))?;
-        let tier = self.count_fallback(&targets, &out, tier, thread);
+        let tier = if out.escalated {
+            self.escalated(&route, thread, &ctx)
+        } else {
+            self.count_fallback(&targets, &out.model, tier)
+        };
         let response = out.value;
         let cost = self.price(&out.model, response.usage);
         let saved = cost.map(|c| self.routing_saving(&route, &tier, response.usage, c));
@@ -698,24 +706,31 @@ impl Gateway {
         premium.order().into_iter().filter(|d| !targets.contains(d) && (d.vision || !images)).collect()
     }
 
-    /// Counts a request answered by another model than the one it was routed to, by direction,
-    /// and gives the tier that answered: the premium tier when the prompt was too long for the
-    /// cheap one (its conversation then stays premium, as affinity keeps any premium thread).
-    fn count_fallback<T>(
-        &self,
-        targets: &[Deployment],
-        out: &Outcome<T>,
-        tier: String,
-        thread: Option<Thread>,
-    ) -> String {
-        if out.escalated {
-            self.metrics.fallbacks.add("larger_context", 1.0);
-            if let (Some(t), true) = (thread, self.affinity) {
-                self.threads.remember_premium(&t);
-            }
-            return self.premium_tier.clone();
+    /// A prompt `auto` routed cheap was answered by the premium tier, as no cheap deployment
+    /// could take its length: counted inside the share (as a premium call forced by affinity is),
+    /// and its conversation stays premium so later turns do not pay a refused call first.
+    /// Returns the tier that answered.
+    fn escalated(&self, route: &Route, thread: Option<Thread>, ctx: &RequestCtx) -> String {
+        self.metrics.fallbacks.add("larger_context", 1.0);
+        if let Route::Auto { dial } = route {
+            self.router.escalated(&Ask {
+                tenant: &ctx.tenant,
+                tenant_share: ctx.tenant_share,
+                dial: dial.or(ctx.premium_share),
+                sticky_premium: false,
+                premium_off: ctx.premium_off,
+                degraded: false,
+            });
         }
-        let answered = out.model.as_str();
+        if let (Some(t), true) = (thread, self.affinity) {
+            self.threads.remember_premium(&t);
+        }
+        self.premium_tier.clone()
+    }
+
+    /// Counts a request answered by another model than the one it was routed to, by direction.
+    /// Returns `tier`, the tier it was routed to (failover does not change what it is billed as).
+    fn count_fallback(&self, targets: &[Deployment], answered: &str, tier: String) -> String {
         let Some(first) = targets.first().filter(|d| d.model != answered) else { return tier };
         let price = |m: &str| self.prices.get(m).map(crate::prices::blended);
         let direction = match (price(&first.model), price(answered)) {

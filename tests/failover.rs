@@ -422,6 +422,9 @@ async fn auto_sends_a_prompt_too_long_for_the_cheap_tier_to_the_premium_tier_and
     let (events, done) = sse(resp).await;
     assert!(done && events.iter().any(|e| e["model"] == "large"), "{events:?}");
     assert_eq!((a.calls(), b.calls()), (3, 3));
+    // inside the realised share: cheap, escalated, affinity, escalated
+    let realised = metric(&g, r#"switchyard_route_premium_share_realised{tenant="global"}"#).await;
+    assert_eq!(realised, 0.75);
 
     // a request that may not go premium gets OpenAI's 400 instead: dialled to share 0, or a
     // client that named the cheap tier

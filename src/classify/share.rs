@@ -153,6 +153,20 @@ impl OutcomeWindow {
         self.forced += usize::from(o.forced);
     }
 
+    /// Turns the newest cheap outcome into a forced premium one; false when there is none. The
+    /// window is only ever read as counts, so which cheap outcome it is does not matter.
+    fn escalate(&mut self) -> bool {
+        let n = self.ring.len();
+        let newest = if n < self.cap { n } else { self.next + n };
+        let Some(i) = (1..=n).map(|k| (newest - k) % n.max(1)).find(|&i| !self.ring[i].premium) else {
+            return false;
+        };
+        self.ring[i] = Outcome { premium: true, forced: true };
+        self.premium += 1;
+        self.forced += 1;
+        true
+    }
+
     fn share(&self) -> Option<f32> {
         (!self.ring.is_empty()).then(|| self.premium as f32 / self.ring.len() as f32)
     }
@@ -381,14 +395,8 @@ impl LiveRouter {
     /// window (so it is ranked among the previous scores, not itself) and, unless dialled, the
     /// outcome to the feedback.
     fn decide_with(&self, router: &Router, score: f32, ask: &Ask<'_>) -> Routed {
-        let tenant;
-        let tracker = match ask.tenant_share {
-            Some(share) => {
-                tenant = self.tenant(ask.tenant, share);
-                tenant.as_deref().unwrap_or(&self.global)
-            }
-            None => &self.global,
-        };
+        let tenant = ask.tenant_share.and_then(|share| self.tenant(ask.tenant, share));
+        let tracker = tenant.as_deref().unwrap_or(&self.global);
         let mut st = tracker.state.lock();
         if let (Some(share), false) = (ask.tenant_share, std::ptr::eq(tracker, &self.global)) {
             // the tenant's share follows what its key says now (a reloaded key file takes effect)
@@ -426,6 +434,28 @@ impl LiveRouter {
         }
         drop(st);
         Routed { tier: if premium { TierChoice::Premium } else { TierChoice::Cheap }, score, threshold, forced }
+    }
+
+    /// A request decided cheap that was served premium after all, because no cheap deployment
+    /// could take the prompt's length (the pipeline's escalation). It counts inside the share
+    /// like a premium call forced by affinity: one cheap outcome of the asker's window becomes a
+    /// forced premium one, and the feedback takes the step a premium decision would have taken,
+    /// so the others' share makes room for it. Dialled requests and keys past their soft budget
+    /// stay out of the feedback, as in [`LiveRouter::decide`].
+    pub fn escalated(&self, ask: &Ask<'_>) {
+        if ask.dial.is_some() || ask.premium_off {
+            return;
+        }
+        let tenant = ask.tenant_share.and_then(|share| self.tenant(ask.tenant, share));
+        let mut st = tenant.as_deref().unwrap_or(&self.global).state.lock();
+        if !st.outcomes.escalate() {
+            return;
+        }
+        st.premium += 1;
+        if let OperatingPoint::Share(_) = st.point {
+            let ShareSettings { gain, max_correction: m, .. } = self.settings;
+            st.correction = (st.correction - gain).clamp(-m, m);
+        }
     }
 
     /// The threshold for `share` on `window`: the training calibration at first (that of the
@@ -679,6 +709,58 @@ mod tests {
         // every affinity-forced decision is counted (`/metrics` shows it)
         assert_eq!(r.stats()[0].affinity, all_forced);
         assert!((got - 0.3).abs() < 0.015, "realised {got} with {forced} forced");
+    }
+
+    /// Prompts too long for the cheap tier are served premium whatever the router decided. Counted
+    /// inside the share, the others make room for them and premium calls stay at the target; not
+    /// counted, they would come on top of it (here 0.3 + 0.7 × 0.1 = 0.37).
+    #[test]
+    fn premium_calls_for_prompts_too_long_for_the_cheap_tier_are_counted_inside_the_share() {
+        let r = live(0.3);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let (mut n, mut p) = (0, 0);
+        let ask = Ask { tenant: "default", ..Ask::default() };
+        for i in 0..6000 {
+            let d = r.decide_score(rng.gen(), &ask);
+            // one request in ten is longer than the cheap model's context window
+            let premium = d.tier == TierChoice::Premium || i % 10 == 0;
+            if d.tier == TierChoice::Cheap && i % 10 == 0 {
+                r.escalated(&ask);
+            }
+            if i >= 1000 {
+                n += 1;
+                p += usize::from(premium);
+            }
+        }
+        let got = p as f32 / n as f32;
+        assert!((got - 0.3).abs() < 0.015, "premium calls {got}");
+        let st = &r.stats()[0];
+        assert!((st.realised.unwrap() - 0.3).abs() < 0.05, "{st:?}");
+
+        // a dialled request's escalation stays out of the feedback, as its decision does
+        let before = r.stats()[0].clone();
+        r.escalated(&Ask { tenant: "default", dial: Some(0.5), ..Ask::default() });
+        r.escalated(&Ask { tenant: "default", premium_off: true, ..Ask::default() });
+        assert_eq!(r.stats()[0], before);
+    }
+
+    #[test]
+    fn an_escalation_turns_one_cheap_outcome_into_a_forced_premium_one_in_any_ring_position() {
+        let mut w = OutcomeWindow::new(4);
+        assert!(!w.escalate(), "nothing to turn");
+        for premium in [true, false, true] {
+            w.push(Outcome { premium, forced: false });
+        }
+        assert!(w.escalate());
+        assert_eq!((w.premium, w.forced), (3, 1));
+        assert!(!w.escalate(), "no cheap outcome left");
+        // wrapped: the ring's newest entries are before `next`
+        for _ in 0..6 {
+            w.push(Outcome { premium: false, forced: false });
+        }
+        assert!(w.escalate() && w.escalate());
+        assert_eq!((w.premium, w.forced, w.ring.iter().filter(|o| o.premium).count()), (2, 2, 2));
+        assert_eq!(w.share(), Some(0.5));
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn route_shares(out: &mut String, stats: &[ShareStats]) {
         (
             "switchyard_route_premium_share_realised",
             "gauge",
-            "Premium share of the last router.share_window routed decisions (affinity included, dialled requests excluded).",
+            "Premium share of the last router.share_window routed decisions (affinity and prompts too long for the cheap tier included, dialled requests excluded).",
             |s| s.realised.map(as_f64),
         ),
         ("switchyard_route_threshold", "gauge", "The router-score threshold a request at the configured share is compared with now.", |s| {
