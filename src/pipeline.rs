@@ -414,7 +414,8 @@ impl Gateway {
             let tier = if out.escalated {
                 self.escalated(&route, thread, &ctx)
             } else {
-                self.count_fallback(&targets, &out.model, tier)
+                self.count_fallback(&targets, &out.model);
+                tier
             };
             let meta = Meta {
                 cache: status,
@@ -444,7 +445,8 @@ impl Gateway {
         let tier = if out.escalated {
             self.escalated(&route, thread, &ctx)
         } else {
-            self.count_fallback(&targets, &out.model, tier)
+            self.count_fallback(&targets, &out.model);
+            tier
         };
         let response = out.value;
         let cost = self.price(&out.model, response.usage);
@@ -667,7 +669,7 @@ impl Gateway {
     /// A failed dispatch that had pricier fallbacks held back says so: the operator's config,
     /// not the upstream, decided the outcome.
     fn refused_fallback(&self, e: GatewayError, tier: &str, held: &[Deployment]) -> GatewayError {
-        if held.is_empty() || matches!(e, GatewayError::InvalidRequest { .. }) {
+        if held.is_empty() || matches!(e, GatewayError::InvalidRequest { .. } | GatewayError::ContextTooLong(_)) {
             return e;
         }
         self.metrics.fallbacks.add("pricier_refused", 1.0);
@@ -729,9 +731,8 @@ impl Gateway {
     }
 
     /// Counts a request answered by another model than the one it was routed to, by direction.
-    /// Returns `tier`, the tier it was routed to (failover does not change what it is billed as).
-    fn count_fallback(&self, targets: &[Deployment], answered: &str, tier: String) -> String {
-        let Some(first) = targets.first().filter(|d| d.model != answered) else { return tier };
+    fn count_fallback(&self, targets: &[Deployment], answered: &str) {
+        let Some(first) = targets.first().filter(|d| d.model != answered) else { return };
         let price = |m: &str| self.prices.get(m).map(crate::prices::blended);
         let direction = match (price(&first.model), price(answered)) {
             (Some(a), Some(b)) if b > a => "pricier",
@@ -740,7 +741,6 @@ impl Gateway {
             _ => "unknown_price",
         };
         self.metrics.fallbacks.add(direction, 1.0);
-        tier
     }
 
     /// What routing saved against sending this request to the premium tier's first deployment.

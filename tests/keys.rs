@@ -266,6 +266,13 @@ async fn a_pricier_fallback_is_refused_unless_the_tier_allows_it() {
     );
     assert_eq!(p.calls(), 0, "the pricier deployment was never called");
     assert_eq!(metric(&metrics(&g).await, "switchyard_fallbacks_total{direction=\"pricier_refused\"}"), 1.0);
+    // a prompt too long for the cheap model is the client's to shorten: OpenAI's 400 says so,
+    // whatever fallback the tier holds back
+    c.context_window(40);
+    let (s, _, body) = post_chat(&g, &ask("cheap", &"a long question ".repeat(4)), &[]).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("context_length_exceeded")), "{body}");
+    assert_eq!(p.calls(), 0);
+    c.context_window(0);
     g.shutdown().await;
 
     let tiers = "cheap = { deployments = [\"cheap:mini\"], fallback_tier = \"premium\", allow_pricier_fallback = true }\npremium = [\"premium:large\"]";
