@@ -318,9 +318,7 @@ impl Gateway {
 
         // 2. the cache key; no key (no user message) or no-store ⇒ the cache is bypassed
         let cache = self.cache.clone().filter(|_| !ctx.no_store);
-        // a dial picks a tier, not an answer: `auto:0.1` shares the cache of `auto`, as a header does
-        let cache_model = if matches!(route, Route::Auto { .. }) { &self.router_alias } else { &req.model };
-        let key = cache.as_ref().and_then(|_| CacheKey::new(&req, &ctx.tenant, cache_model));
+        let key = cache.as_ref().and_then(|_| self.cache_key(&req, &route, &ctx.tenant));
         let lookup = Lookup { threshold: ctx.threshold, max_age: ctx.max_age };
         let may_look = key.is_some() && !ctx.no_cache;
 
@@ -488,6 +486,42 @@ impl Gateway {
             body: Body::Json(Box::new(response)),
             done: None,
         })
+    }
+
+    /// The key `req` is looked up and stored under. A dial picks a tier, not an answer:
+    /// `auto:0.1` shares the cache of `auto`, as the header does.
+    fn cache_key(&self, req: &ChatRequest, route: &Route, tenant: &str) -> Option<CacheKey> {
+        let cache_model = if matches!(route, Route::Auto { .. }) { &self.router_alias } else { &req.model };
+        CacheKey::new(req, tenant, cache_model)
+    }
+
+    /// Takes back what the cache could answer `req` with, for the caller's tenant only: its
+    /// exact entry and every entry the semantic lookup could serve for it (see
+    /// [`SemanticCache::invalidate`]), here and, through the shared tier, on every replica. The
+    /// key is computed as a request's is, so the body a client sent finds what it was served.
+    /// Without the prompt's vector only the exact entry could be found, so a busy embedder is a
+    /// 503 to retry rather than half an invalidation.
+    pub async fn invalidate(&self, req: &ChatRequest, ctx: &RequestCtx) -> Result<usize, GatewayError> {
+        req.validate().map_err(|(m, p)| GatewayError::invalid(m, Some(p)))?;
+        let route = self.resolve(&req.model)?;
+        let (Some(cache), Some(key)) = (&self.cache, self.cache_key(req, &route, &ctx.tenant)) else {
+            return Ok(0);
+        };
+        let vector = match &self.embed {
+            Some(_) => Some(self.embed_text(&key.query).await.ok_or_else(|| {
+                GatewayError::overloaded(
+                    "the embedder is busy, so the similar entries cannot be found; nothing was removed, retry",
+                )
+            })?),
+            None => None,
+        };
+        let vector = vector.map(|e| e.vector);
+        let removed = cache.invalidate(&key, vector.as_deref());
+        if let Some(shared) = &self.shared {
+            shared.publish_invalidation(&key, vector.as_deref());
+        }
+        tracing::info!(tenant = %ctx.tenant, removed, "cache entries invalidated");
+        Ok(removed)
     }
 
     /// The input tokens of `req` as the upstream that would serve it counts them (Anthropic's or

@@ -255,6 +255,73 @@ async fn streaming_from_upstream_and_from_cache() {
     g.shutdown().await;
 }
 
+async fn invalidate(g: &switchyard::app::Running, body: &Value, key: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(url(g, "/v1/cache/invalidate"))
+        .header("authorization", format!("Bearer {key}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_invalidation_takes_back_what_would_answer_a_prompt_for_its_tenant_only() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    std::env::set_var("SWITCHYARD_TEST_KEYS_INV", "key-alpha,key-beta");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_for(&cheap, &premium, r#"gateway_keys = "env:SWITCHYARD_TEST_KEYS_INV""#);
+    cfg.cache.snapshot = Some(dir.path().join("cache.snap"));
+    let g = gateway(cfg.clone()).await;
+    let (alpha, beta) = (("authorization", "Bearer key-alpha"), ("authorization", "Bearer key-beta"));
+    let reset = user("How do I reset my password?");
+    for who in [alpha, beta] {
+        post_chat(&g, &reset, &[who]).await;
+    }
+    post_chat(&g, &user("What is the capital of Australia?"), &[alpha]).await;
+    assert_eq!(cheap.calls(), 3);
+
+    // a paraphrase finds the entry it would be served (a semantic neighbour, not the same text)
+    let (s, body) = invalidate(&g, &user("How can I reset my password?"), "key-alpha").await;
+    assert_eq!((s, &body), (200, &json!({"object": "cache.invalidation", "deleted": 1})));
+    assert_eq!(metric(&g, r#"switchyard_cache_removals_total{reason="invalidated"}"#).await, 1.0);
+    let (_, h, _) = post_chat(&g, &reset, &[alpha]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss", "alpha's answer was taken back");
+    assert_eq!(cheap.calls(), 4);
+    // beta's copy of the same question, and alpha's other answers, are untouched
+    for (q, who) in [(&reset, beta), (&user("What is the capital of Australia?"), alpha)] {
+        let (_, h, _) = post_chat(&g, q, &[who]).await;
+        assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    }
+    // an unrelated prompt takes nothing back; the cache's namespace rules apply (another model
+    // or temperature is another namespace)
+    let (s, body) = invalidate(&g, &user("What is the tallest mountain in Europe?"), "key-alpha").await;
+    assert_eq!((s, body["deleted"].as_u64()), (200, Some(0)));
+    let mut hot = user("What is the capital of Australia?");
+    hot["temperature"] = json!(1.5);
+    assert_eq!(invalidate(&g, &hot, "key-alpha").await.1["deleted"], 0);
+
+    // a bad key, a bad body, an unknown model: the usual errors, nothing removed
+    assert_eq!(invalidate(&g, &reset, "wrong").await.0, 401);
+    let (s, e) = invalidate(&g, &json!({"model": "cheap", "messages": "hi"}), "key-alpha").await;
+    assert_eq!((s, e["error"]["param"].as_str()), (400, Some("messages")), "{e}");
+    let (s, _) =
+        invalidate(&g, &json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}), "key-alpha").await;
+    assert_eq!(s, 404);
+
+    // taken back for good: a restart from the snapshot does not bring it back
+    let (s, body) = invalidate(&g, &user("What is the capital of Australia?"), "key-alpha").await;
+    assert_eq!((s, body["deleted"].as_u64()), (200, Some(1)));
+    g.shutdown().await;
+    let g = gateway(cfg).await;
+    let (_, h, _) = post_chat(&g, &user("What is the capital of Australia?"), &[alpha]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss");
+    let (_, h, _) = post_chat(&g, &reset, &[beta]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    g.shutdown().await;
+}
+
 #[tokio::test]
 async fn snapshot_survives_a_restart() {
     let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);

@@ -94,6 +94,63 @@ async fn replicas_serve_each_others_answers_but_never_across_tenants() {
     }
 }
 
+#[tokio::test]
+async fn an_invalidation_on_one_replica_takes_the_answer_back_on_every_replica() {
+    let r = start_redis().await;
+    let redis_url = format!("redis://127.0.0.1:{}", r.port);
+    let (c1, p1) = (MockUpstream::start("cheap1").await, MockUpstream::start("premium1").await);
+    let (c2, p2) = (MockUpstream::start("cheap2").await, MockUpstream::start("premium2").await);
+    let a = gateway(replica_config(&c1, &p1, &redis_url)).await;
+    let b = gateway(replica_config(&c2, &p2, &redis_url)).await;
+    let q = user("How do I reset my password?");
+    post_chat(&a, &q, &[ALICE]).await;
+    post_chat(&a, &q, &[BOB]).await;
+    wait_for_entries(&b, 2.0).await;
+
+    // alice takes her answer back on replica b, by a paraphrase
+    let resp = reqwest::Client::new()
+        .post(url(&b, "/v1/cache/invalidate"))
+        .header(ALICE.0, ALICE.1)
+        .json(&user("How can I reset my password?"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["deleted"], 1);
+    // replica a hears of it through the stream
+    for _ in 0..300 {
+        if metric(&a, "switchyard_cache_entries").await <= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, h, body) = post_chat(&a, &q, &[ALICE]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "miss", "taken back on replica a too");
+    assert_eq!(content(&body), "cheap1 answer #3 to: How do I reset my password?");
+    let (_, h, _) = post_chat(&a, &q, &[BOB]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit", "bob's answer stays");
+    assert_eq!(metric(&a, r#"switchyard_cache_removals_total{reason="invalidated"}"#).await, 1.0);
+
+    // a replica started now replays insert, invalidation, insert: it serves the new answer
+    let (c3, p3) = (MockUpstream::start("cheap3").await, MockUpstream::start("premium3").await);
+    let c = gateway(replica_config(&c3, &p3, &redis_url)).await;
+    // the replay is applied entry by entry: wait for its last step, not a count on the way
+    for _ in 0..300 {
+        let gone = metric(&c, r#"switchyard_cache_removals_total{reason="invalidated"}"#).await;
+        if gone >= 1.0 && metric(&c, "switchyard_cache_entries").await >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, h, body) = post_chat(&c, &q, &[ALICE]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit");
+    assert_eq!(content(&body), "cheap1 answer #3 to: How do I reset my password?");
+    assert_eq!(c3.calls(), 0);
+    for g in [a, b, c] {
+        g.shutdown().await;
+    }
+}
+
 async fn respond(g: &Running, body: &Value, key: &str) -> (u16, Value) {
     let r = reqwest::Client::new().post(url(g, "/v1/responses")).bearer_auth(key).json(body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())

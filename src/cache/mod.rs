@@ -97,6 +97,8 @@ pub struct CacheStats {
     pub guard_vetoes: u64,
     pub evictions: u64,
     pub expirations: u64,
+    /// Entries removed on request (`POST /v1/cache/invalidate`, or another replica's).
+    pub invalidations: u64,
     pub namespaces: u64,
 }
 
@@ -108,6 +110,7 @@ struct Counters {
     guard_vetoes: AtomicU64,
     evictions: AtomicU64,
     expirations: AtomicU64,
+    invalidations: AtomicU64,
 }
 
 #[derive(Default)]
@@ -117,6 +120,10 @@ struct Inner {
     indexes: HashMap<Namespace, VectorIndex>,
     next_id: u64,
 }
+
+/// Neighbours an invalidation looks at: far more than the near-identical copies of one question
+/// a namespace holds in practice (a paraphrase served from the cache is not stored again).
+const INVALIDATE_NEIGHBOURS: usize = 64;
 
 pub struct SemanticCache {
     settings: CacheSettings,
@@ -216,6 +223,33 @@ impl SemanticCache {
             }
         }
         found
+    }
+
+    /// Removes what could answer `key`: its exact entry, and every entry of its namespace whose
+    /// rule score against it (cosine less the guard's penalties, as [`SemanticCache::nearest`]
+    /// scores it) clears the configured threshold. That is every entry a request for `key` might
+    /// be served, whatever stricter threshold or `max-age` it adds. Returns how many went.
+    pub fn invalidate(&self, key: &CacheKey, vector: Option<&[f32]>) -> usize {
+        let threshold = self.settings.threshold;
+        let mut inner = self.inner.write();
+        let mut gone: Vec<u64> = inner.exact.get(&key.exact).copied().into_iter().collect();
+        if let (Some(v), Some(ix)) = (vector.filter(|v| v.len() == self.dim), inner.indexes.get(&key.namespace)) {
+            for (id, sim) in ix.search(v, INVALIDATE_NEIGHBOURS) {
+                if sim < threshold {
+                    break;
+                }
+                let Some(entry) = inner.entries.get(&id) else { continue };
+                if rule::score(self.settings.rule, &entry.question, &key.query, sim) >= threshold && !gone.contains(&id)
+                {
+                    gone.push(id);
+                }
+            }
+        }
+        for &id in &gone {
+            self.remove_locked(&mut inner, id);
+        }
+        self.counters.invalidations.fetch_add(gone.len() as u64, Ordering::Relaxed);
+        gone.len()
     }
 
     /// Counts a miss for a lookup that never reached [`SemanticCache::nearest`] (no vector).
@@ -347,6 +381,7 @@ impl SemanticCache {
             guard_vetoes: c.guard_vetoes.load(Ordering::Relaxed),
             evictions: c.evictions.load(Ordering::Relaxed),
             expirations: c.expirations.load(Ordering::Relaxed),
+            invalidations: c.invalidations.load(Ordering::Relaxed),
             namespaces: inner.indexes.len() as u64,
         }
     }

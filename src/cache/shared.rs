@@ -54,7 +54,8 @@ pub struct SharedStats {
 
 /// A running shared tier: the publish queue and the two background tasks (stopped on drop).
 pub struct SharedTier {
-    tx: mpsc::Sender<Vec<u8>>,
+    /// (stream field, bincode): `e` an entry stored, `d` an invalidation
+    tx: mpsc::Sender<(&'static str, Vec<u8>)>,
     pub stats: Arc<SharedStats>,
     ttl: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -112,10 +113,35 @@ impl SharedTier {
             expires_at: now + self.ttl.as_secs(),
         };
         let Ok(bytes) = bincode::serialize(&record) else { return };
-        if self.tx.try_send(bytes).is_err() {
+        if self.tx.try_send(("e", bytes)).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// Queues an invalidation the local cache just carried out, so every replica removes the
+    /// same entries (each by its own index, with the same rule). It follows the inserts in the
+    /// stream, so a replica that replays the stream on start removes them again. Never waits.
+    pub fn publish_invalidation(&self, key: &CacheKey, vector: Option<&[f32]>) {
+        let inv = Invalidation {
+            namespace: key.namespace,
+            exact: key.exact,
+            question: key.query.clone(),
+            vector: vector.map(<[f32]>::to_vec),
+        };
+        let Ok(bytes) = bincode::serialize(&inv) else { return };
+        if self.tx.try_send(("d", bytes)).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What a `d` stream entry carries: the key and vector an invalidation was asked for.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Invalidation {
+    namespace: super::Namespace,
+    exact: super::ExactKey,
+    question: String,
+    vector: Option<Vec<f32>>,
 }
 
 /// The URL without its password, for logs and errors.
@@ -142,7 +168,7 @@ async fn publish_loop(
     client: redis::Client,
     settings: SharedSettings,
     replica: String,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<(&'static str, Vec<u8>)>,
     stats: Arc<SharedStats>,
 ) {
     let mut con: Option<MultiplexedConnection> = None;
@@ -151,9 +177,9 @@ async fn publish_loop(
     // the entry being published, kept across a Redis outage: while it waits, the bounded queue
     // behind it holds the rest (and `publish` drops what does not fit), so when Redis returns
     // the other replicas catch up on what was answered meanwhile, up to `cache.shared_queue`
-    let mut pending: Option<(Vec<u8>, u32)> = None;
+    let mut pending: Option<((&'static str, Vec<u8>), u32)> = None;
     loop {
-        let (bytes, tries) = match pending.take() {
+        let ((field, bytes), tries) = match pending.take() {
             Some(p) => p,
             None => match rx.recv().await {
                 Some(b) => (b, 0),
@@ -171,7 +197,7 @@ async fn publish_loop(
                     }
                     retry_at = tokio::time::Instant::now() + backoff(failures);
                     failures += 1;
-                    pending = Some((bytes, tries));
+                    pending = Some(((field, bytes), tries));
                     continue;
                 }
             }
@@ -185,7 +211,7 @@ async fn publish_loop(
             .arg("*")
             .arg("r")
             .arg(&replica)
-            .arg("e")
+            .arg(field)
             .arg(&bytes)
             .query_async(c)
             .await;
@@ -205,7 +231,7 @@ async fn publish_loop(
                 failures += 1;
                 // an entry Redis keeps refusing (not just an outage) must not block the queue
                 if tries + 1 < PUBLISH_TRIES {
-                    pending = Some((bytes, tries + 1));
+                    pending = Some(((field, bytes), tries + 1));
                 } else {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -254,7 +280,7 @@ async fn tail_loop(
                     for (id, fields) in stream_entries(&v) {
                         last_id = id;
                         match apply(&cache, &fields, &replica) {
-                            Applied::Inserted => stats.received.fetch_add(1, Ordering::Relaxed),
+                            Applied::Inserted | Applied::Removed => stats.received.fetch_add(1, Ordering::Relaxed),
                             Applied::Malformed => stats.malformed.fetch_add(1, Ordering::Relaxed),
                             Applied::Skipped => 0,
                         };
@@ -278,6 +304,8 @@ pub(crate) type Fields = Vec<(String, Vec<u8>)>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Applied {
     Inserted,
+    /// Another replica's invalidation, carried out here.
+    Removed,
     /// Written by this replica, or expired: nothing to do.
     Skipped,
     /// Not a usable record: counted, never a panic.
@@ -289,6 +317,14 @@ pub(crate) fn apply(cache: &SemanticCache, fields: &[(String, Vec<u8>)], replica
     match decode(fields, replica) {
         Decoded::Own => Applied::Skipped,
         Decoded::Malformed => Applied::Malformed,
+        Decoded::Invalidation(inv) => {
+            if inv.vector.as_ref().is_some_and(|v| v.len() != cache.dim() || v.iter().any(|x| !x.is_finite())) {
+                return Applied::Malformed;
+            }
+            let key = CacheKey { namespace: inv.namespace, exact: inv.exact, query: inv.question };
+            cache.invalidate(&key, inv.vector.as_deref());
+            Applied::Removed
+        }
         Decoded::Record(rec) => {
             if rec.vector.as_ref().is_some_and(|v| v.len() != cache.dim() || v.iter().any(|x| !x.is_finite())) {
                 Applied::Malformed
@@ -305,6 +341,7 @@ enum Decoded {
     Own,
     Malformed,
     Record(Record),
+    Invalidation(Invalidation),
 }
 
 /// A stream entry's record, unless this replica wrote it (it is in the local cache already).
@@ -313,6 +350,12 @@ fn decode(fields: &[(String, Vec<u8>)], replica: &str) -> Decoded {
     let from = fields.iter().find(|(k, _)| k == "r").map(|(_, v)| v.as_slice());
     if from == Some(replica.as_bytes()) {
         return Decoded::Own;
+    }
+    if let Some(bytes) = fields.iter().find(|(k, _)| k == "d").map(|(_, v)| v.as_slice()) {
+        return match codec(bytes.len() as u64).deserialize(bytes) {
+            Ok(inv) => Decoded::Invalidation(inv),
+            Err(_) => Decoded::Malformed,
+        };
     }
     let Some(bytes) = fields.iter().find(|(k, _)| k == "e").map(|(_, v)| v.as_slice()) else {
         return Decoded::Malformed;

@@ -123,6 +123,7 @@ impl SemanticCache {
         inner.next_id
             + self.counters.evictions.load(std::sync::atomic::Ordering::Relaxed)
             + self.counters.expirations.load(std::sync::atomic::Ordering::Relaxed)
+            + self.counters.invalidations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes every live entry to `path` atomically (temporary file, fsync, rename, fsync of the

@@ -823,11 +823,12 @@ fn check_shared(input: &[u8]) -> Verdict {
     if let Ok(v) = redis::parse_redis_value(input) {
         entries = shared::stream_entries(&v);
     }
-    // and the bytes themselves as one record field
+    // and the bytes themselves as one record field, then as one invalidation
     entries.push(("0-0".into(), vec![("e".into(), input.to_vec())]));
+    entries.push(("0-1".into(), vec![("d".into(), input.to_vec())]));
     for (_, fields) in &entries {
         match shared::apply(&cache, fields, "me") {
-            shared::Applied::Inserted => inserted += 1,
+            shared::Applied::Inserted | shared::Applied::Removed => inserted += 1,
             shared::Applied::Malformed => malformed += 1,
             shared::Applied::Skipped => {}
         }

@@ -154,6 +154,38 @@ pub async fn count_tokens(
     resp
 }
 
+/// `POST /v1/cache/invalidate`: a chat completions body; removes, for the caller's tenant, what
+/// the cache could answer it with (on every replica when the shared tier is on). For an answer
+/// that turned out wrong: the next such request goes upstream.
+pub async fn invalidate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let rid = request_id(&headers);
+    let removed = async {
+        let tenant = authenticate(&state, &headers)?;
+        let _slot = concurrency_slot(&state)?;
+        let req: ChatRequest = parse_json(&body_or_error(body, state.max_body)?)?;
+        if let Some(policy) = &tenant.policy {
+            super::spend::check_model(policy, &req.model, &state.gateway.router_alias)?;
+        }
+        let ctx = request_ctx(&headers, tenant)?;
+        tokio::time::timeout(state.request_timeout, state.gateway.invalidate(&req, &ctx)).await.map_err(|_| {
+            GatewayError::Timeout(format!("the invalidation took longer than {:?}", state.request_timeout))
+        })?
+    };
+    match removed.await {
+        Ok(n) => {
+            let mut resp =
+                axum::Json(serde_json::json!({"object": "cache.invalidation", "deleted": n})).into_response();
+            set(resp.headers_mut(), "x-request-id", &rid);
+            resp
+        }
+        Err(e) => super::error_response(&e, &rid),
+    }
+}
+
 /// One chat-shaped request from the client's wire format to its response: the key's account
 /// (limits, budget, request log) wraps the pipeline whichever API the client speaks. `parse`
 /// gets the body and the caller's tenant id (a Responses request may continue a stored one).

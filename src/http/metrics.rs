@@ -239,6 +239,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
         let _ = writeln!(out, "# HELP switchyard_cache_removals_total Entries removed, by reason.\n# TYPE switchyard_cache_removals_total counter");
         let _ = writeln!(out, "switchyard_cache_removals_total{{reason=\"evicted\"}} {}", s.evictions);
         let _ = writeln!(out, "switchyard_cache_removals_total{{reason=\"expired\"}} {}", s.expirations);
+        let _ = writeln!(out, "switchyard_cache_removals_total{{reason=\"invalidated\"}} {}", s.invalidations);
     }
     if let Some(shared) = &g.shared {
         use std::sync::atomic::Ordering::Relaxed;

@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{*id}", get(handlers::model))
         .route("/v1/embeddings", post(handlers::embeddings))
+        .route("/v1/cache/invalidate", post(handlers::invalidate))
         .route("/health", get(handlers::health))
         .route("/metrics", get(metrics::render))
         .route("/admin/usage", get(admin::usage))
