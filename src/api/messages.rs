@@ -298,7 +298,7 @@ pub fn count_request(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
     if let Some(fields) = v.as_object_mut() {
         fields.entry("max_tokens").or_insert(json!(1));
     }
-    let req: MessagesRequest = super::from_value(v)?;
+    let req: MessagesRequest = super::from_value(&v)?;
     to_chat_request(req)
 }
 

@@ -11,29 +11,42 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Gat
     if bytes.is_empty() {
         return Err(GatewayError::invalid("the request body is empty; send a JSON object", None));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(shape_error)?;
-    // what `serde_json::from_slice` checks after the value: nothing but whitespace may follow
-    de.end().map_err(syntax_error)?;
-    Ok(value)
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Ok(v),
+        Err(e) if is_syntax(&e) => Err(syntax_error(e)),
+        // read again, tracking the path: only a body that fails pays for it
+        Err(e) => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Err(at) => Err(shape_error(&at.path().to_string(), at.into_inner())),
+                Ok(_) => Err(shape_error(".", e)),
+            }
+        }
+    }
 }
 
 /// [`parse_json`] for a body already read as JSON (the Messages count endpoint edits it first).
-pub fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, GatewayError> {
-    serde_path_to_error::deserialize(value).map_err(shape_error)
+pub fn from_value<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<T, GatewayError> {
+    T::deserialize(value).map_err(|e| match serde_path_to_error::deserialize::<_, T>(value) {
+        Err(at) => shape_error(&at.path().to_string(), at.into_inner()),
+        Ok(_) => shape_error(".", e),
+    })
+}
+
+fn is_syntax(e: &serde_json::Error) -> bool {
+    matches!(e.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof)
 }
 
 fn syntax_error(e: serde_json::Error) -> GatewayError {
     GatewayError::invalid(format!("the request body is not valid JSON: {e}"), None)
 }
 
-fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> GatewayError {
-    let path = e.path().to_string();
-    let e = e.into_inner();
-    if matches!(e.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof) {
+/// A body of the wrong shape, `path` being where serde found it (`.` at the top level).
+fn shape_error(path: &str, e: serde_json::Error) -> GatewayError {
+    if is_syntax(&e) {
         return syntax_error(e);
     }
-    let param = field_param(&path, &e.to_string());
+    let param = field_param(path, &e.to_string());
     let msg = match &param {
         Some(p) => format!("invalid request: `{p}`: {e}"),
         None => format!("invalid request: {e}"),
