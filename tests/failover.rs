@@ -438,3 +438,46 @@ async fn auto_sends_a_prompt_too_long_for_the_cheap_tier_to_the_premium_tier_and
     assert_eq!((a.calls(), b.calls()), (5, 3));
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_prompt_moved_to_the_premium_tier_for_its_length_fails_over_within_it() {
+    let (a, b) = mocks().await;
+    a.context_window(20);
+    let text = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        [cache]
+        enabled = false
+        [dispatch]
+        backoff_base = "10ms"
+        [router]
+        threshold = 1000000.0
+        [tiers]
+        cheap = ["a:small"]
+        premium = ["b:large", "b:large2"]
+        [providers.a]
+        kind = "openai"
+        base_url = "{}"
+        [providers.b]
+        kind = "openai"
+        base_url = "{}"
+        "#,
+        a.base_url(),
+        b.base_url()
+    );
+    let g = gateway(Config::parse(&text).unwrap()).await;
+    // the first premium deployment is down: its failures do not stop the escalation there
+    b.then(Behavior::Status(500, None)).then(Behavior::Status(500, None));
+    let (status, h, body) = post_chat(
+        &g,
+        &json!({"model": "auto", "messages": [{"role": "user", "content": "a prompt longer than twenty"}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((header(&h, "x-switchyard-tier"), header(&h, "x-switchyard-model")), ("premium", "large2"));
+    assert_eq!(header(&h, "x-switchyard-attempts"), "4");
+    assert_eq!((a.calls(), b.calls()), (1, 3));
+    g.shutdown().await;
+}

@@ -322,8 +322,10 @@ impl Dispatcher {
         let mut skipped_open = 0usize;
         let mut skipped_busy = 0usize;
         let tail = larger.iter().map(|d| (d, true));
+        // decided once, on reaching `larger`: from there it fails over like any tier
+        let mut may_escalate: Option<bool> = None;
         for (d, escalation) in targets.iter().map(|d| (d, false)).chain(tail) {
-            if escalation && !only_too_long(&errors) {
+            if escalation && !*may_escalate.get_or_insert_with(|| only_too_long(&errors)) {
                 break;
             }
             let Some(provider) = self.providers.get(&d.provider).cloned() else { continue };
