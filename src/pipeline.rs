@@ -19,7 +19,7 @@ use crate::classify::{Affinity, Ask, LiveRouter, Routed, TierChoice};
 use crate::config::{Deployment, Price};
 use crate::embed::{EmbedHandle, Embedded};
 use crate::metrics::Metrics;
-use crate::providers::{Dispatcher, TokenCount};
+use crate::providers::{Dispatcher, Outcome, TokenCount};
 
 /// Characters per replayed SSE chunk when a cached answer is streamed.
 const REPLAY_PIECE: usize = 24;
@@ -409,12 +409,7 @@ impl Gateway {
                 .send_stream(&targets, &larger, &req)
                 .await
                 .map_err(|e| self.refused_fallback(e, &tier, &held_back))?;
-            let tier = if out.escalated {
-                self.escalated(&route, thread, &ctx)
-            } else {
-                self.count_fallback(&targets, &out.model);
-                tier
-            };
+            let tier = self.answered_by(&out, tier, &targets, &route, thread, &ctx);
             let meta = Meta {
                 cache: status,
                 similarity: None,
@@ -440,12 +435,7 @@ impl Gateway {
             .send(&targets, &larger, &req)
             .await
             .map_err(|e| self.refused_fallback(e, &tier, &held_back))?;
-        let tier = if out.escalated {
-            self.escalated(&route, thread, &ctx)
-        } else {
-            self.count_fallback(&targets, &out.model);
-            tier
-        };
+        let tier = self.answered_by(&out, tier, &targets, &route, thread, &ctx);
         let response = out.value;
         let cost = self.price(&out.model, response.usage);
         let saved = cost.map(|c| self.routing_saving(&route, &tier, response.usage, c));
@@ -742,11 +732,24 @@ impl Gateway {
         premium.order().into_iter().filter(|d| !targets.contains(d) && (d.vision || !images)).collect()
     }
 
-    /// A prompt `auto` routed cheap was answered by the premium tier, as no cheap deployment
-    /// could take its length: counted inside the share (as a premium call forced by affinity is),
-    /// and its conversation stays premium so later turns do not pay a refused call first.
-    /// Returns the tier that answered.
-    fn escalated(&self, route: &Route, thread: Option<Thread>, ctx: &RequestCtx) -> String {
+    /// The tier that answered, with what that says counted. Usually the tier routed to (any
+    /// failover counted by direction). But when a prompt `auto` routed cheap was answered by the
+    /// premium tier because no cheap deployment could take its length, the premium tier: counted
+    /// inside the share (as a premium call forced by affinity is), and its conversation stays
+    /// premium so later turns do not pay a refused call first.
+    fn answered_by<T>(
+        &self,
+        out: &Outcome<T>,
+        tier: String,
+        targets: &[Deployment],
+        route: &Route,
+        thread: Option<Thread>,
+        ctx: &RequestCtx,
+    ) -> String {
+        if !out.escalated {
+            self.count_fallback(targets, &out.model);
+            return tier;
+        }
         self.metrics.fallbacks.add("larger_context", 1.0);
         if let Route::Auto { dial } = route {
             self.router.escalated(&Ask {

@@ -351,20 +351,22 @@ async fn a_prompt_too_long_for_one_deployment_goes_on_to_the_next_and_too_long_f
     g.shutdown().await;
 }
 
-/// A cheap tier with a small window (`a:small`), a premium one with a large one (`b:large`), and
-/// a fixed router threshold no score reaches: `auto` routes everything cheap.
-fn small_and_large(a: &MockUpstream, b: &MockUpstream) -> Config {
+/// A cheap tier with a small window (`a:small`), a premium one (`premium`, deployments on b)
+/// with a large one, and a fixed router threshold no score reaches: `auto` routes everything cheap.
+fn small_and_large(a: &MockUpstream, b: &MockUpstream, premium: &str) -> Config {
     let text = format!(
         r#"
         [server]
         listen = "127.0.0.1:0"
         [cache]
         enabled = false
+        [dispatch]
+        backoff_base = "10ms"
         [router]
         threshold = 1000000.0
         [tiers]
         cheap = ["a:small"]
-        premium = ["b:large"]
+        premium = [{premium}]
         [providers.a]
         kind = "openai"
         base_url = "{}"
@@ -385,7 +387,7 @@ fn small_and_large(a: &MockUpstream, b: &MockUpstream) -> Config {
 async fn auto_sends_a_prompt_too_long_for_the_cheap_tier_to_the_premium_tier_and_keeps_its_conversation_there() {
     let (a, b) = mocks().await;
     a.context_window(60);
-    let g = gateway(small_and_large(&a, &b)).await;
+    let g = gateway(small_and_large(&a, &b, r#""b:large""#)).await;
     let auto = |messages: Value| json!({"model": "auto", "messages": messages});
 
     let (status, h, _) = post_chat(&g, &auto(json!([{"role": "user", "content": "hello"}])), &[]).await;
@@ -443,30 +445,7 @@ async fn auto_sends_a_prompt_too_long_for_the_cheap_tier_to_the_premium_tier_and
 async fn a_prompt_moved_to_the_premium_tier_for_its_length_fails_over_within_it() {
     let (a, b) = mocks().await;
     a.context_window(20);
-    let text = format!(
-        r#"
-        [server]
-        listen = "127.0.0.1:0"
-        [cache]
-        enabled = false
-        [dispatch]
-        backoff_base = "10ms"
-        [router]
-        threshold = 1000000.0
-        [tiers]
-        cheap = ["a:small"]
-        premium = ["b:large", "b:large2"]
-        [providers.a]
-        kind = "openai"
-        base_url = "{}"
-        [providers.b]
-        kind = "openai"
-        base_url = "{}"
-        "#,
-        a.base_url(),
-        b.base_url()
-    );
-    let g = gateway(Config::parse(&text).unwrap()).await;
+    let g = gateway(small_and_large(&a, &b, r#""b:large", "b:large2""#)).await;
     // the first premium deployment is down: its failures do not stop the escalation there
     b.then(Behavior::Status(500, None)).then(Behavior::Status(500, None));
     let (status, h, body) = post_chat(
