@@ -42,6 +42,16 @@ check(float(raw.headers.get("x-switchyard-similarity")) > 0.9, "similarity heade
 check(hit.choices[0].message.content == first.choices[0].message.content, "hit replays the answer")
 check(hit.id != first.id, "hit has a fresh id")
 
+# an answer taken back through the SDK's own request method: the question goes upstream again
+gone = client.post(
+    "/cache/invalidate", body={"model": model, "messages": [{"role": "user", "content": paraphrase}]}, cast_to=object
+)
+check(gone == {"object": "cache.invalidation", "deleted": 1}, f"invalidation through the SDK ({gone})")
+raw = client.chat.completions.with_raw_response.create(
+    model=model, messages=[{"role": "user", "content": question}]
+)
+check(raw.headers.get("x-switchyard-cache") == "miss", "taken back: the question is a miss again")
+
 # streaming from upstream (a new question), with usage
 stream_q = os.environ.get("SWITCHYARD_STREAM_QUESTION", "Name three rivers in Europe.")
 stream = client.chat.completions.create(
