@@ -395,8 +395,9 @@ impl Gateway {
                 ));
             }
         }
-        let larger = self.larger_windows(&route, &tier, &targets, req.has_images(), &ctx);
         let (targets, held_back) = self.cap_fallback(&tier, targets);
+        // (after the cap: a premium fallback it held back is still where a long prompt may go)
+        let larger = self.larger_windows(&route, &tier, &targets, req.has_images(), &ctx);
         self.metrics.routed.add(&tier, 1.0);
         let status = if key.is_some() { CacheStatus::Miss } else { CacheStatus::Bypass };
         self.metrics.requests.add(status.as_str(), 1.0);

@@ -354,6 +354,10 @@ async fn a_prompt_too_long_for_one_deployment_goes_on_to_the_next_and_too_long_f
 /// A cheap tier with a small window (`a:small`), a premium one (`premium`, deployments on b)
 /// with a large one, and a fixed router threshold no score reaches: `auto` routes everything cheap.
 fn small_and_large(a: &MockUpstream, b: &MockUpstream, premium: &str) -> Config {
+    small_and_large_with(a, b, r#"["a:small"]"#, premium)
+}
+
+fn small_and_large_with(a: &MockUpstream, b: &MockUpstream, cheap: &str, premium: &str) -> Config {
     let text = format!(
         r#"
         [server]
@@ -365,7 +369,7 @@ fn small_and_large(a: &MockUpstream, b: &MockUpstream, premium: &str) -> Config 
         [router]
         threshold = 1000000.0
         [tiers]
-        cheap = ["a:small"]
+        cheap = {cheap}
         premium = [{premium}]
         [providers.a]
         kind = "openai"
@@ -458,5 +462,26 @@ async fn a_prompt_moved_to_the_premium_tier_for_its_length_fails_over_within_it(
     assert_eq!((header(&h, "x-switchyard-tier"), header(&h, "x-switchyard-model")), ("premium", "large2"));
     assert_eq!(header(&h, "x-switchyard-attempts"), "4");
     assert_eq!((a.calls(), b.calls()), (1, 3));
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_premium_fallback_the_cheap_tier_holds_back_still_takes_a_prompt_too_long_for_it() {
+    let (a, b) = mocks().await;
+    a.context_window(20);
+    // the cheap tier falls back to the premium one, which the price rule holds back from failover
+    let cheap = r#"{ deployments = ["a:small"], fallback_tier = "premium" }"#;
+    let g = gateway(small_and_large_with(&a, &b, cheap, r#""b:large""#)).await;
+    let long = json!({"model": "auto", "messages": [{"role": "user", "content": "a prompt longer than twenty"}]});
+    let (status, h, body) = post_chat(&g, &long, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((header(&h, "x-switchyard-tier"), header(&h, "x-switchyard-model")), ("premium", "large"));
+    // a failure of the cheap deployment is still not a reason to go pricier
+    a.then(Behavior::Status(500, None)).then(Behavior::Status(500, None));
+    let (status, _, body) =
+        post_chat(&g, &json!({"model": "auto", "messages": [{"role": "user", "content": "short"}]}), &[]).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("allow_pricier_fallback"), "{body}");
+    assert_eq!(b.calls(), 1);
     g.shutdown().await;
 }
