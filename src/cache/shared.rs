@@ -112,10 +112,7 @@ impl SharedTier {
             stored_at: now,
             expires_at: now + self.ttl.as_secs(),
         };
-        let Ok(bytes) = bincode::serialize(&record) else { return };
-        if self.tx.try_send(("e", bytes)).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.queue("e", &record);
     }
 
     /// Queues an invalidation the local cache just carried out, so every replica removes the
@@ -128,8 +125,14 @@ impl SharedTier {
             question: key.query.clone(),
             vector: vector.map(<[f32]>::to_vec),
         };
-        let Ok(bytes) = bincode::serialize(&inv) else { return };
-        if self.tx.try_send(("d", bytes)).is_err() {
+        self.queue("d", &inv);
+    }
+
+    /// Puts one stream entry (`field` = its bincode) in the publish queue, or counts it dropped
+    /// when the queue is full.
+    fn queue(&self, field: &'static str, value: &impl serde::Serialize) {
+        let Ok(bytes) = bincode::serialize(value) else { return };
+        if self.tx.try_send((field, bytes)).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -156,9 +156,9 @@ impl OutcomeWindow {
     /// Turns the newest cheap outcome into a forced premium one; false when there is none. The
     /// window is only ever read as counts, so which cheap outcome it is does not matter.
     fn escalate(&mut self) -> bool {
+        // newest first: the slot before `next` (which stays 0 until the ring is full)
         let n = self.ring.len();
-        let newest = if n < self.cap { n } else { self.next + n };
-        let Some(i) = (1..=n).map(|k| (newest - k) % n.max(1)).find(|&i| !self.ring[i].premium) else {
+        let Some(i) = (1..=n).map(|k| (self.next + n - k) % n).find(|&i| !self.ring[i].premium) else {
             return false;
         };
         self.ring[i] = Outcome { premium: true, forced: true };
