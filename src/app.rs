@@ -460,6 +460,7 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
     let redis = Some(config.cache.backend.as_str()).filter(|b| b.starts_with("redis://"));
     let limits = crate::limits::Limits::start(redis, config.limits.soft_budget).await?;
     let ledger = Arc::new(crate::reqlog::Ledger::start(&config.log)?);
+    let ledger_at_exit = ledger.clone();
     let (gateway, worker) = build_gateway(&config, embedder)?;
     watch_router(&gateway, &config.router, signals);
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -564,6 +565,9 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
             }
         }
         drop(worker);
+        if !ledger_at_exit.flush(Duration::from_secs(5)).await {
+            tracing::warn!("request log: lines still queued after 5 s at shutdown; they are lost");
+        }
     });
     Ok(Running { addr, gateway, shutdown: Some(tx), task })
 }

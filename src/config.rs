@@ -168,7 +168,9 @@ pub enum LogContent {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// The JSON-lines file; none: no log (usage totals are still kept for `/admin/usage`).
+    /// The JSON-lines file, or `-` for standard output (not rotated: in a container the
+    /// platform's collector owns the stream); none: no log (usage totals are still kept for
+    /// `/admin/usage`).
     pub path: Option<PathBuf>,
     /// Lines waiting for the writer; past it lines are dropped (and counted), never waited for.
     pub queue: usize,

@@ -7,6 +7,9 @@
 //! `GET /admin/requests`, and every record, logged or not, feeds the live usage totals of
 //! `GET /admin/usage`.
 //!
+//! `path = "-"` writes the lines to standard output instead, unrotated: in a container the
+//! platform's log collector is the file, and the process must not rotate what it does not own.
+//!
 //! What is never in a record: provider keys and gateway keys (a record names the key's *name*,
 //! or the tenant id for `server.gateway_keys`). Prompts and answers only when `log.content`
 //! says so, in clear (`store`) or as SHA-256 (`hash`).
@@ -87,6 +90,10 @@ pub struct LogStats {
     pub dropped: AtomicU64,
     pub errors: AtomicU64,
     pub rotations: AtomicU64,
+    /// Lines handed to the writer, and lines it has finished with (written and flushed, or
+    /// failed): equal when nothing is waiting, which is what [`Ledger::flush`] waits for.
+    queued: AtomicU64,
+    settled: AtomicU64,
 }
 
 /// Accounting for every request: live usage totals always, the log file and the recent-records
@@ -114,14 +121,19 @@ impl Ledger {
     /// unwritable path is an error at start, not a silent gap in the log.
     pub fn start(cfg: &LogConfig) -> std::io::Result<Ledger> {
         let Some(path) = cfg.path.clone() else { return Ok(Ledger::off()) };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
         let stats = Arc::new(LogStats::default());
-        let rotation = Rotation { max_bytes: cfg.max_bytes, max_age: cfg.max_age.0, keep: cfg.keep };
         let st = stats.clone();
-        std::thread::Builder::new().name("request-log".into()).spawn(move || write_loop(path, rotation, rx, st))?;
+        let writer = std::thread::Builder::new().name("request-log".into());
+        if path.as_os_str() == STDOUT {
+            writer.spawn(move || stdout_loop(rx, st))?;
+        } else {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let rotation = Rotation { max_bytes: cfg.max_bytes, max_age: cfg.max_age.0, keep: cfg.keep };
+            writer.spawn(move || write_loop(path, rotation, rx, st))?;
+        }
         Ok(Ledger {
             usage: usage::UsageBook::default(),
             log: Some(Writer { tx, recent: Mutex::new(VecDeque::new()), recent_cap: cfg.recent.max(1), stats }),
@@ -164,11 +176,27 @@ impl Ledger {
             recent.push_back(line.clone());
         }
         match w.tx.try_send(line.to_string()) {
-            Ok(()) => {}
+            Ok(()) => {
+                w.stats.queued.fetch_add(1, Ordering::Release);
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 w.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Waits, up to `limit`, until every queued line is written and flushed: at shutdown the
+    /// last requests' lines must not die with the process. False if the limit ran out.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let Some(w) = &self.log else { return true };
+        let deadline = Instant::now() + limit;
+        while w.stats.settled.load(Ordering::Acquire) < w.stats.queued.load(Ordering::Acquire) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
     }
 
     /// The last `n` records, newest first, as their JSON lines; `None` when the log is off.
@@ -176,6 +204,39 @@ impl Ledger {
         let w = self.log.as_ref()?;
         let recent = w.recent.lock();
         Some(recent.iter().rev().take(n).cloned().collect())
+    }
+}
+
+/// The `path` that means standard output.
+pub const STDOUT: &str = "-";
+
+/// The writer thread for standard output: one locked, buffered handle, flushed when the queue is
+/// momentarily empty (a collector sees each burst at once, and a busy gateway writes in blocks).
+fn stdout_loop(rx: Receiver<String>, stats: Arc<LogStats>) {
+    let stdout = std::io::stdout();
+    let mut logged_error = false;
+    while let Ok(first) = rx.recv() {
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let mut line = Some(first);
+        let mut burst = 0;
+        while let Some(l) = line.take() {
+            burst += 1;
+            match out.write_all(l.as_bytes()).and_then(|_| out.write_all(b"\n")) {
+                Ok(()) => stats.written.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    if !logged_error {
+                        logged_error = true;
+                        tracing::error!(error = %e, "request log: cannot write to standard output; lines are dropped");
+                    }
+                    stats.errors.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+            line = rx.try_recv().ok();
+        }
+        if out.flush().is_err() {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        stats.settled.fetch_add(burst, Ordering::Release);
     }
 }
 
@@ -198,7 +259,9 @@ fn write_loop(path: PathBuf, rot: Rotation, rx: Receiver<String>, stats: Arc<Log
     let mut logged_error = false;
     while let Ok(first) = rx.recv() {
         let mut line = Some(first);
+        let mut burst = 0;
         while let Some(l) = line.take() {
+            burst += 1;
             if current.as_ref().is_some_and(|(_, size, opened)| {
                 (rot.max_bytes > 0 && *size >= rot.max_bytes)
                     || (!rot.max_age.is_zero() && opened.elapsed() >= rot.max_age)
@@ -244,6 +307,7 @@ fn write_loop(path: PathBuf, rot: Rotation, rx: Receiver<String>, stats: Arc<Log
         if let Some((w, _, _)) = current.as_mut() {
             let _ = w.flush();
         }
+        stats.settled.fetch_add(burst, Ordering::Release);
     }
 }
 
@@ -318,6 +382,26 @@ mod tests {
         let recent = ledger.recent(2).unwrap();
         assert!(recent[0].contains("req_39") && recent[1].contains("req_38"));
         assert_eq!(ledger.usage.summary(usage::By::Key)[0].requests, 40);
+    }
+
+    #[tokio::test]
+    async fn flush_waits_until_every_queued_line_is_written() {
+        // a FIFO as the log file: the writer blocks until somebody reads, as on a stalled disk
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&path).status().unwrap().success());
+        let ledger = Ledger::start(&cfg(path.clone(), 0)).unwrap();
+        for i in 0..100 {
+            ledger.record(&rec(i));
+        }
+        assert!(!ledger.flush(Duration::from_millis(100)).await, "nothing can be written yet");
+        let reader = std::thread::spawn(move || std::fs::read_to_string(path).unwrap());
+        assert!(ledger.flush(Duration::from_secs(10)).await);
+        drop(ledger); // the writer closes the FIFO, so the reader sees its end
+        let lines = reader.join().unwrap();
+        assert_eq!(lines.lines().count(), 100);
+        assert!(lines.lines().last().unwrap().contains("req_99"));
+        assert!(Ledger::off().flush(Duration::ZERO).await, "no log: nothing to wait for");
     }
 
     #[test]
