@@ -15,8 +15,39 @@ use switchyard::{app, classify, config::Config, embed::cosine};
     about = "An OpenAI-compatible LLM gateway with a semantic cache and a cost-saving router"
 )]
 struct Cli {
+    /// How logs are written to standard error: `text` for people, `json` (one object a line, the
+    /// request's id on each line written while serving it) for log collectors. Default: the
+    /// `SWITCHYARD_LOG_FORMAT` environment variable, else text.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the log subscriber (`RUST_LOG` filters it, `info` by default) in the chosen format.
+fn init_logging(flag: Option<LogFormat>) -> anyhow::Result<LogFormat> {
+    let format = match (flag, std::env::var("SWITCHYARD_LOG_FORMAT")) {
+        (Some(f), _) => f,
+        (None, Ok(v)) => <LogFormat as clap::ValueEnum>::from_str(&v, true)
+            .map_err(|_| anyhow::anyhow!("SWITCHYARD_LOG_FORMAT={v:?}: expected text or json"))?,
+        (None, Err(_)) => LogFormat::Text,
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        // the event's fields at the top level, and the span it was logged in (`request`, with
+        // its `request_id`) as `span`: what collectors index without a parsing rule
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
+    Ok(format)
 }
 
 #[derive(Subcommand)]
@@ -246,11 +277,8 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let log_format = init_logging(cli.log_format)?;
     let started = std::time::Instant::now();
     switchyard::assets::install(&BUNDLE)?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "embedded model files verified");
@@ -275,7 +303,13 @@ async fn main() -> anyhow::Result<()> {
             let embedder = app::load_embedder(&cfg)?;
             let running = app::start(cfg, Some(embedder), true).await?;
             tracing::info!(addr = %running.addr, demo, "switchyard listening");
-            println!("switchyard listening on http://{}", running.addr);
+            // the first line of standard output, which scripts read the address from (JSON too
+            // when the logs are: a request log on standard output is then JSON throughout)
+            if log_format == LogFormat::Json {
+                println!("{}", serde_json::json!({ "listening": format!("http://{}", running.addr) }));
+            } else {
+                println!("switchyard listening on http://{}", running.addr);
+            }
             running.wait().await;
         }
         Command::Embed { text, config, repeat } => {

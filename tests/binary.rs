@@ -180,3 +180,136 @@ async fn a_copied_binary_runs_from_an_empty_directory_and_hits_on_a_paraphrase()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("elsewhere/minilm"), "{err}");
 }
+
+/// For a log collector: `--log-format json` writes every log line as one JSON object, and a line
+/// logged while a request is served (here: its first deployment failing) carries the request's
+/// id; `[log] path = "-"` puts the request records on standard output, after a JSON banner, and
+/// SIGTERM flushes them before the process exits. Neither stream shows a provider key.
+#[tokio::test]
+async fn json_logs_and_the_request_log_on_stdout_for_a_log_collector() {
+    use common::{Behavior, MockUpstream};
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let down = MockUpstream::start("down").await;
+    down.then(Behavior::Status(500, None));
+    let up = MockUpstream::start("up").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[log]
+path = "-"
+[dispatch]
+attempts_per_deployment = 1
+[tiers]
+cheap = ["down:mini", "up:mini"]
+premium = ["up:large"]
+[providers.down]
+kind = "openai"
+base_url = "{}"
+api_key = "sk-down-provider-key"
+[providers.up]
+kind = "openai"
+base_url = "{}"
+api_key = "sk-up-provider-key"
+"#,
+            down.base_url(),
+            up.base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).unwrap();
+    let banner: serde_json::Value = serde_json::from_str(&banner).unwrap();
+    let base = banner["listening"].as_str().unwrap().to_string();
+
+    let client = reqwest::Client::new();
+    let ask = serde_json::json!({"model": "cheap", "messages": [{"role": "user", "content": "Hello there"}]});
+    let r = client
+        .post(format!("{base}/v1/chat/completions"))
+        .header("x-request-id", "req-json-logs-1")
+        .json(&ask)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-attempts"], "2", "the first deployment failed once");
+    let r = client
+        .post(format!("{base}/v1/chat/completions"))
+        .header("x-request-id", "req-json-logs-2")
+        .json(&serde_json::json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // at once: the shutdown itself must flush what is still queued
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let logs = err_reader.join().unwrap();
+
+    let records: Vec<serde_json::Value> =
+        rest.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert_eq!(records.len(), 2, "{rest}");
+    assert_eq!(records[0]["request_id"], "req-json-logs-1");
+    assert_eq!((records[0]["status"].as_u64(), records[0]["attempts"].as_u64()), (Some(200), Some(2)));
+    assert_eq!(records[0]["deployment"], "up:mini");
+    assert_eq!(records[1]["request_id"], "req-json-logs-2");
+    assert_eq!((records[1]["status"].as_u64(), records[1]["error"].as_str()), (Some(404), Some("model_not_found")));
+
+    let lines: Vec<serde_json::Value> =
+        logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string()));
+    let failed = lines
+        .iter()
+        .find(|l| l["message"] == "upstream attempt failed")
+        .unwrap_or_else(|| panic!("no failed attempt logged:\n{logs}"));
+    assert_eq!(failed["deployment"], "down:mini");
+    assert_eq!(failed["span"]["request_id"], "req-json-logs-1", "{failed}");
+    assert!(lines.iter().any(|l| l["message"] == "switchyard listening"));
+    for secret in ["sk-down-provider-key", "sk-up-provider-key"] {
+        assert!(!logs.contains(secret) && !rest.contains(secret));
+    }
+
+    // the format can come from the environment, and a wrong one is refused at start
+    let out = Command::new(BIN)
+        .args(["embed", "hello"])
+        .env("SWITCHYARD_LOG_FORMAT", "yaml")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SWITCHYARD_LOG_FORMAT"));
+    let out = Command::new(BIN)
+        .args(["embed", "hello"])
+        .env("SWITCHYARD_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines().count() > 0 && err.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "{err}"
+    );
+}

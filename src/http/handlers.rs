@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use super::spend::Account;
 use super::{authenticate, error_response, request_id, AppState};
@@ -199,7 +200,10 @@ pub(super) async fn handle(
 ) -> Response {
     let rid = request_id(headers);
     let mut account = Account::new(state, &rid);
-    match serve(state, headers, body, parse, &mut account).await {
+    // every line logged while the request is served (an upstream attempt that failed, a breaker
+    // that opened) names it; at error level so that no filter keeps the line and drops its id
+    let span = tracing::error_span!("request", request_id = %rid);
+    match serve(state, headers, body, parse, &mut account).instrument(span).await {
         Ok((mut served, slot)) => {
             account.served(&served.meta);
             let (done, usage, cost) = (served.done.take(), served.meta.usage, served.meta.cost);
