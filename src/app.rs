@@ -338,7 +338,8 @@ pub fn build_gateway(
         tiers.insert(name.clone(), tier);
     }
     let prices = crate::prices::merged(&config.prices);
-    warn_unpriced(&tiers, &prices);
+    let embedding_models = config.embedding_deployments();
+    warn_unpriced(&tiers, &embedding_models, &prices);
 
     let router = live_router(config, build_router(config));
 
@@ -369,15 +370,21 @@ pub fn build_gateway(
     );
     gateway.shared = shared;
     gateway.embed_wait = config.embed.max_wait.0;
+    gateway.embedding_models = embedding_models;
     Ok((Arc::new(gateway), worker))
 }
 
 /// One warning per configured model with no price in the catalog or `[prices]`: its requests
 /// get no cost header, count in no budget and show in `switchyard_unpriced_requests_total`.
-fn warn_unpriced(tiers: &HashMap<String, Tier>, prices: &std::collections::BTreeMap<String, Price>) {
+fn warn_unpriced(
+    tiers: &HashMap<String, Tier>,
+    embedding_models: &[Deployment],
+    prices: &std::collections::BTreeMap<String, Price>,
+) {
     let mut models: Vec<&str> = tiers
         .values()
         .flat_map(|t| t.targets.iter().map(|d| d.model.as_str()))
+        .chain(embedding_models.iter().map(|d| d.model.as_str()))
         .filter(|m| !prices.contains_key(*m))
         .collect();
     models.sort_unstable();

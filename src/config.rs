@@ -138,6 +138,22 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The request log (`[log] path = "var/requests.jsonl"` turns it on).
     pub log: LogConfig,
+    /// Upstream embedding models `/v1/embeddings` forwards to.
+    pub embeddings: EmbeddingsConfig,
+}
+
+/// The model name under which `/v1/embeddings` serves the in-process MiniLM (the cache's own
+/// embedding), also used when a request names no model.
+pub const LOCAL_EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2";
+
+/// `[embeddings] models = ["openai:text-embedding-3-small", …]`: a client asking
+/// `/v1/embeddings` for `text-embedding-3-small` gets that model's vectors from its deployments
+/// (several of one model fail over in config order). Any other name but the local model's is a
+/// 404: vectors from a model other than the one asked for would silently mix vector spaces.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingsConfig {
+    pub models: Vec<DeploymentSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -816,7 +832,32 @@ impl Config {
                 return Err(invalid("router", format!("tier {tier:?} is not defined under [tiers]")));
             }
         }
+        for (i, d) in self.embeddings.models.iter().enumerate() {
+            let dk = format!("embeddings.models[{i}]");
+            let d = d.resolve(&dk)?;
+            if d.max_concurrency == Some(0) {
+                return Err(invalid(format!("{dk}.max_concurrency"), "must be at least 1"));
+            }
+            if d.model == LOCAL_EMBEDDING_MODEL {
+                return Err(invalid(dk, format!("{LOCAL_EMBEDDING_MODEL} is the gateway's own model")));
+            }
+            match self.providers.get(&d.provider).map(|p| p.kind) {
+                None => return Err(invalid(dk, format!("unknown provider {:?}", d.provider))),
+                Some(ProviderKind::Openai | ProviderKind::Azure) => {}
+                Some(_) => {
+                    return Err(invalid(
+                        dk,
+                        "embeddings are forwarded in OpenAI's format: the provider must be kind = \"openai\" or \"azure\" (Anthropic has no embeddings API; Gemini serves OpenAI's at https://generativelanguage.googleapis.com/v1beta/openai)",
+                    ))
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The upstream embedding deployments, resolved. Only valid after [`Config::validate`].
+    pub fn embedding_deployments(&self) -> Vec<Deployment> {
+        self.embeddings.models.iter().filter_map(|d| d.resolve("").ok()).collect()
     }
 
     /// Deployments of a tier, resolved. Only valid after [`Config::validate`].
@@ -953,5 +994,22 @@ mod tests {
         assert!(e.starts_with("router.tenant_share.sk-raw-key: must be a tenant id"), "{e}");
         let bad_share = GOOD.to_string() + "\n[router.tenant_share]\n\"t-0123456789ab\" = 1.5\n";
         assert!(Config::parse(&bad_share).unwrap_err().to_string().starts_with("router.tenant_share.t-0123456789ab"));
+    }
+
+    #[test]
+    fn embedding_models_must_name_an_openai_format_provider() {
+        let with = |models: &str, extra: &str| format!("{GOOD}\n[embeddings]\nmodels = {models}\n{extra}");
+        let ok = Config::parse(&with(r#"["openai:text-embedding-3-small"]"#, "")).unwrap();
+        assert_eq!(ok.embedding_deployments()[0].model, "text-embedding-3-small");
+        let anthropic = "[providers.an]\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com\"\n";
+        for (models, extra, says) in [
+            (r#"["nowhere:text-embedding-3-small"]"#, "", "unknown provider"),
+            (r#"["an:voyage-3"]"#, anthropic, "kind = \"openai\" or \"azure\""),
+            (r#"["openai:all-MiniLM-L6-v2"]"#, "", "the gateway's own model"),
+            (r#"["text-embedding-3-small"]"#, "", "provider:model"),
+        ] {
+            let e = Config::parse(&with(models, extra)).unwrap_err().to_string();
+            assert!(e.starts_with("embeddings.models[0]") && e.contains(says), "{models}: {e}");
+        }
     }
 }

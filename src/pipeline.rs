@@ -238,6 +238,18 @@ impl Tier {
     }
 }
 
+/// An upstream model's embeddings, as [`Gateway::embeddings`] returns them.
+pub struct UpstreamEmbeddings {
+    /// The upstream's answer, passed on as it is.
+    pub body: serde_json::Value,
+    /// `provider:model` that answered.
+    pub deployment: String,
+    pub attempts: u32,
+    pub usage: Option<Usage>,
+    /// USD; `None` when the model has no known price.
+    pub cost: Option<f64>,
+}
+
 pub struct Gateway {
     pub embed: Option<EmbedHandle>,
     pub cache: Option<Arc<SemanticCache>>,
@@ -254,6 +266,8 @@ pub struct Gateway {
     pub shared: Option<crate::cache::SharedTier>,
     /// How long a request waits for its embedding before it goes on without one (`embed.max_wait`).
     pub embed_wait: Duration,
+    /// `[embeddings] models`: upstream embedding models `/v1/embeddings` forwards to.
+    pub embedding_models: Vec<Deployment>,
     inflight: Mutex<HashMap<ExactKey, watch::Receiver<Flight>>>,
     threads: Affinity,
 }
@@ -286,6 +300,7 @@ impl Gateway {
             metrics: Metrics::default(),
             shared: None,
             embed_wait: Duration::from_millis(500),
+            embedding_models: Vec::new(),
             inflight: Mutex::default(),
             threads: Affinity::new(AFFINITY_CAP),
         }
@@ -513,6 +528,39 @@ impl Gateway {
         }
         tracing::info!(tenant = %ctx.tenant, removed, "cache entries invalidated");
         Ok(removed)
+    }
+
+    /// `/v1/embeddings` for an upstream model: the client's OpenAI-format body sent to the
+    /// deployments of `model` under `[embeddings]` in config order, with a chat call's retries,
+    /// breakers and failover, and priced by the catalog. A model no deployment serves is a 404
+    /// (the local model is the handler's business, before this).
+    pub async fn embeddings(&self, model: &str, body: &serde_json::Value) -> Result<UpstreamEmbeddings, GatewayError> {
+        let targets: Vec<Deployment> = self.embedding_models.iter().filter(|d| d.model == model).cloned().collect();
+        if targets.is_empty() {
+            let mut served: Vec<&str> = self.embedding_models.iter().map(|d| d.model.as_str()).collect();
+            served.sort_unstable();
+            served.dedup();
+            served.insert(0, crate::config::LOCAL_EMBEDDING_MODEL);
+            return Err(GatewayError::NotFound(format!(
+                "the embedding model `{model}` does not exist on this gateway (it serves: {})",
+                served.join(", ")
+            )));
+        }
+        let out = self.dispatch.embeddings(&targets, body).await?;
+        let usage = out.value.pointer("/usage/prompt_tokens").and_then(serde_json::Value::as_u64).map(|t| Usage {
+            prompt_tokens: t,
+            total_tokens: t,
+            ..Usage::default()
+        });
+        let cost = self.price(&out.model, usage);
+        self.metrics.cost.add(&out.model, cost.unwrap_or(0.0));
+        Ok(UpstreamEmbeddings {
+            deployment: format!("{}:{}", out.provider, out.model),
+            attempts: out.attempts,
+            body: out.value,
+            usage,
+            cost,
+        })
     }
 
     /// The input tokens of `req` as the upstream that would serve it counts them (Anthropic's or
@@ -954,7 +1002,8 @@ impl Gateway {
         }))
     }
 
-    /// Model ids for `GET /v1/models`: the alias, the tiers, and every configured model.
+    /// Model ids for `GET /v1/models`: the alias, the tiers, every configured model, and the
+    /// embedding models.
     pub fn model_ids(&self) -> Vec<(String, String)> {
         let mut out = vec![(self.router_alias.clone(), "switchyard".to_string())];
         let mut tiers: Vec<&String> = self.tiers.keys().collect();
@@ -967,6 +1016,15 @@ impl Gateway {
                 if !out.iter().any(|(id, _)| id == &d.model) {
                     out.push((d.model.clone(), d.provider.clone()));
                 }
+            }
+        }
+        // the embedding models `/v1/embeddings` serves: the local one, then the upstream ones
+        if self.embed.is_some() {
+            out.push((crate::config::LOCAL_EMBEDDING_MODEL.into(), "switchyard".into()));
+        }
+        for d in &self.embedding_models {
+            if !out.iter().any(|(id, _)| id == &d.model) {
+                out.push((d.model.clone(), d.provider.clone()));
             }
         }
         out

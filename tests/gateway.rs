@@ -546,3 +546,115 @@ async fn answers_from_dated_model_snapshots_are_priced_by_the_configured_model()
     assert!((spent - 0.0001).abs() < 1e-9, "two calls of $0.00005, got {spent}");
     g.shutdown().await;
 }
+
+/// `/v1/embeddings` serves the model asked for: the local MiniLM under its own name (or no
+/// name), an upstream model's deployments under `[embeddings]` (failover, the provider's key,
+/// the client's fields passed through, priced, logged), and a 404 for anything else — never
+/// another model's vectors under the name asked for.
+#[tokio::test]
+async fn embeddings_are_from_the_model_asked_for() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let (first, second) = (MockUpstream::start("emb1").await, MockUpstream::start("emb2").await);
+    for _ in 0..2 {
+        first.then(Behavior::Status(503, None)); // both attempts on the first deployment
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"
+        [log]
+        path = "{log}"
+        [embeddings]
+        models = ["{a}:text-embedding-3-small", "{b}:text-embedding-3-small"]
+        [providers.{a}]
+        kind = "openai"
+        base_url = "{au}"
+        api_key = "sk-emb1-provider-key"
+        [providers.{b}]
+        kind = "openai"
+        base_url = "{bu}"
+        api_key = "sk-emb2-provider-key"
+        "#,
+        log = dir.path().join("requests.jsonl").display(),
+        a = first.name,
+        b = second.name,
+        au = first.base_url(),
+        bu = second.base_url(),
+    );
+    let g = gateway(config_for(&cheap, &premium, &format!("gateway_keys = \"sk-gw-tenant\"\n{extra}"))).await;
+    let client = reqwest::Client::new();
+    let embed = |body: Value| {
+        let req = client.post(url(&g, "/v1/embeddings")).bearer_auth("sk-gw-tenant").json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let (status, headers) = (r.status().as_u16(), r.headers().clone());
+            (status, headers, r.json::<Value>().await.unwrap())
+        }
+    };
+
+    // the local model: by its name or by no name
+    for body in [json!({"input": "hello"}), json!({"model": "all-MiniLM-L6-v2", "input": "hello"})] {
+        let (s, _, e) = embed(body).await;
+        assert_eq!(s, 200, "{e}");
+        assert_eq!(e["model"], "all-MiniLM-L6-v2");
+        assert_eq!(e["data"][0]["embedding"].as_array().unwrap().len(), 384);
+    }
+    assert_eq!(first.calls() + second.calls(), 0);
+
+    // an upstream model: its deployments in order, the client's fields passed on
+    let (s, h, e) = embed(json!({"model": "text-embedding-3-small", "input": ["one two three", "four"],
+        "dimensions": 256, "user": "u-42", "encoding_format": "float"}))
+    .await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!((first.calls(), second.calls()), (2, 1), "two attempts on the failing one, then failover");
+    assert_eq!((header(&h, "x-switchyard-provider"), header(&h, "x-switchyard-attempts")), ("emb2", "3"));
+    assert_eq!(e["data"].as_array().unwrap().len(), 2);
+    assert_eq!(e["data"][1]["embedding"].as_array().unwrap().len(), 256, "`dimensions` reached the upstream");
+    assert_eq!(e["usage"]["prompt_tokens"], 4);
+    let sent = second.last_body();
+    assert_eq!((sent["model"].as_str(), sent["user"].as_str()), (Some("text-embedding-3-small"), Some("u-42")));
+    let auth = second.last_headers()["authorization"].to_str().unwrap().to_string();
+    assert_eq!(auth, "Bearer sk-emb2-provider-key", "the provider's key upstream, never the gateway key");
+    // 4 tokens at the catalog's $0.02 per million
+    assert_eq!(header(&h, "x-switchyard-cost"), "0.00000008");
+    let metrics = client.get(url(&g, "/metrics")).send().await.unwrap().text().await.unwrap();
+    let spent: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_cost_usd_total{model=\"text-embedding-3-small\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no spend for the embedding model in /metrics"));
+    assert!((spent - 8e-8).abs() < 1e-12, "{spent}");
+
+    // base64, as the OpenAI SDKs ask by default: passed through as the upstream wrote it
+    let (s, _, e) = embed(json!({"model": "text-embedding-3-small", "input": "x", "encoding_format": "base64"})).await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(e["data"][0]["embedding"].as_str().unwrap().len(), 8192, "1536 f32s (6144 bytes) in base64");
+
+    // any other name: 404, naming what is served
+    let (s, _, e) = embed(json!({"model": "text-embedding-3-large", "input": "hello"})).await;
+    assert_eq!(s, 404, "{e}");
+    assert_eq!(e["error"]["code"], "model_not_found");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("all-MiniLM-L6-v2") && msg.contains("text-embedding-3-small"), "{msg}");
+    // a bad body is the client's 400 before any call
+    let calls = second.calls();
+    let (s, _, e) = embed(json!({"model": "text-embedding-3-small", "input": 5})).await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(second.calls(), calls);
+
+    // listed, and recorded in the request log like a chat call
+    let models: Value =
+        client.get(url(&g, "/v1/models")).bearer_auth("sk-gw-tenant").send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"all-MiniLM-L6-v2") && ids.contains(&"text-embedding-3-small"), "{ids:?}");
+    g.shutdown().await;
+    let log = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
+    let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rec = records.iter().find(|r| r["status"] == 200).unwrap();
+    assert_eq!(rec["model"], "text-embedding-3-small");
+    assert_eq!((rec["deployment"].as_str(), rec["attempts"].as_u64()), (Some("emb2:text-embedding-3-small"), Some(3)));
+    assert_eq!(rec["prompt_tokens"], 4);
+    assert!(records.iter().any(|r| r["status"] == 404 && r["error"] == "model_not_found"));
+    for secret in ["sk-emb1-provider-key", "sk-emb2-provider-key", "sk-gw-tenant"] {
+        assert!(!log.contains(secret));
+    }
+}

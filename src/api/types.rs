@@ -817,6 +817,17 @@ pub enum EmbeddingInput {
     TokenArrays(Vec<Vec<u32>>),
 }
 
+impl EmbeddingInput {
+    /// The text inputs (none for token ids).
+    pub fn texts(&self) -> Vec<&str> {
+        match self {
+            EmbeddingInput::One(s) => vec![s.as_str()],
+            EmbeddingInput::Many(v) => v.iter().map(String::as_str).collect(),
+            EmbeddingInput::Tokens(_) | EmbeddingInput::TokenArrays(_) => Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct EmbeddingsResponse {
     pub object: &'static str,

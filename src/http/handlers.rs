@@ -12,12 +12,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::spend::Account;
-use super::{authenticate, error_response, request_id, AppState};
+use super::{authenticate, base64_encode, error_response, request_id, AppState};
 use crate::api::messages;
 use crate::api::{
     parse_json, ChatRequest, EmbeddingData, EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse,
     EventTranslator, GatewayError, ModelInfo, ModelList,
 };
+use crate::config::LOCAL_EMBEDDING_MODEL;
 use crate::limits::RateHeaders;
 use crate::pipeline::{Body, RequestCtx, Served, StreamItem, Tenant};
 
@@ -442,31 +443,97 @@ pub async fn model(
 /// Most inputs one embeddings call may carry (OpenAI's own limit).
 const MAX_EMBED_INPUTS: usize = 2048;
 
+/// `POST /v1/embeddings`: the local MiniLM for `all-MiniLM-L6-v2` (or no `model`), an upstream
+/// model's deployments for a model under `[embeddings]`, a 404 for any other name.
 pub async fn embeddings(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let rid = request_id(&headers);
-    match embeddings_inner(&state, &headers, body).await {
-        Ok(r) => {
-            let mut resp = axum::Json(r).into_response();
-            set(resp.headers_mut(), "x-request-id", &rid);
-            resp
+    let admitted = authenticate(&state, &headers).and_then(|tenant| {
+        let bytes = body_or_error(body, state.max_body)?;
+        let req: EmbeddingsRequest = parse_json(&bytes)?;
+        Ok((tenant, bytes, req))
+    });
+    let (tenant, bytes, req) = match admitted {
+        Ok(a) => a,
+        Err(e) => return error_response(&e, &rid),
+    };
+    match req.model.clone() {
+        Some(model) if model != LOCAL_EMBEDDING_MODEL => {
+            upstream_embeddings(&state, &tenant, &model, &bytes, &req, &rid).await
         }
-        Err(e) => error_response(&e, &rid),
+        _ => match local_embeddings(&state, req).await {
+            Ok(r) => {
+                let mut resp = axum::Json(r).into_response();
+                set(resp.headers_mut(), "x-request-id", &rid);
+                resp
+            }
+            Err(e) => error_response(&e, &rid),
+        },
     }
 }
 
-async fn embeddings_inner(
+/// An upstream model's embeddings, accounted as a chat call is: the key's allowed models,
+/// limits and budget before the call, its real tokens and cost after, one request-log record.
+async fn upstream_embeddings(
     state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<EmbeddingsResponse, GatewayError> {
-    authenticate(state, headers)?;
-    let bytes = body_or_error(body, state.max_body)?;
-    let req: EmbeddingsRequest = parse_json(&bytes)?;
-    // token ids are billed as the client counted them; text by our model's tokenizer (below)
+    tenant: &Tenant,
+    model: &str,
+    bytes: &[u8],
+    req: &EmbeddingsRequest,
+    rid: &str,
+) -> Response {
+    let mut account = Account::new(state, rid);
+    account.tenant(tenant);
+    let served = async {
+        let _slot = concurrency_slot(state)?;
+        let texts = req.input.texts();
+        let estimate = match &req.input {
+            EmbeddingInput::Tokens(ids) => ids.len() as u64,
+            EmbeddingInput::TokenArrays(arrays) => arrays.iter().map(|a| a.len() as u64).sum(),
+            _ => texts.iter().map(|t| t.len() as u64).sum::<u64>().div_ceil(4),
+        };
+        let prompt = (state.ledger.content() != crate::config::LogContent::Off).then(|| texts.join("\n"));
+        account.admit_model(model, estimate, prompt.as_deref()).await?;
+        // the body as the client sent it (fields this gateway does not know included); parsed
+        // above, so this cannot fail
+        let body: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| GatewayError::invalid(e.to_string(), None))?;
+        tokio::time::timeout(state.request_timeout, state.gateway.embeddings(model, &body))
+            .await
+            .map_err(|_| GatewayError::Timeout(format!("the request took longer than {:?}", state.request_timeout)))?
+    };
+    match served.await {
+        Ok(up) => {
+            account.upstream(up.deployment.clone(), up.attempts);
+            let mut resp = axum::Json(up.body).into_response();
+            let h = resp.headers_mut();
+            set(h, "x-request-id", rid);
+            if let Some((provider, model)) = up.deployment.split_once(':') {
+                set(h, "x-switchyard-provider", provider);
+                set(h, "x-switchyard-model", model);
+            }
+            set(h, "x-switchyard-attempts", up.attempts);
+            if let Some(c) = up.cost {
+                set(h, "x-switchyard-cost", format!("{c:.8}"));
+            }
+            account.set_headers(h);
+            account.finish(200, None, up.usage, up.cost, None).await;
+            resp
+        }
+        Err(e) => {
+            let mut resp = error_response(&e, rid);
+            account.set_headers(resp.headers_mut());
+            account.finish(e.status(), Some(&e), None, None, None).await;
+            resp
+        }
+    }
+}
+
+/// Embeddings from the in-process MiniLM: free, so outside the key's limits and the request log.
+async fn local_embeddings(state: &AppState, req: EmbeddingsRequest) -> Result<EmbeddingsResponse, GatewayError> {
     let (inputs, given_tokens) = match req.input {
         EmbeddingInput::One(s) => (vec![s], None),
         EmbeddingInput::Many(v) => (v, None),
@@ -524,7 +591,7 @@ async fn embeddings_inner(
     Ok(EmbeddingsResponse {
         object: "list",
         data,
-        model: req.model.unwrap_or_else(|| "all-MiniLM-L6-v2".into()),
+        model: LOCAL_EMBEDDING_MODEL.into(),
         usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
     })
 }
@@ -534,19 +601,6 @@ fn decode_tokens(ids: &[u32]) -> Result<String, GatewayError> {
     crate::embed::cl100k::decode(ids).map_err(|e| {
         GatewayError::invalid(format!("{e}: token-array inputs must be cl100k_base token ids"), Some("input"))
     })
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
-    }
-    out
 }
 
 pub async fn health(State(state): State<AppState>) -> Response {

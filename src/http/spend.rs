@@ -76,17 +76,24 @@ impl Account {
     /// Checks the key's allowed models and limits for this request; the error is the response.
     /// Returns whether premium is off for it (soft budget level reached).
     pub async fn admit(&mut self, req: &ChatRequest) -> Result<bool, GatewayError> {
-        self.record.model = req.model.clone();
-        if self.state.ledger.content() != crate::config::LogContent::Off {
-            let prompt = req.messages.iter().map(|m| m.text_content()).collect::<Vec<_>>().join("\n");
-            self.record.prompt = self.state.ledger.content_of(&prompt);
+        let prompt = (self.state.ledger.content() != crate::config::LogContent::Off)
+            .then(|| req.messages.iter().map(|m| m.text_content()).collect::<Vec<_>>().join("\n"));
+        self.admit_model(&req.model, estimate_tokens(req), prompt.as_deref()).await
+    }
+
+    /// [`Account::admit`] for any call: the model asked for, the tokens it may use (corrected at
+    /// the end), and its prompt for the log.
+    pub async fn admit_model(&mut self, model: &str, tokens: u64, prompt: Option<&str>) -> Result<bool, GatewayError> {
+        self.record.model = model.to_string();
+        if let Some(p) = prompt {
+            self.record.prompt = self.state.ledger.content_of(p);
         }
         let Some(policy) = self.policy.clone() else { return Ok(false) };
-        check_model(&policy, &req.model, &self.state.gateway.router_alias)?;
+        check_model(&policy, model, &self.state.gateway.router_alias)?;
         if !policy.is_limited() {
             return Ok(false);
         }
-        match self.state.limits.admit(&policy, estimate_tokens(req)).await {
+        match self.state.limits.admit(&policy, tokens).await {
             Ok(a) => {
                 self.headers = a.headers.clone();
                 let soft = a.soft_budget;
@@ -120,6 +127,13 @@ impl Account {
         r.cache = m.cache.as_str().to_string();
         r.similarity = m.similarity;
         r.cost_saved = m.cost_saved;
+    }
+
+    /// A call that no cache was asked about (embeddings) went to `deployment` in `attempts` calls.
+    pub fn upstream(&mut self, deployment: String, attempts: u32) {
+        self.record.deployment = Some(deployment);
+        self.record.attempts = attempts;
+        self.record.cache = crate::pipeline::CacheStatus::Bypass.as_str().to_string();
     }
 
     /// The request ended: settle its limits and record it.

@@ -22,6 +22,9 @@ pub struct CatalogRow {
     pub input: f64,
     /// USD per million completion tokens.
     pub output: f64,
+    /// An embedding model (`/v1/embeddings`): it bills input tokens only, `output` is 0.
+    #[serde(default)]
+    pub embedding: bool,
     /// USD per million prompt tokens read from the provider's prompt cache, where published.
     #[serde(default)]
     pub cached_input: Option<f64>,
@@ -96,7 +99,11 @@ mod tests {
                 r.model,
                 r.date
             );
-            assert!(r.input > 0.0 && r.output > 0.0, "{}: zero price", r.model);
+            if r.embedding {
+                assert!(r.input > 0.0 && r.output == 0.0, "{}: an embedding model bills input only", r.model);
+            } else {
+                assert!(r.input > 0.0 && r.output > 0.0, "{}: zero price", r.model);
+            }
             assert!(r.cached_input.is_none_or(|c| c < r.input), "{}: cached input not cheaper", r.model);
         }
         for provider in ["openai", "anthropic", "google", "mistral", "deepseek", "xai", "groq", "together"] {

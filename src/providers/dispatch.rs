@@ -224,8 +224,23 @@ impl Dispatcher {
         larger: &[Deployment],
         req: &ChatRequest,
     ) -> Result<Outcome<ChatResponse>, GatewayError> {
-        self.run(targets, larger, req, |p: Arc<Provider>, model: String, req: ChatRequest| async move {
-            p.chat(&req, &model).await
+        self.run(targets, larger, req, |p: Arc<Provider>, d: &Deployment, req: ChatRequest| {
+            let (req, model) = for_deployment(d, req);
+            async move { p.chat(&req, &model).await }
+        })
+        .await
+    }
+
+    /// Embeddings (an OpenAI-format body) from the first deployment along `targets` that answers,
+    /// with the retries, breakers, caps and deadline of a chat call.
+    pub async fn embeddings(
+        &self,
+        targets: &[Deployment],
+        body: &serde_json::Value,
+    ) -> Result<Outcome<serde_json::Value>, GatewayError> {
+        self.run(targets, &[], body, |p: Arc<Provider>, d: &Deployment, body: serde_json::Value| {
+            let model = d.model.clone();
+            async move { p.embeddings(&body, &model).await }
         })
         .await
     }
@@ -288,32 +303,35 @@ impl Dispatcher {
         larger: &[Deployment],
         req: &ChatRequest,
     ) -> Result<Outcome<ChunkStream>, GatewayError> {
-        self.run(targets, larger, req, |p: Arc<Provider>, model: String, req: ChatRequest| async move {
-            let timeout = p.first_byte_timeout();
-            let mut stream = p.chat_stream(&req, &model).await?;
-            match tokio::time::timeout(timeout, stream.next()).await {
-                Err(_) => Err(ProviderError::Timeout(TimeoutPhase::FirstByte)),
-                Ok(None) => Err(ProviderError::Stream("stream ended before any chunk".into())),
-                Ok(Some(Err(e))) => Err(e),
-                Ok(Some(Ok(first))) => {
-                    let rest: ChunkStream =
-                        Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(stream));
-                    Ok(rest)
+        self.run(targets, larger, req, |p: Arc<Provider>, d: &Deployment, req: ChatRequest| {
+            let (req, model) = for_deployment(d, req);
+            async move {
+                let timeout = p.first_byte_timeout();
+                let mut stream = p.chat_stream(&req, &model).await?;
+                match tokio::time::timeout(timeout, stream.next()).await {
+                    Err(_) => Err(ProviderError::Timeout(TimeoutPhase::FirstByte)),
+                    Ok(None) => Err(ProviderError::Stream("stream ended before any chunk".into())),
+                    Ok(Some(Err(e))) => Err(e),
+                    Ok(Some(Ok(first))) => {
+                        let rest: ChunkStream =
+                            Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(stream));
+                        Ok(rest)
+                    }
                 }
             }
         })
         .await
     }
 
-    async fn run<T, F, Fut>(
+    async fn run<R: Clone, T, F, Fut>(
         &self,
         targets: &[Deployment],
         larger: &[Deployment],
-        req: &ChatRequest,
+        req: &R,
         call: F,
     ) -> Result<Outcome<T>, GatewayError>
     where
-        F: Fn(Arc<Provider>, String, ChatRequest) -> Fut,
+        F: Fn(Arc<Provider>, &Deployment, R) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
     {
         let deadline = tokio::time::Instant::now() + self.cfg.deadline.0;
@@ -341,11 +359,7 @@ impl Dispatcher {
                     break;
                 }
                 attempts += 1;
-                let mut req = req.clone();
-                if d.reasoning {
-                    req.apply_thinking_as_reasoning_effort();
-                }
-                let fut = call(provider.clone(), d.model.clone(), req);
+                let fut = call(provider.clone(), d, req.clone());
                 let result = match tokio::time::timeout_at(deadline, fut).await {
                     Ok(r) => r,
                     Err(_) => {
@@ -436,6 +450,15 @@ impl Dispatcher {
             .map_or(crate::api::DEFAULT_RETRY_AFTER_SECS, |left| left.as_secs_f64().ceil() as u64)
             .max(1)
     }
+}
+
+/// A chat request as `d` takes it, and the model name to send: a reasoning model gets a
+/// Messages client's `thinking` as its `reasoning_effort`.
+fn for_deployment(d: &Deployment, mut req: ChatRequest) -> (ChatRequest, String) {
+    if d.reasoning {
+        req.apply_thinking_as_reasoning_effort();
+    }
+    (req, d.model.clone())
 }
 
 /// Whether the calls so far all ended in a refusal for length (deployments that could not express

@@ -369,6 +369,18 @@ impl Provider {
         r.map_err(|e| e.scrubbed(self.key()))
     }
 
+    /// Embeddings in OpenAI's format (OpenAI-compatible and Azure providers; the config refuses
+    /// the others for `[embeddings]`, so they answer as unable, with no call).
+    pub async fn embeddings(&self, body: &serde_json::Value, model: &str) -> Result<serde_json::Value, ProviderError> {
+        let r = match self {
+            Provider::OpenAi(p) => p.embeddings(body, model).await,
+            Provider::Anthropic(_) | Provider::Gemini(_) => {
+                Err(ProviderError::unsupported("this provider has no OpenAI-format embeddings API"))
+            }
+        };
+        r.map_err(|e| e.scrubbed(self.key()))
+    }
+
     pub fn first_byte_timeout(&self) -> Duration {
         match self {
             Provider::OpenAi(p) => p.up.first_byte_timeout,

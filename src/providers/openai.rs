@@ -24,17 +24,18 @@ impl OpenAi {
         OpenAi { up, azure }
     }
 
-    fn request(&self, body: &Value, model: &str) -> reqwest::RequestBuilder {
+    /// A POST of `body` to the API's `path` (`chat/completions`, `embeddings`) for `model`.
+    fn request(&self, body: &Value, model: &str, path: &str) -> reqwest::RequestBuilder {
         let (url, mut rb);
         if self.azure {
             let version = self.up.config.api_version.clone().unwrap_or_default();
-            url = format!("{}/openai/deployments/{model}/chat/completions", self.up.base_url);
+            url = format!("{}/openai/deployments/{model}/{path}", self.up.base_url);
             rb = self.up.post(url).query(&[("api-version", version)]);
             if let Some(k) = &self.up.key {
                 rb = rb.header("api-key", k.expose());
             }
         } else {
-            url = format!("{}/chat/completions", self.up.base_url);
+            url = format!("{}/{path}", self.up.base_url);
             rb = self.up.post(url);
             if let Some(k) = &self.up.key {
                 rb = rb.bearer_auth(k.expose());
@@ -73,7 +74,7 @@ impl OpenAi {
 
     pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, ProviderError> {
         let body = Self::to_openai(req, model, false);
-        let send = self.request(&body, model).timeout(self.up.total_timeout).send();
+        let send = self.request(&body, model, "chat/completions").timeout(self.up.total_timeout).send();
         let resp = tokio::time::timeout(self.up.first_byte_timeout, send)
             .await
             .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
@@ -87,7 +88,7 @@ impl OpenAi {
 
     pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream, ProviderError> {
         let body = Self::to_openai(req, model, true);
-        let send = self.request(&body, model).send();
+        let send = self.request(&body, model, "chat/completions").send();
         let resp = tokio::time::timeout(self.up.first_byte_timeout, send)
             .await
             .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
@@ -97,6 +98,30 @@ impl OpenAi {
         }
         let deadline = tokio::time::Instant::now() + self.up.total_timeout;
         Ok(decode_stream(resp, deadline, parse_stream_event))
+    }
+}
+
+impl OpenAi {
+    /// `POST /embeddings` with the client's body (its `input`, `dimensions`, `encoding_format`,
+    /// `user` as sent) for `model`. The answer must be OpenAI's list of embeddings; it goes back
+    /// to the client as the upstream wrote it.
+    pub async fn embeddings(&self, body: &Value, model: &str) -> Result<Value, ProviderError> {
+        let mut body = body.clone();
+        body["model"] = Value::String(model.to_string());
+        let send = self.request(&body, model, "embeddings").timeout(self.up.total_timeout).send();
+        let resp = tokio::time::timeout(self.up.first_byte_timeout, send)
+            .await
+            .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
+            .map_err(|e| ProviderError::from_reqwest(e, TimeoutPhase::Total))?;
+        if !resp.status().is_success() {
+            return Err(self.up.error_from(resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(|e| ProviderError::from_reqwest(e, TimeoutPhase::Total))?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))?;
+        if !v["data"].is_array() {
+            return Err(ProviderError::Decode("an embeddings answer without a `data` list".into()));
+        }
+        Ok(v)
     }
 }
 

@@ -97,7 +97,10 @@ impl MockUpstream {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new().route("/v1/chat/completions", post(chat)).with_state(state.clone());
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
+            .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener.tap_io(switchyard::app::no_delay), app).await.unwrap() });
         MockUpstream {
             addr,
@@ -263,6 +266,67 @@ async fn chat(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Re
             }
         }
     }
+}
+
+/// OpenAI's `POST /v1/embeddings`: `dimensions` values (1536 by default, as text-embedding-3-small)
+/// for each input, derived from the text and the mock's name (so two upstreams' vectors differ),
+/// as floats or, for `encoding_format: "base64"` (what the OpenAI SDKs ask for), little-endian
+/// f32 bytes in base64. Usage counts a token per word. Follows the mock's script like `chat`.
+async fn embeddings(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+    s.calls.fetch_add(1, Ordering::SeqCst);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    *s.last_body.lock().unwrap() = Some(body.clone());
+    *s.last_headers.lock().unwrap() = Some(headers);
+    match s.script.lock().unwrap().pop_front().unwrap_or(Behavior::Ok) {
+        Behavior::Status(code, _) => {
+            return (
+                StatusCode::from_u16(code).unwrap(),
+                axum::Json(json!({"error": {"message": format!("mock error {code}"), "type": "server_error", "param": null, "code": null}})),
+            )
+                .into_response()
+        }
+        Behavior::Ok => {}
+        other => panic!("the embeddings mock does not do {other:?}"),
+    }
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(t) => vec![t.clone()],
+        Value::Array(a) => a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect(),
+        other => panic!("input {other}"),
+    };
+    let dims = body["dimensions"].as_u64().unwrap_or(1536) as usize;
+    let base64 = body["encoding_format"] == "base64";
+    let mut tokens = 0;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            tokens += text.split_whitespace().count();
+            let seed =
+                text.bytes().chain(s.name.bytes()).fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+            let v: Vec<f32> = (0..dims).map(|i| ((seed.wrapping_add(i as u32) % 1000) as f32) / 1000.0).collect();
+            let embedding = if base64 {
+                json!(mock_base64(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+    .into_response()
+}
+
+fn mock_base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = u32::from(c[0]) << 16 | u32::from(*c.get(1).unwrap_or(&0)) << 8 | u32::from(*c.get(2).unwrap_or(&0));
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= c.len() { T[(n >> shift) as usize & 63] as char } else { '=' });
+        }
+    }
+    out
 }
 
 /// A config with a cheap and a premium tier on two mocks, prices set, cache on.
