@@ -683,6 +683,9 @@ pub async fn demo_config(mut config: Config, latency: Duration) -> Result<Config
     config.tiers.insert("premium".into(), reasoning("demo-premium", "demo-large"));
     config.prices.insert("demo-mini".into(), Price::new(0.15, 0.60));
     config.prices.insert("demo-large".into(), Price::new(2.50, 10.00));
+    // an upstream embedding model beside the local one, as `[embeddings]` configures them
+    config.embeddings.models = vec![DeploymentSpec::Short("demo-cheap:demo-embed".into())];
+    config.prices.insert("demo-embed".into(), Price::new(0.02, 0.0));
     config.validate()?;
     Ok(config)
 }
@@ -792,6 +795,13 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
     };
     config.tiers.insert("cheap".into(), spec(&cheap));
     config.tiers.insert("premium".into(), spec(&premium));
+    // OpenAI's embedding models too, so that an SDK asking for them gets them (priced by the
+    // shipped catalog); without an OpenAI key they are a 404, never the local model's vectors
+    if config.providers.get("openai").is_some_and(|p| p.kind == ProviderKind::Openai) {
+        config.embeddings.models = ["text-embedding-3-small", "text-embedding-3-large"]
+            .map(|m| DeploymentSpec::Short(format!("openai:{m}")))
+            .to_vec();
+    }
     config.validate()?;
     Ok((config, format!("no config file; found {}", found.join(", "))))
 }

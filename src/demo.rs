@@ -39,6 +39,7 @@ pub async fn spawn(latency: Duration) -> std::io::Result<DemoUpstream> {
     let calls = Arc::new(AtomicU64::new(0));
     let app = axum::Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
         .with_state(Demo { latency, calls: calls.clone() });
     tokio::spawn(async move {
         // no Nagle: the simulated upstream must not add the delayed-ACK stall the gateway avoids
@@ -219,6 +220,58 @@ fn reasoning_for(req: &Value) -> Option<String> {
 /// The text of the last user message (what the simulated model answers and reasons about).
 fn last_user_text(messages: &[Value]) -> String {
     messages.iter().rev().find(|m| m["role"] == "user").map(|m| text_of(&m["content"])).unwrap_or_default()
+}
+
+/// OpenAI's `POST /v1/embeddings`, simulated: `dimensions` values (1536 by default, as
+/// text-embedding-3-small) per input from a hash of its text, unit length, as floats or (what the
+/// OpenAI SDKs ask for) base64 little-endian f32s. Not a semantic model: it shows the forwarding.
+async fn embeddings(State(demo): State<Demo>, body: Bytes) -> Response {
+    demo.calls.fetch_add(1, Ordering::Relaxed);
+    let req = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(t) => vec![t.clone()],
+        Value::Array(a) => a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect(),
+        _ => Vec::new(),
+    };
+    let dims = req["dimensions"].as_u64().unwrap_or(1536).clamp(1, 3072) as usize;
+    if inputs.is_empty() {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": "'input' is required", "type": "invalid_request_error", "param": "input", "code": null}})),
+        )
+            .into_response();
+    }
+    if !demo.latency.is_zero() {
+        tokio::time::sleep(demo.latency / 10).await;
+    }
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let mut h =
+                text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            let mut v: Vec<f32> = (0..dims)
+                .map(|_| {
+                    h ^= h << 13;
+                    h ^= h >> 7;
+                    h ^= h << 17;
+                    (h % 2001) as f32 / 1000.0 - 1.0
+                })
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+            v.iter_mut().for_each(|x| *x /= norm);
+            let embedding = if req["encoding_format"] == "base64" {
+                json!(crate::http::base64_encode(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let tokens: u64 = inputs.iter().map(|t| words(t).max(1)).sum();
+    axum::Json(json!({"object": "list", "data": data, "model": req["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+    .into_response()
 }
 
 async fn chat(State(demo): State<Demo>, body: Bytes) -> Response {

@@ -24,6 +24,19 @@ async fn serve_demo_then_sigterm_writes_the_snapshot() {
     assert_eq!(r.headers()["x-switchyard-cache"], "miss");
     let r = client.post(&url).json(&body).send().await.unwrap();
     assert_eq!(r.headers()["x-switchyard-cache"], "hit");
+    // the demo's simulated upstream embedding model, beside the local one
+    let e: serde_json::Value = client
+        .post(format!("http://{addr}/v1/embeddings"))
+        .json(&serde_json::json!({"model": "demo-embed", "input": ["a", "b"], "dimensions": 8}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v: Vec<f32> = serde_json::from_value(e["data"][1]["embedding"].clone()).unwrap();
+    assert_eq!((e["model"].as_str(), v.len()), (Some("demo-embed"), 8), "{e}");
+    assert!((v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());

@@ -487,6 +487,15 @@ async fn keys_in_the_environment_build_anthropic_and_gemini_tiers() {
     assert!(cheap.iter().all(|d| d.vision));
     assert_eq!(config.providers["anthropic"].base_url, "https://api.anthropic.com");
     assert_eq!(config.providers["gemini"].base_url, "https://generativelanguage.googleapis.com");
+    assert!(config.embedding_deployments().is_empty(), "no OpenAI key: no upstream embedding model");
+
+    // with an OpenAI key, its embedding models too
+    std::env::set_var("OPENAI_API_KEY", "sk-from-env");
+    let (config, _) = switchyard::app::config_from_env().unwrap();
+    std::env::remove_var("OPENAI_API_KEY");
+    let models: Vec<String> =
+        config.embedding_deployments().iter().map(|d| format!("{}:{}", d.provider, d.model)).collect();
+    assert_eq!(models, ["openai:text-embedding-3-small", "openai:text-embedding-3-large"]);
 }
 
 // ---- what current models need (issue 14) ------------------------------------------------------

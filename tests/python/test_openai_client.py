@@ -105,4 +105,15 @@ models = client.models.list()
 check(any(m.id == "auto" for m in models.data), "models list includes auto")
 emb = client.embeddings.create(model="all-MiniLM-L6-v2", input=["hello world"])
 check(len(emb.data[0].embedding) == 384, "embeddings via the SDK (base64 decoding)")
+# an upstream embedding model ([embeddings] in the test's config: text-embedding-3-small on a mock
+# OpenAI server), with the SDK's default base64 encoding and `dimensions` passed on
+emb = client.embeddings.create(model="text-embedding-3-small", input=["hello world", "goodbye"], dimensions=64)
+check(emb.model == "text-embedding-3-small" and len(emb.data) == 2, "an upstream embedding model answers")
+check(len(emb.data[1].embedding) == 64, "dimensions reach the upstream, base64 decoded by the SDK")
+check(emb.usage.prompt_tokens == 3, f"the upstream's usage comes back (got {emb.usage.prompt_tokens})")
+try:
+    client.embeddings.create(model="text-embedding-3-large", input="hello")
+    check(False, "an embedding model the gateway does not serve raises")
+except openai.NotFoundError as e:
+    check(e.status_code == 404, "an unserved embedding model is a 404, not the local model's vectors")
 print("ALL OK")
