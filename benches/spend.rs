@@ -100,7 +100,12 @@ fn bench(c: &mut Criterion) {
     let local = rt.block_on(Limits::start(None, 0.8)).unwrap();
     g.bench_function("keys_limits_log_in_process", |b| b.iter(|| rt.block_on(once(&store, &key, &local, &ledger))));
     if let Some((_server, port)) = start_redis() {
-        let shared = rt.block_on(Limits::start(Some(&format!("redis://127.0.0.1:{port}")), 0.8)).unwrap();
+        let shared = rt
+            .block_on(Limits::start(
+                Some(&switchyard::redis_link::RedisTarget::new(format!("redis://127.0.0.1:{port}"))),
+                0.8,
+            ))
+            .unwrap();
         assert!(!shared.degraded(), "redis must be reachable for this bench");
         g.bench_function("keys_limits_log_redis", |b| b.iter(|| rt.block_on(once(&store, &key, &shared, &ledger))));
     } else {

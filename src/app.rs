@@ -40,6 +40,18 @@ pub enum AppError {
     /// The Redis URL for stored Responses (the shared tier's) would not open.
     #[error("cache.backend (stored responses): {0}")]
     Responses(String),
+    #[error("cache.redis_ca: cannot read {path}: {source}")]
+    RedisCa { path: PathBuf, source: std::io::Error },
+}
+
+/// The Redis of `[cache] backend`, if it is one, with its CA file read.
+pub fn redis_target(config: &Config) -> Result<Option<crate::redis_link::RedisTarget>, AppError> {
+    let Some(url) = config.redis_url() else { return Ok(None) };
+    let ca = match &config.cache.redis_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|source| AppError::RedisCa { path: path.clone(), source })?),
+        None => None,
+    };
+    Ok(Some(crate::redis_link::RedisTarget { url: url.to_string(), ca }))
 }
 
 /// A path as configured: relative paths are relative to the working directory. (There is no
@@ -343,10 +355,10 @@ pub fn build_gateway(
 
     let router = live_router(config, build_router(config));
 
-    let shared = match (&cache, config.cache.backend.as_str()) {
-        (Some(cache), url) if url.starts_with("redis://") => {
+    let shared = match (&cache, redis_target(config)?) {
+        (Some(cache), Some(redis)) => {
             let settings = SharedSettings {
-                url: url.to_string(),
+                redis,
                 stream: config.cache.shared_stream.clone(),
                 max_len: config.cache.max_entries,
                 queue: config.cache.shared_queue,
@@ -464,8 +476,8 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
         }
         None => None,
     };
-    let redis = Some(config.cache.backend.as_str()).filter(|b| b.starts_with("redis://"));
-    let limits = crate::limits::Limits::start(redis, config.limits.soft_budget).await?;
+    let redis = redis_target(&config)?;
+    let limits = crate::limits::Limits::start(redis.as_ref(), config.limits.soft_budget).await?;
     let ledger = Arc::new(crate::reqlog::Ledger::start(&config.log)?);
     let ledger_at_exit = ledger.clone();
     let (gateway, worker) = build_gateway(&config, embedder)?;
@@ -492,7 +504,7 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
             http::responses::ResponseStore::new(
                 config.server.responses_store_bytes,
                 config.server.responses_ttl.0,
-                redis,
+                redis.as_ref(),
             )
             .map_err(|e| AppError::Responses(e.to_string()))?,
         ),

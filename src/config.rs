@@ -336,9 +336,13 @@ pub struct CacheConfig {
     pub hnsw_ef_search: usize,
     /// Overrides the rule's near-miss guard (number/negation/entity/antonym conflicts veto a hit).
     pub guard: Option<bool>,
-    /// `"memory"` (default), or a Redis URL (`redis://host:6379`) for the shared tier: replicas
-    /// pointing at the same Redis and `shared_stream` serve each other's answers.
+    /// `"memory"` (default), or a Redis URL for the shared tier: replicas pointing at the same
+    /// Redis and `shared_stream` serve each other's answers. `redis://[user:password@]host:port`,
+    /// or `rediss://…` for TLS (managed Redis services require it).
     pub backend: String,
+    /// For `rediss://`: the PEM file of the CA that signed the server's certificate, when the
+    /// system's trust store does not hold it (a private CA). None: the system's roots.
+    pub redis_ca: Option<PathBuf>,
     /// The Redis stream the replicas share.
     pub shared_stream: String,
     /// Answers waiting to be published to the shared tier; past it (Redis slow or down) new ones
@@ -360,6 +364,7 @@ impl Default for CacheConfig {
             hnsw_ef_search: 64,
             guard: None,
             backend: "memory".into(),
+            redis_ca: None,
             shared_stream: "switchyard:cache".into(),
             shared_queue: 4096,
         }
@@ -762,8 +767,11 @@ impl Config {
             return Err(invalid("dispatch.breaker_failures", "must be at least 1"));
         }
         let backend = self.cache.backend.as_str();
-        if backend != "memory" && !backend.starts_with("redis://") {
-            return Err(invalid("cache.backend", "must be \"memory\" or a redis:// URL"));
+        if backend != "memory" && !backend.starts_with("redis://") && !backend.starts_with("rediss://") {
+            return Err(invalid("cache.backend", "must be \"memory\", a redis:// URL or a rediss:// (TLS) URL"));
+        }
+        if self.cache.redis_ca.is_some() && !backend.starts_with("rediss://") {
+            return Err(invalid("cache.redis_ca", "is for a TLS backend (rediss://)"));
         }
         if !(self.limits.soft_budget > 0.0 && self.limits.soft_budget <= 1.0) {
             return Err(invalid("limits.soft_budget", "must be in (0, 1]"));
@@ -858,6 +866,12 @@ impl Config {
     /// The upstream embedding deployments, resolved. Only valid after [`Config::validate`].
     pub fn embedding_deployments(&self) -> Vec<Deployment> {
         self.embeddings.models.iter().filter_map(|d| d.resolve("").ok()).collect()
+    }
+
+    /// Whether the cache backend is a Redis (the shared tier, shared limits and stored responses).
+    pub fn redis_url(&self) -> Option<&str> {
+        let b = self.cache.backend.as_str();
+        (b.starts_with("redis://") || b.starts_with("rediss://")).then_some(b)
     }
 
     /// Deployments of a tier, resolved. Only valid after [`Config::validate`].
@@ -994,6 +1008,18 @@ mod tests {
         assert!(e.starts_with("router.tenant_share.sk-raw-key: must be a tenant id"), "{e}");
         let bad_share = GOOD.to_string() + "\n[router.tenant_share]\n\"t-0123456789ab\" = 1.5\n";
         assert!(Config::parse(&bad_share).unwrap_err().to_string().starts_with("router.tenant_share.t-0123456789ab"));
+    }
+
+    #[test]
+    fn a_tls_redis_backend_and_its_ca() {
+        let with = |cache: &str| GOOD.replace("ttl = \"1h\"", &format!("ttl = \"1h\"\n{cache}"));
+        let ok = Config::parse(&with("backend = \"rediss://:pw@cache:6380\"\nredis_ca = \"ca.pem\"")).unwrap();
+        assert_eq!(ok.redis_url(), Some("rediss://:pw@cache:6380"));
+        let e = Config::parse(&with("backend = \"redis://cache:6379\"\nredis_ca = \"ca.pem\"")).unwrap_err();
+        assert!(e.to_string().starts_with("cache.redis_ca: is for a TLS backend"), "{e}");
+        let e = Config::parse(&with("backend = \"http://cache:6379\"")).unwrap_err();
+        assert!(e.to_string().starts_with("cache.backend"), "{e}");
+        assert_eq!(Config::parse(&with("backend = \"memory\"")).unwrap().redis_url(), None);
     }
 
     #[test]

@@ -316,8 +316,12 @@ fn adversarial_tenants_never_share_answers_in_the_local_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adversarial_tenants_never_share_answers_through_the_shared_tier() {
     let r = start_redis().await;
-    let shared =
-        SharedSettings { url: r.url(), stream: "switchyard:isolation".into(), max_len: 1_000_000, queue: 4096 };
+    let shared = SharedSettings {
+        redis: switchyard::redis_link::RedisTarget::new(r.url()),
+        stream: "switchyard:isolation".into(),
+        max_len: 1_000_000,
+        queue: 4096,
+    };
     let keys = adversarial_keys();
     let vectors = Vectors::new();
     let mut rng = StdRng::seed_from_u64(17);

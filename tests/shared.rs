@@ -250,6 +250,56 @@ async fn a_gateway_whose_redis_is_down_still_serves() {
     g.shutdown().await;
 }
 
+/// Managed Redis services take TLS and a password: `rediss://:password@host`, with a private
+/// CA's certificate in `cache.redis_ca`. Two replicas share an answer through a `redis-server`
+/// that accepts nothing else; a replica that does not trust its certificate (no CA given, so the
+/// system's roots) cannot connect, and serves on its own; the password shows nowhere.
+#[tokio::test]
+async fn replicas_share_answers_over_tls_with_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (redis, ca) = common::redis_server::start_tls_redis(dir.path(), "tls-s3cret").await;
+    let redis_url = format!("rediss://:tls-s3cret@127.0.0.1:{}", redis.port);
+    let tls = |c: &MockUpstream, p: &MockUpstream, ca: Option<&std::path::Path>| {
+        let ca = ca.map(|ca| format!("\nredis_ca = \"{}\"", ca.display())).unwrap_or_default();
+        let extra = format!("gateway_keys = \"key-alice,key-bob\"\n[cache]\nbackend = \"{redis_url}\"{ca}");
+        config_for(c, p, &extra)
+    };
+    let (c1, p1) = (MockUpstream::start("cheap1").await, MockUpstream::start("premium1").await);
+    let (c2, p2) = (MockUpstream::start("cheap2").await, MockUpstream::start("premium2").await);
+    let (c3, p3) = (MockUpstream::start("cheap3").await, MockUpstream::start("premium3").await);
+    let a = gateway(tls(&c1, &p1, Some(&ca))).await;
+    let b = gateway(tls(&c2, &p2, Some(&ca))).await;
+    let untrusting = gateway(tls(&c3, &p3, None)).await;
+
+    let (s, h, first) = post_chat(&a, &user("How do I reset my password?"), &[ALICE]).await;
+    assert_eq!((s, header(&h, "x-switchyard-cache")), (200, "miss"));
+    wait_for_entries(&b, 1.0).await;
+    let (_, h, body) = post_chat(&b, &user("How can I reset my password?"), &[ALICE]).await;
+    assert_eq!(header(&h, "x-switchyard-cache"), "hit", "shared over TLS");
+    assert_eq!(content(&body), content(&first));
+    assert_eq!(c2.calls(), 0);
+
+    // no trust, no connection: it answers from its own upstream and counts the failures
+    let (s, h, body) = post_chat(&untrusting, &user("How do I reset my password?"), &[ALICE]).await;
+    assert_eq!((s, header(&h, "x-switchyard-cache")), (200, "miss"));
+    assert!(content(&body).starts_with("cheap3 answer"));
+    for _ in 0..100 {
+        if metric(&untrusting, "switchyard_shared_tier_errors_total").await >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metric(&untrusting, "switchyard_shared_tier_errors_total").await >= 1.0);
+    assert_eq!(metric(&untrusting, "switchyard_shared_tier_entries_total{event=\"received\"}").await, 0.0);
+    for g in [&a, &b, &untrusting] {
+        let m = reqwest::get(url(g, "/metrics")).await.unwrap().text().await.unwrap();
+        assert!(!m.contains("tls-s3cret"), "the Redis password must not leak");
+    }
+    for g in [a, b, untrusting] {
+        g.shutdown().await;
+    }
+}
+
 /// Sends a command with `redis-cli` without waiting for its answer (`DEBUG SLEEP` blocks it).
 fn redis_cli(port: u16, args: &[&str]) -> Child {
     Command::new("redis-cli")

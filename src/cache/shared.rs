@@ -72,8 +72,8 @@ impl Drop for SharedTier {
 /// Where the tier lives in Redis.
 #[derive(Debug, Clone)]
 pub struct SharedSettings {
-    /// `redis://[user:password@]host:port[/db]`
-    pub url: String,
+    /// `redis://` or `rediss://` (TLS), and a private CA if any.
+    pub redis: crate::redis_link::RedisTarget,
     /// The stream key; replicas that should share answers use the same one.
     pub stream: String,
     /// Approximate stream length kept (`XADD … MAXLEN ~`).
@@ -87,8 +87,10 @@ impl SharedTier {
     /// Starts publishing to and tailing `settings.stream`. Must run inside a tokio runtime.
     /// Fails only on a malformed URL; an unreachable Redis is retried in the background.
     pub fn start(cache: Arc<SemanticCache>, settings: SharedSettings) -> Result<SharedTier, SharedError> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| SharedError::Url { url: redact(&settings.url), detail: e.to_string() })?;
+        let client = settings
+            .redis
+            .client()
+            .map_err(|e| SharedError::Url { url: settings.redis.redacted(), detail: e.to_string() })?;
         let replica = format!("{:016x}", rand::random::<u64>());
         let stats = Arc::new(SharedStats::default());
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
@@ -96,7 +98,7 @@ impl SharedTier {
         let publisher =
             tokio::spawn(publish_loop(client.clone(), settings.clone(), replica.clone(), rx, stats.clone()));
         let tail = tokio::spawn(tail_loop(client, settings.clone(), replica, cache, stats.clone()));
-        tracing::info!(url = %redact(&settings.url), stream = %settings.stream, "shared cache tier on Redis");
+        tracing::info!(url = %settings.redis.redacted(), stream = %settings.stream, "shared cache tier on Redis");
         Ok(SharedTier { tx, stats, ttl, tasks: vec![publisher, tail] })
     }
 
@@ -145,14 +147,6 @@ pub(crate) struct Invalidation {
     exact: super::ExactKey,
     question: String,
     vector: Option<Vec<f32>>,
-}
-
-/// The URL without its password, for logs and errors.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://*****@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
 }
 
 async fn connect(client: &redis::Client, response_timeout: Duration) -> redis::RedisResult<MultiplexedConnection> {
@@ -407,12 +401,6 @@ pub(crate) fn stream_entries(v: &Value) -> Vec<(String, Fields)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_never_reach_logs() {
-        assert_eq!(redact("redis://user:hunter2@cache:6379/0"), "redis://*****@cache:6379/0");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-    }
 
     #[test]
     fn xread_replies_are_parsed_and_own_entries_skipped() {

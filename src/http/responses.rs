@@ -116,11 +116,15 @@ fn redis_key(tenant: &str, id: &str) -> String {
 
 impl ResponseStore {
     /// A store of at most `budget` bytes (0 stores nothing) kept for `ttl`, mirrored to the Redis
-    /// at `redis_url` if one is given.
-    pub fn new(budget: usize, ttl: Duration, redis_url: Option<&str>) -> redis::RedisResult<Self> {
-        let shared = match redis_url {
-            Some(url) => {
-                let link = Arc::new(RedisLink::new(url)?);
+    /// `redis` if one is given.
+    pub fn new(
+        budget: usize,
+        ttl: Duration,
+        redis: Option<&crate::redis_link::RedisTarget>,
+    ) -> redis::RedisResult<Self> {
+        let shared = match redis {
+            Some(target) => {
+                let link = Arc::new(RedisLink::new(target)?);
                 Some(Shared { link, writes: Arc::new(Semaphore::new(SHARED_WRITES)), counts: Arc::default() })
             }
             None => None,

@@ -198,11 +198,11 @@ pub struct Limits {
 pub struct LimitsError(String);
 
 impl Limits {
-    /// In-process counting, or Redis at `redis_url` (connected now; if it is down the gateway
+    /// In-process counting, or in the Redis `redis` (connected now; if it is down the gateway
     /// still starts and counts locally until it answers).
-    pub async fn start(redis_url: Option<&str>, soft: f64) -> Result<Arc<Limits>, LimitsError> {
-        let redis = match redis_url {
-            Some(url) => Some(redis::RedisCounters::new(url).map_err(|e| LimitsError(e.to_string()))?),
+    pub async fn start(redis: Option<&crate::redis_link::RedisTarget>, soft: f64) -> Result<Arc<Limits>, LimitsError> {
+        let redis = match redis {
+            Some(target) => Some(redis::RedisCounters::new(target).map_err(|e| LimitsError(e.to_string()))?),
             None => None,
         };
         let limits = Limits {

@@ -55,8 +55,8 @@ pub struct RedisCounters {
 }
 
 impl RedisCounters {
-    pub fn new(url: &str) -> redis::RedisResult<RedisCounters> {
-        Ok(RedisCounters { link: RedisLink::new(url)? })
+    pub fn new(target: &crate::redis_link::RedisTarget) -> redis::RedisResult<RedisCounters> {
+        Ok(RedisCounters { link: RedisLink::new(target)? })
     }
 
     /// The connection; `None` while Redis counts as down (see [`RedisLink`]).
