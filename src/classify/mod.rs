@@ -49,6 +49,11 @@ pub trait Classifier: Send + Sync {
     fn threshold_for_share_without_embedding(&self, share: f32) -> Option<f32> {
         self.threshold_for_share(share)
     }
+    /// The share of the training traffic a fixed `threshold` sends to premium: the inverse of
+    /// [`Classifier::threshold_for_share`], for a classifier with a calibration.
+    fn share_for_threshold(&self, _threshold: f32) -> Option<f32> {
+        None
+    }
 }
 
 pub struct Router {
@@ -92,6 +97,20 @@ impl Router {
         } else {
             self.classifier.threshold_for_share(share)
         }
+    }
+
+    /// An explicit `router.threshold` for a prompt scored `degraded` (without its embedding, by
+    /// heads on another scale): the threshold there that sends the same share of the training
+    /// traffic to premium, so that an overloaded embedder changes which prompts go premium but
+    /// not how many. Unchanged for the main heads, or without a calibration.
+    pub fn fixed_threshold(&self, threshold: f32, degraded: bool) -> f32 {
+        if !degraded {
+            return threshold;
+        }
+        self.classifier
+            .share_for_threshold(threshold)
+            .and_then(|share| self.classifier.threshold_for_share_without_embedding(share))
+            .unwrap_or(threshold)
     }
 
     pub fn decide(&self, prompt: &str, vector: Option<&[f32]>) -> Decision {

@@ -406,7 +406,7 @@ impl LiveRouter {
         let threshold = match ask.dial {
             Some(d) => self.threshold_at(router, window, d, ask.degraded),
             None => match st.point {
-                OperatingPoint::Threshold(t) => t,
+                OperatingPoint::Threshold(t) => router.fixed_threshold(t, ask.degraded),
                 OperatingPoint::Share(s) => self.threshold_at(router, window, st.asked(s), ask.degraded),
             },
         };
@@ -627,6 +627,27 @@ mod tests {
         fn threshold_for_share_without_embedding(&self, share: f32) -> Option<f32> {
             Some(6.0 - share)
         }
+        fn share_for_threshold(&self, threshold: f32) -> Option<f32> {
+            Some((1.0 - threshold).clamp(0.0, 1.0))
+        }
+    }
+
+    /// `router.threshold = 0.7` sends the training traffic's top 30% to premium; a prompt scored
+    /// without its embedding (text-only heads, another scale) is held to the threshold that does
+    /// the same on that scale, not to 0.7, which every such score would pass.
+    #[test]
+    fn an_explicit_threshold_means_the_same_share_for_prompts_without_their_embedding() {
+        let router = Router::with_operating_point(Box::new(Numeric), Some(0.7), None);
+        let r = LiveRouter::new(router, OperatingPoint::Threshold(0.7), ShareSettings::default());
+        let degraded = Ask { degraded: true, ..Ask::default() };
+        let d = r.decide_score(5.69, &degraded);
+        assert_eq!((d.tier, d.threshold), (TierChoice::Cheap, 5.7));
+        assert_eq!(r.decide_score(5.71, &degraded).tier, TierChoice::Premium);
+        let (n, p) = run(&r, (0..1000).map(|i| 5.0 + i as f32 / 1000.0), &degraded);
+        assert_eq!((n, p), (1000, 300));
+        // the main heads' scores still meet 0.7 itself
+        let d = r.decide_score(0.69, &Ask::default());
+        assert_eq!((d.tier, d.threshold), (TierChoice::Cheap, 0.7));
     }
 
     fn live(share: f32) -> LiveRouter {

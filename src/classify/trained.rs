@@ -336,6 +336,22 @@ impl Classifier for TrainedRouter {
             None => self.threshold_for_share(share),
         }
     }
+
+    /// One minus the fraction of training scores below `threshold`, interpolated between the
+    /// calibration's quantiles.
+    fn share_for_threshold(&self, threshold: f32) -> Option<f32> {
+        let q = &self.file.quantiles;
+        let below = match q.iter().position(|&x| x > threshold) {
+            None => 1.0,
+            Some(0) => 0.0,
+            Some(i) => {
+                let (lo, hi) = (q[i - 1], q[i]);
+                let within = if hi > lo { (threshold - lo) / (hi - lo) } else { 0.0 };
+                ((i - 1) as f32 + within) / 100.0
+            }
+        };
+        Some(1.0 - below)
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +377,20 @@ mod tests {
             n: 1,
             without_embedding: None,
         }
+    }
+
+    #[test]
+    fn a_threshold_maps_back_to_the_share_it_was_calibrated_for() {
+        let mut file = one_head(vec![1.0; DIM], 0.0, 0.0, true);
+        // training scores spread unevenly: the calibration is not linear
+        file.quantiles = (0..=100).map(|q| (q as f32 / 100.0).powi(2) * 8.0 - 3.0).collect();
+        let r = TrainedRouter::from_file(file).unwrap();
+        for share in [0.0, 0.1, 0.3, 0.5, 0.9, 1.0] {
+            let t = r.threshold_for_share(share).unwrap();
+            assert!((r.share_for_threshold(t).unwrap() - share).abs() < 1e-4, "{share}");
+        }
+        assert_eq!(r.share_for_threshold(-100.0), Some(1.0), "below every training score: all premium");
+        assert_eq!(r.share_for_threshold(100.0), Some(0.0));
     }
 
     #[test]
