@@ -2,8 +2,9 @@
 //! and counts the request, another adds the real tokens and the cost afterwards. Every counter
 //! key expires with its window, so Redis holds only the current minute, day and month.
 //!
-//! EVAL is sent each time (not EVALSHA): the scripts are a few hundred bytes, and the `redis`
-//! crate's `Script` helper needs a feature this build does not enable.
+//! The scripts go by their SHA-1 (EVALSHA, through the `redis` crate's `Script`): a request sends
+//! its keys and numbers, not the script's few hundred bytes. A Redis that does not know a script
+//! (restarted, flushed, another replica's) answers NOSCRIPT, and `Script` loads it and retries.
 
 use redis::aio::MultiplexedConnection;
 
@@ -52,11 +53,17 @@ return {day, mon}
 
 pub struct RedisCounters {
     link: RedisLink,
+    admit: redis::Script,
+    settle: redis::Script,
 }
 
 impl RedisCounters {
     pub fn new(target: &crate::redis_link::RedisTarget) -> redis::RedisResult<RedisCounters> {
-        Ok(RedisCounters { link: RedisLink::new(target)? })
+        Ok(RedisCounters {
+            link: RedisLink::new(target)?,
+            admit: redis::Script::new(ADMIT),
+            settle: redis::Script::new(SETTLE),
+        })
     }
 
     /// The connection; `None` while Redis counts as down (see [`RedisLink`]).
@@ -75,20 +82,19 @@ impl RedisCounters {
         k: &CounterKeys,
         a: &AdmitArgs,
     ) -> redis::RedisResult<Counts> {
-        let v: Vec<i64> = redis::cmd("EVAL")
-            .arg(ADMIT)
-            .arg(4)
-            .arg(&k.requests)
-            .arg(&k.tokens)
-            .arg(&k.day)
-            .arg(&k.month)
+        let v: Vec<i64> = self
+            .admit
+            .key(&k.requests)
+            .key(&k.tokens)
+            .key(&k.day)
+            .key(&k.month)
             .arg(a.rpm)
             .arg(a.tpm)
             .arg(a.estimate)
             .arg(a.budget_day)
             .arg(a.budget_month)
             .arg(k.window_ttl)
-            .query_async(conn)
+            .invoke_async(conn)
             .await?;
         match v.as_slice() {
             [verdict, requests, tokens, day, month] => {
@@ -104,18 +110,17 @@ impl RedisCounters {
         k: &CounterKeys,
         a: &SettleArgs,
     ) -> redis::RedisResult<(i64, i64)> {
-        let v: Vec<i64> = redis::cmd("EVAL")
-            .arg(SETTLE)
-            .arg(3)
-            .arg(&k.tokens)
-            .arg(&k.day)
-            .arg(&k.month)
+        let v: Vec<i64> = self
+            .settle
+            .key(&k.tokens)
+            .key(&k.day)
+            .key(&k.month)
             .arg(a.token_delta)
             .arg(a.nano_usd)
             .arg(k.window_ttl)
             .arg(k.day_ttl)
             .arg(k.month_ttl)
-            .query_async(conn)
+            .invoke_async(conn)
             .await?;
         match v.as_slice() {
             [d, m] => Ok((*d, *m)),
