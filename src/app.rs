@@ -508,6 +508,7 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
             )
             .map_err(|e| AppError::Responses(e.to_string()))?,
         ),
+        passthrough: http::passthrough_upstream(&config).map_err(AppError::Provider)?,
     };
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();

@@ -140,6 +140,16 @@ pub struct Config {
     pub log: LogConfig,
     /// Upstream embedding models `/v1/embeddings` forwards to.
     pub embeddings: EmbeddingsConfig,
+    /// Where OpenAI's other stateless endpoints (moderations, images, audio, completions) go.
+    pub passthrough: PassthroughConfig,
+}
+
+/// `[passthrough] provider = "openai"`: `/v1/moderations`, `/v1/images/*`, `/v1/audio/*` and
+/// `/v1/completions` are forwarded as they are to that OpenAI-compatible provider. None: 404.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassthroughConfig {
+    pub provider: Option<String>,
 }
 
 /// The model name under which `/v1/embeddings` serves the in-process MiniLM (the cache's own
@@ -840,6 +850,18 @@ impl Config {
                 return Err(invalid("router", format!("tier {tier:?} is not defined under [tiers]")));
             }
         }
+        if let Some(name) = &self.passthrough.provider {
+            match self.providers.get(name).map(|p| p.kind) {
+                None => return Err(invalid("passthrough.provider", format!("unknown provider {name:?}"))),
+                Some(ProviderKind::Openai) => {}
+                Some(_) => {
+                    return Err(invalid(
+                        "passthrough.provider",
+                        "must be kind = \"openai\": requests are forwarded in OpenAI's paths and format",
+                    ))
+                }
+            }
+        }
         for (i, d) in self.embeddings.models.iter().enumerate() {
             let dk = format!("embeddings.models[{i}]");
             let d = d.resolve(&dk)?;
@@ -1020,6 +1042,17 @@ mod tests {
         let e = Config::parse(&with("backend = \"http://cache:6379\"")).unwrap_err();
         assert!(e.to_string().starts_with("cache.backend"), "{e}");
         assert_eq!(Config::parse(&with("backend = \"memory\"")).unwrap().redis_url(), None);
+    }
+
+    #[test]
+    fn passthrough_names_an_openai_provider() {
+        let ok = Config::parse(&format!("{GOOD}\n[passthrough]\nprovider = \"openai\"\n")).unwrap();
+        assert_eq!(ok.passthrough.provider.as_deref(), Some("openai"));
+        let e = Config::parse(&format!("{GOOD}\n[passthrough]\nprovider = \"nowhere\"\n")).unwrap_err();
+        assert!(e.to_string().starts_with("passthrough.provider: unknown provider"), "{e}");
+        let an = "[providers.an]\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com\"\n";
+        let e = Config::parse(&format!("{GOOD}\n{an}[passthrough]\nprovider = \"an\"\n")).unwrap_err();
+        assert!(e.to_string().starts_with("passthrough.provider: must be kind = \"openai\""), "{e}");
     }
 
     #[test]

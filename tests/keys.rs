@@ -638,3 +638,121 @@ async fn token_counts_are_rate_limited_per_key_apart_from_calls() {
     assert_eq!(metric(&m, "switchyard_key_refused_total{key=\"counter\",reason=\"requests\"}"), 0.0, "{m}");
     g.shutdown().await;
 }
+
+/// `[passthrough]`: OpenAI's stateless endpoints an app calls besides chat (moderations, speech,
+/// a multipart transcription) go to the configured provider as they are, with its key, under the
+/// caller's `rpm`, logged; a key the gateway cannot hold to its budget or model list is refused;
+/// an upstream error comes back with the provider key scrubbed; stateful paths (files) are never
+/// forwarded, and without `[passthrough]` nothing is.
+#[tokio::test]
+async fn openai_stateless_endpoints_pass_through_and_keys_stay_in_charge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, keys) = key_file(
+        dir.path(),
+        &[("plain", "rpm = 3"), ("budgeted", "budget_day = 1.0"), ("narrow", "models = [\"auto\"]"), ("free", "")],
+    );
+    let server = format!("keys_file = {:?}", path.display().to_string());
+    let log = dir.path().join("requests.jsonl");
+    let tables = format!("[passthrough]\nprovider = \"cheap\"\n[log]\npath = {:?}", log.display().to_string());
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config(&cheap, &premium, &server, TIERS, &tables)).await;
+    let (plain, budgeted, narrow, free) = (&keys[0], &keys[1], &keys[2], &keys[3]);
+    let client = reqwest::Client::new();
+    let post = |path: &str, key: Option<&str>| {
+        let rb = client.post(url(&g, path));
+        match key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        }
+    };
+    early_in_a_minute().await;
+
+    let r = post("/v1/moderations", Some(plain))
+        .json(&json!({"model": "omni-moderation-latest", "input": "how do I kill a zombie process?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "x-ratelimit-remaining-requests"), "2", "counted against the key's rpm");
+    assert_eq!(header(r.headers(), "x-switchyard-provider"), "cheap");
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["results"][0]["flagged"], true);
+    assert_eq!(
+        cheap.last_headers()["authorization"],
+        "Bearer sk-cheap-secret-key",
+        "the provider's key, not the caller's"
+    );
+
+    let r = post("/v1/audio/speech", Some(plain))
+        .json(&json!({"model": "tts-1", "voice": "alloy", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), header(r.headers(), "content-type")), (200, "audio/mpeg"));
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"\xFF\xFB\x90\x64hello", "audio bytes as the provider sent them");
+
+    let boundary = "switchyard-test-boundary";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF0000WAVE\r\n--{boundary}--\r\n"
+    );
+    let r = post("/v1/audio/transcriptions", Some(plain))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(form.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["text"], format!("heard {} bytes, form true", form.len()), "the multipart body unchanged");
+    // the key's fourth request in the minute
+    let r = post("/v1/moderations", Some(plain)).json(&json!({"input": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(cheap.calls(), 3);
+
+    // what the gateway cannot hold a key to: refused before any call
+    for key in [budgeted, narrow] {
+        let r = post("/v1/moderations", Some(key)).json(&json!({"input": "x"})).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"]["message"].as_str().unwrap().contains("budget or an allowed-models list"), "{e}");
+    }
+    assert_eq!(post("/v1/moderations", None).json(&json!({"input": "x"})).send().await.unwrap().status(), 401);
+    assert_eq!(cheap.calls(), 3);
+
+    // the provider's error, its key scrubbed
+    cheap.then(Behavior::Status(500, None));
+    let r = post("/v1/moderations", Some(free)).json(&json!({"input": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("mock error 500 for Bearer *****") && !text.contains("sk-cheap-secret-key"), "{text}");
+
+    // stateful paths are not forwarded
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/files"),
+        (reqwest::Method::POST, "/v1/files"),
+        (reqwest::Method::POST, "/v1/batches"),
+    ] {
+        let r = client.request(method, url(&g, path)).bearer_auth(free).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "unknown_url");
+    }
+    assert_eq!(cheap.calls(), 4);
+    g.shutdown().await;
+    let records: Vec<Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let first = &records[0];
+    assert_eq!(
+        (first["model"].as_str(), first["deployment"].as_str()),
+        (Some("omni-moderation-latest"), Some("cheap:moderations"))
+    );
+    assert_eq!((first["status"].as_u64(), first["key"].as_str()), (Some(200), Some("plain")));
+    assert!(records.iter().any(|r| r["status"] == 429) && records.iter().any(|r| r["status"] == 500));
+
+    // without [passthrough], nothing is forwarded
+    let g = gateway(config(&cheap, &premium, &server, TIERS, "")).await;
+    let r =
+        client.post(url(&g, "/v1/moderations")).bearer_auth(free).json(&json!({"input": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(cheap.calls(), 4);
+    g.shutdown().await;
+}

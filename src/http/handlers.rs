@@ -26,7 +26,7 @@ use crate::pipeline::{Body, RequestCtx, Served, StreamItem, Tenant};
 const PREMIUM_SHARE_HEADER: &str = "x-switchyard-premium-share";
 
 /// Reads the body, mapping axum's rejections (notably 413) to our error JSON.
-fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, GatewayError> {
+pub(super) fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, GatewayError> {
     body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             GatewayError::PayloadTooLarge { limit }
@@ -37,7 +37,7 @@ fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<By
 }
 
 /// One of the gateway's `server.max_concurrency` slots, or the 503 that says it is full.
-fn concurrency_slot(state: &AppState) -> Result<OwnedSemaphorePermit, GatewayError> {
+pub(super) fn concurrency_slot(state: &AppState) -> Result<OwnedSemaphorePermit, GatewayError> {
     state
         .slots
         .clone()

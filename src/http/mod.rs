@@ -4,6 +4,7 @@
 mod admin;
 mod handlers;
 mod metrics;
+mod passthrough;
 pub mod responses;
 pub mod server;
 mod spend;
@@ -42,7 +43,11 @@ pub struct AppState {
     pub slots: Arc<Semaphore>,
     /// Responses API answers kept for `previous_response_id` (see `responses`).
     pub responses: Arc<responses::ResponseStore>,
+    /// `[passthrough] provider`: where OpenAI's other stateless endpoints go (see `passthrough`).
+    pub passthrough: Option<Arc<crate::providers::Upstream>>,
 }
+
+pub use passthrough::upstream as passthrough_upstream;
 
 /// The tenant id for a gateway key: a hash prefix, so the key itself never reaches logs,
 /// metrics or cache snapshots.
@@ -52,7 +57,13 @@ pub fn tenant_of(key: &str) -> String {
 
 pub fn router(state: AppState) -> axum::Router {
     let limit = state.max_body;
-    axum::Router::new()
+    let mut routes = axum::Router::new();
+    if state.passthrough.is_some() {
+        for path in passthrough::PATHS {
+            routes = routes.route(path, post(passthrough::forward));
+        }
+    }
+    routes
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/messages", post(handlers::messages))
         .route("/v1/messages/count_tokens", post(handlers::count_tokens))

@@ -100,6 +100,9 @@ impl MockUpstream {
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
+            .route("/v1/moderations", post(moderations))
+            .route("/v1/audio/speech", post(speech))
+            .route("/v1/audio/transcriptions", post(transcriptions))
             .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener.tap_io(switchyard::app::no_delay), app).await.unwrap() });
         MockUpstream {
@@ -315,6 +318,56 @@ async fn embeddings(State(s): State<MockState>, headers: HeaderMap, body: Bytes)
     axum::Json(json!({"object": "list", "data": data, "model": body["model"],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
     .into_response()
+}
+
+/// OpenAI's `POST /v1/moderations`: flags an input containing "kill". Follows the script's
+/// `Status` entries (with the caller's `Authorization` header quoted in the error, as a careless
+/// server might, so the gateway's scrubbing is tested).
+async fn moderations(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+    s.calls.fetch_add(1, Ordering::SeqCst);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    *s.last_body.lock().unwrap() = Some(body.clone());
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    *s.last_headers.lock().unwrap() = Some(headers);
+    if let Some(Behavior::Status(code, _)) = s.script.lock().unwrap().pop_front() {
+        let message = format!("mock error {code} for {auth}");
+        return (
+            StatusCode::from_u16(code).unwrap(),
+            axum::Json(json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})),
+        )
+            .into_response();
+    }
+    let flagged = body["input"].to_string().contains("kill");
+    axum::Json(json!({"id": "modr-mock", "model": body["model"].as_str().unwrap_or("omni-moderation-latest"),
+        "results": [{"flagged": flagged, "categories": {"violence": flagged, "harassment": false},
+            "category_scores": {"violence": if flagged { 0.9 } else { 0.01 }, "harassment": 0.0},
+            "category_applied_input_types": {"violence": ["text"], "harassment": ["text"]}}]}))
+    .into_response()
+}
+
+/// OpenAI's `POST /v1/audio/speech`: audio bytes (the input's text behind an MP3 frame header).
+async fn speech(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+    s.calls.fetch_add(1, Ordering::SeqCst);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    *s.last_body.lock().unwrap() = Some(body.clone());
+    *s.last_headers.lock().unwrap() = Some(headers);
+    let mut audio = vec![0xFF, 0xFB, 0x90, 0x64];
+    audio.extend_from_slice(body["input"].as_str().unwrap_or_default().as_bytes());
+    Response::builder().header("content-type", "audio/mpeg").body(Body::from(audio)).unwrap()
+}
+
+/// OpenAI's `POST /v1/audio/transcriptions`: a multipart upload; answers with how many bytes it
+/// received and whether the form carried the file and the model.
+async fn transcriptions(State(s): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+    s.calls.fetch_add(1, Ordering::SeqCst);
+    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let text = String::from_utf8_lossy(&body).to_string();
+    let form = ct.starts_with("multipart/form-data; boundary=")
+        && text.contains("name=\"file\"")
+        && text.contains("name=\"model\"");
+    *s.last_body.lock().unwrap() = Some(json!({"content_type": ct, "len": body.len(), "form": form}));
+    *s.last_headers.lock().unwrap() = Some(headers);
+    axum::Json(json!({"text": format!("heard {} bytes, form {form}", body.len())})).into_response()
 }
 
 fn mock_base64(bytes: &[u8]) -> String {

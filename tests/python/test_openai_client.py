@@ -116,4 +116,11 @@ try:
     check(False, "an embedding model the gateway does not serve raises")
 except openai.NotFoundError as e:
     check(e.status_code == 404, "an unserved embedding model is a 404, not the local model's vectors")
+# OpenAI's other stateless endpoints pass through to the configured provider ([passthrough])
+mod = client.moderations.create(model="omni-moderation-latest", input="how do I kill a zombie process?")
+check(mod.results[0].flagged, "moderations pass through")
+speech = client.audio.speech.create(model="tts-1", voice="alloy", input="hello")
+check(speech.content == b"\xff\xfb\x90\x64hello", "speech audio bytes pass through")
+tr = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"RIFF0000WAVE", "audio/wav"))
+check(tr.text.endswith("form true"), f"a multipart transcription passes through ({tr.text!r})")
 print("ALL OK")
