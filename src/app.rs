@@ -809,11 +809,13 @@ pub fn config_from_env() -> Result<(Config, String), AppError> {
     config.tiers.insert("cheap".into(), spec(&cheap));
     config.tiers.insert("premium".into(), spec(&premium));
     // OpenAI's embedding models too, so that an SDK asking for them gets them (priced by the
-    // shipped catalog); without an OpenAI key they are a 404, never the local model's vectors
+    // shipped catalog; without an OpenAI key they are a 404, never the local model's vectors),
+    // and its other stateless endpoints (moderations, images, audio)
     if config.providers.get("openai").is_some_and(|p| p.kind == ProviderKind::Openai) {
         config.embeddings.models = ["text-embedding-3-small", "text-embedding-3-large"]
             .map(|m| DeploymentSpec::Short(format!("openai:{m}")))
             .to_vec();
+        config.passthrough.provider = Some("openai".into());
     }
     config.validate()?;
     Ok((config, format!("no config file; found {}", found.join(", "))))

@@ -488,6 +488,7 @@ async fn keys_in_the_environment_build_anthropic_and_gemini_tiers() {
     assert_eq!(config.providers["anthropic"].base_url, "https://api.anthropic.com");
     assert_eq!(config.providers["gemini"].base_url, "https://generativelanguage.googleapis.com");
     assert!(config.embedding_deployments().is_empty(), "no OpenAI key: no upstream embedding model");
+    assert_eq!(config.passthrough.provider, None);
 
     // with an OpenAI key, its embedding models too
     std::env::set_var("OPENAI_API_KEY", "sk-from-env");
@@ -496,6 +497,7 @@ async fn keys_in_the_environment_build_anthropic_and_gemini_tiers() {
     let models: Vec<String> =
         config.embedding_deployments().iter().map(|d| format!("{}:{}", d.provider, d.model)).collect();
     assert_eq!(models, ["openai:text-embedding-3-small", "openai:text-embedding-3-large"]);
+    assert_eq!(config.passthrough.provider.as_deref(), Some("openai"));
 }
 
 // ---- what current models need (issue 14) ------------------------------------------------------
