@@ -32,11 +32,13 @@ enum LogFormat {
 
 /// Installs the log subscriber (`RUST_LOG` filters it, `info` by default) in the chosen format.
 fn init_logging(flag: Option<LogFormat>) -> anyhow::Result<LogFormat> {
-    let format = match (flag, std::env::var("SWITCHYARD_LOG_FORMAT")) {
+    // set but empty (a template that left it blank) counts as unset
+    let from_env = std::env::var("SWITCHYARD_LOG_FORMAT").ok().filter(|v| !v.trim().is_empty());
+    let format = match (flag, from_env) {
         (Some(f), _) => f,
-        (None, Ok(v)) => <LogFormat as clap::ValueEnum>::from_str(&v, true)
+        (None, Some(v)) => <LogFormat as clap::ValueEnum>::from_str(v.trim(), true)
             .map_err(|_| anyhow::anyhow!("SWITCHYARD_LOG_FORMAT={v:?}: expected text or json"))?,
-        (None, Err(_)) => LogFormat::Text,
+        (None, None) => LogFormat::Text,
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
