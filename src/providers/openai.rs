@@ -72,9 +72,10 @@ impl OpenAi {
         serde_json::to_value(out).unwrap_or(Value::Null)
     }
 
-    pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, ProviderError> {
-        let body = Self::to_openai(req, model, false);
-        let send = self.request(&body, model, "chat/completions").timeout(self.up.total_timeout).send();
+    /// A whole (non-streamed) JSON call: `body` to `path` for `model`, under the first-byte and
+    /// total timeouts; the answer's bytes, or the provider's error.
+    async fn call(&self, body: &Value, model: &str, path: &str) -> Result<bytes::Bytes, ProviderError> {
+        let send = self.request(body, model, path).timeout(self.up.total_timeout).send();
         let resp = tokio::time::timeout(self.up.first_byte_timeout, send)
             .await
             .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
@@ -82,8 +83,26 @@ impl OpenAi {
         if !resp.status().is_success() {
             return Err(self.up.error_from(resp).await);
         }
-        let bytes = resp.bytes().await.map_err(|e| ProviderError::from_reqwest(e, TimeoutPhase::Total))?;
+        resp.bytes().await.map_err(|e| ProviderError::from_reqwest(e, TimeoutPhase::Total))
+    }
+
+    pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse, ProviderError> {
+        let bytes = self.call(&Self::to_openai(req, model, false), model, "chat/completions").await?;
         serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))
+    }
+
+    /// `POST /embeddings` with the client's body (its `input`, `dimensions`, `encoding_format`,
+    /// `user` as sent) for `model`. The answer must be OpenAI's list of embeddings; it goes back
+    /// to the client as the upstream wrote it.
+    pub async fn embeddings(&self, body: &Value, model: &str) -> Result<Value, ProviderError> {
+        let mut body = body.clone();
+        body["model"] = Value::String(model.to_string());
+        let bytes = self.call(&body, model, "embeddings").await?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))?;
+        if !v["data"].is_array() {
+            return Err(ProviderError::Decode("an embeddings answer without a `data` list".into()));
+        }
+        Ok(v)
     }
 
     pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream, ProviderError> {
@@ -98,30 +117,6 @@ impl OpenAi {
         }
         let deadline = tokio::time::Instant::now() + self.up.total_timeout;
         Ok(decode_stream(resp, deadline, parse_stream_event))
-    }
-}
-
-impl OpenAi {
-    /// `POST /embeddings` with the client's body (its `input`, `dimensions`, `encoding_format`,
-    /// `user` as sent) for `model`. The answer must be OpenAI's list of embeddings; it goes back
-    /// to the client as the upstream wrote it.
-    pub async fn embeddings(&self, body: &Value, model: &str) -> Result<Value, ProviderError> {
-        let mut body = body.clone();
-        body["model"] = Value::String(model.to_string());
-        let send = self.request(&body, model, "embeddings").timeout(self.up.total_timeout).send();
-        let resp = tokio::time::timeout(self.up.first_byte_timeout, send)
-            .await
-            .map_err(|_| ProviderError::Timeout(TimeoutPhase::FirstByte))?
-            .map_err(|e| ProviderError::from_reqwest(e, TimeoutPhase::Total))?;
-        if !resp.status().is_success() {
-            return Err(self.up.error_from(resp).await);
-        }
-        let bytes = resp.bytes().await.map_err(|e| ProviderError::from_reqwest(e, TimeoutPhase::Total))?;
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))?;
-        if !v["data"].is_array() {
-            return Err(ProviderError::Decode("an embeddings answer without a `data` list".into()));
-        }
-        Ok(v)
     }
 }
 

@@ -42,7 +42,12 @@ pub async fn start_redis_on(port: u16) -> RedisServer {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server must be installed (.ci/run installs it)");
-    // owned before anything can fail, so the server is killed and reaped on every path
+    listening(child, port).await
+}
+
+/// The started `child` once it accepts connections on `port`. It is owned before anything can
+/// fail, so the server is killed and reaped on every path.
+async fn listening(child: Child, port: u16) -> RedisServer {
     let server = RedisServer { child, port };
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
@@ -120,12 +125,5 @@ pub async fn start_tls_redis(dir: &std::path::Path, password: &str) -> (RedisSer
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server must be installed (.ci/run installs it)");
-    let server = RedisServer { child, port };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return (server, dir.join("ca.pem"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("redis-server (TLS) did not start on port {port}");
+    (listening(child, port).await, dir.join("ca.pem"))
 }
