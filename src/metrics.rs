@@ -104,8 +104,53 @@ pub struct Metrics {
     /// timeout (`embed.max_wait`), failed.
     pub embed_skipped: Labeled,
     pub stream_errors: AtomicU64,
+    /// Every HTTP request, whatever its route.
+    pub http: HttpMetrics,
     /// Samples of the counters above, for the dashboard's charts over the last minutes.
     pub history: History,
+}
+
+/// Every HTTP request by route and status, and its time until the response head by route: what
+/// an operator's dashboard shows first, for every endpoint (the chat-specific series above say
+/// more about chat). A route is the matched path template (`/v1/responses/{id}`, never the id) or
+/// `unmatched`, so the label sets stay few.
+#[derive(Default)]
+pub struct HttpMetrics {
+    requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
+    seconds: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
+}
+
+impl HttpMetrics {
+    pub fn observe(&self, route: &str, status: u16, seconds: f64) {
+        {
+            let mut requests = self.requests.lock();
+            match requests.get_mut(route) {
+                Some(by_status) => *by_status.entry(status).or_default() += 1,
+                None => {
+                    requests.insert(route.to_string(), BTreeMap::from([(status, 1)]));
+                }
+            }
+        }
+        let h = {
+            let mut seconds = self.seconds.lock();
+            match seconds.get(route) {
+                Some(h) => h.clone(),
+                None => seconds.entry(route.to_string()).or_default().clone(),
+            }
+        };
+        h.observe(seconds);
+    }
+
+    /// (route, status, count), ordered.
+    pub fn requests(&self) -> Vec<(String, u16, u64)> {
+        let requests = self.requests.lock();
+        requests.iter().flat_map(|(r, by)| by.iter().map(move |(s, n)| (r.clone(), *s, *n))).collect()
+    }
+
+    /// Each route's histogram, ordered by route.
+    pub fn seconds(&self) -> Vec<(String, std::sync::Arc<Histogram>)> {
+        self.seconds.lock().iter().map(|(r, h)| (r.clone(), h.clone())).collect()
+    }
 }
 
 impl Metrics {

@@ -658,3 +658,37 @@ async fn embeddings_are_from_the_model_asked_for() {
         assert!(!log.contains(secret));
     }
 }
+
+/// Every route is counted by status and timed, under its path template (never an id), and a path
+/// the gateway does not serve as `unmatched`: the series an operator's dashboard starts from.
+#[tokio::test]
+async fn every_route_is_counted_by_status_and_timed() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "")).await;
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let (s, _, _) = post_chat(&g, &user("What is the capital of France?"), &[]).await;
+        assert_eq!(s, 200);
+    }
+    let (s, _, _) = post_chat(&g, &json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}), &[]).await;
+    assert_eq!(s, 404);
+    let r = client.get(url(&g, "/v1/responses/resp_does_not_exist")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client.get(url(&g, "/no/such/path")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let m = client.get(url(&g, "/metrics")).send().await.unwrap().text().await.unwrap();
+    check_exposition(&m);
+    let value = |series: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{m}"))
+    };
+    assert_eq!(value("switchyard_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"}"), 2.0);
+    assert_eq!(value("switchyard_http_requests_total{route=\"/v1/chat/completions\",status=\"404\"}"), 1.0);
+    assert_eq!(value("switchyard_http_requests_total{route=\"/v1/responses/{id}\",status=\"404\"}"), 1.0);
+    assert_eq!(value("switchyard_http_requests_total{route=\"unmatched\",status=\"404\"}"), 1.0);
+    assert_eq!(value("switchyard_http_request_duration_seconds_count{route=\"/v1/chat/completions\"}"), 3.0);
+    assert!(!m.contains("resp_does_not_exist") && !m.contains("/no/such/path"), "no ids or raw paths as labels");
+    g.shutdown().await;
+}

@@ -28,6 +28,28 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}");
 }
 
+/// `switchyard_http_requests_total{route,status}` and `switchyard_http_request_duration_seconds{route}`.
+fn http(out: &mut String, m: &crate::metrics::HttpMetrics) {
+    let name = "switchyard_http_requests_total";
+    let _ = writeln!(out, "# HELP {name} HTTP requests by route (the matched path) and status.\n# TYPE {name} counter");
+    for (route, status, n) in m.requests() {
+        let _ = writeln!(out, "{name}{{route=\"{}\",status=\"{status}\"}} {n}", escape(&route));
+    }
+    let name = "switchyard_http_request_duration_seconds";
+    let _ =
+        writeln!(out, "# HELP {name} HTTP request time until the response starts, by route.\n# TYPE {name} histogram");
+    for (route, h) in m.seconds() {
+        let route = escape(&route);
+        let (counts, sum) = h.snapshot();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{route=\"{route}\",le=\"{b}\"}} {}", counts[i]);
+        }
+        let total = counts.last().copied().unwrap_or(0);
+        let _ = writeln!(out, "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {sum}\n{name}_count{{route=\"{route}\"}} {total}");
+    }
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
@@ -190,6 +212,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
         &m.request_seconds,
     );
     histogram(&mut out, "switchyard_embed_duration_seconds", "Time waiting for a prompt embedding.", &m.embed_seconds);
+    http(&mut out, &m.http);
     counter(
         &mut out,
         "switchyard_embed_skipped_total",

@@ -84,7 +84,23 @@ pub fn router(state: AppState) -> axum::Router {
         .method_not_allowed_fallback(handlers::wrong_method)
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+/// Counts every request by route and status, and times it until its response head.
+async fn count_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // the template (an `Arc<str>`: cloned, not copied), never the path with its ids
+    let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    state.gateway.metrics.http.observe(route, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    resp
 }
 
 /// The request id: the client's `x-request-id` if it sent a sane one, else a new one.
