@@ -69,13 +69,7 @@ const DEFAULT_CACHE_RULE: &str = "models/cache_rule.json";
 /// with `cache.threshold` / `cache.guard` from the config overriding it. Without the file, the
 /// guarded rule at 0.965 (≈1% false hits on QQP for plain cosine).
 pub fn shipped_cache_rule(config: &Config) -> CacheRule {
-    let loaded = match assets::resolve(&config.cache.rule, DEFAULT_CACHE_RULE) {
-        assets::Source::Disk(path) => CacheRule::load(path).map_err(|e| e.to_string()),
-        assets::Source::Embedded(b) => {
-            CacheRule::from_json(b.cache_rule).map_err(|e| format!("embedded cache rule: {e}"))
-        }
-    };
-    let mut rule = match loaded {
+    let mut rule = match load_cache_rule(config) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "no shipped cache rule; using the guarded rule at 0.965");
@@ -91,6 +85,97 @@ pub fn shipped_cache_rule(config: &Config) -> CacheRule {
         None => {}
     }
     rule
+}
+
+/// The measured cache rule file `cache.rule` names (on disk, else the one compiled in).
+fn load_cache_rule(config: &Config) -> Result<CacheRule, String> {
+    match assets::resolve(&config.cache.rule, DEFAULT_CACHE_RULE) {
+        assets::Source::Disk(path) => CacheRule::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        assets::Source::Embedded(b) => {
+            CacheRule::from_json(b.cache_rule).map_err(|e| format!("embedded cache rule: {e}"))
+        }
+    }
+}
+
+/// `switchyard check`: everything `serve` reads before it listens, read and checked, with no port
+/// bound, no model loaded and no provider or Redis called: the config (secrets resolved), the key
+/// file, the Redis CA, the router and the cache rule (an error here, where `serve` would fall
+/// back with a warning). Returns what `serve` would run with, for a person to read, and the
+/// warnings `serve` would log.
+pub fn check(config: &Config) -> Result<(String, Vec<String>), AppError> {
+    use std::fmt::Write;
+    config.validate()?;
+    let mut out = String::new();
+    let mut warnings = Vec::new();
+    let _ = writeln!(out, "listen      {}", config.server.listen);
+    let keys = match (&config.server.keys_file, &config.server.gateway_keys) {
+        (Some(path), _) => format!("{} keys in {}", crate::keys::load(path)?.len(), path.display()),
+        (None, Some(spec)) => {
+            let n = spec.resolve("server.gateway_keys")?.expose().split(',').filter(|k| !k.trim().is_empty()).count();
+            format!("{n} gateway keys (server.gateway_keys)")
+        }
+        (None, None) => {
+            warnings.push("no gateway keys: anyone who reaches the port can spend on the providers".to_string());
+            "none: no authentication".to_string()
+        }
+    };
+    let _ = writeln!(out, "keys        {keys}");
+    let prices = crate::prices::merged(&config.prices);
+    let priced = |model: &str, warnings: &mut Vec<String>| match prices.get(model) {
+        Some(p) => format!("${} / ${} per M tokens", p.input, p.output),
+        None => {
+            warnings.push(format!("model {model:?} has no price: its requests are unpriced and budgets cannot count them (add it under [prices])"));
+            "unpriced".to_string()
+        }
+    };
+    for name in config.tiers.keys() {
+        let mut line = String::new();
+        for d in config.tier_deployments(name) {
+            let _ = write!(line, "\n              {}:{} ({})", d.provider, d.model, priced(&d.model, &mut warnings));
+        }
+        let _ = writeln!(out, "tier        {name}{line}");
+    }
+    let router = load_router(&config.router).map_err(AppError::Provider)?;
+    let point = match (config.router.threshold, config.router.premium_share) {
+        (Some(t), _) => format!("fixed threshold {t}"),
+        (None, s) => format!("premium share {} held on live traffic", s.unwrap_or(0.3)),
+    };
+    let _ = writeln!(
+        out,
+        "router      {} for `{}`: {point}; {} / {}",
+        router.name(),
+        config.router.alias,
+        config.router.cheap,
+        config.router.premium
+    );
+    let rule = load_cache_rule(config).map_err(AppError::Provider)?;
+    let cache = if config.cache.enabled {
+        let backend = match redis_target(config)? {
+            Some(t) => format!("{}{}", t.redacted(), if t.ca.is_some() { " (CA file read)" } else { "" }),
+            None => "memory".to_string(),
+        };
+        format!(
+            "{} at {:.4}, ttl {:?}, backend {backend}",
+            rule.name(),
+            config.cache.threshold.unwrap_or(rule.threshold),
+            config.cache.ttl.0
+        )
+    } else {
+        "off".to_string()
+    };
+    let _ = writeln!(out, "cache       {cache}");
+    let mut embeddings = format!("{} (local)", crate::config::LOCAL_EMBEDDING_MODEL);
+    for d in config.embedding_deployments() {
+        let _ = write!(embeddings, ", {} ({}, {})", d.model, d.provider, priced(&d.model, &mut warnings));
+    }
+    let _ = writeln!(out, "embeddings  {embeddings}");
+    let passthrough = config.passthrough.provider.as_deref().unwrap_or("off");
+    let _ = writeln!(out, "passthrough {passthrough}");
+    let log = config.log.path.as_ref().map_or("off".to_string(), |p| p.display().to_string());
+    let _ = writeln!(out, "request log {log}");
+    warnings.sort();
+    warnings.dedup();
+    Ok((out, warnings))
 }
 
 /// The router `serve` and `route` use: the trained router in `router.model_dir` (default

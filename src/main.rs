@@ -67,6 +67,13 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         demo_latency_ms: u64,
     },
+    /// Read and check everything `serve` would (config and its secrets, key file, Redis CA,
+    /// router, cache rule) without serving, and print what it would run with; exits 1 on the
+    /// first problem, naming it. For a deploy pipeline, before the new config goes out.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Embed a text and print a summary of its vector.
     Embed {
         text: String,
@@ -313,6 +320,18 @@ async fn main() -> anyhow::Result<()> {
                 println!("switchyard listening on http://{}", running.addr);
             }
             running.wait().await;
+        }
+        Command::Check { config } => {
+            let (cfg, from) = match &config {
+                Some(p) => (Config::load(p)?, p.display().to_string()),
+                None => app::config_from_env()?,
+            };
+            let (summary, warnings) = app::check(&cfg)?;
+            println!("ok: {from}");
+            print!("{summary}");
+            for w in warnings {
+                println!("warning: {w}");
+            }
         }
         Command::Embed { text, config, repeat } => {
             let cfg = load_config(config.as_ref())?;

@@ -326,3 +326,79 @@ api_key = "sk-up-provider-key"
         "{err}"
     );
 }
+
+/// `switchyard check` reads everything `serve` would before it listens and prints what it would
+/// run with (no key or password shown, unpriced models warned of); the first problem, including
+/// the ones `serve` would only warn of (a router or cache rule that does not load), fails it
+/// with the key named.
+#[test]
+fn check_reads_everything_serve_would_and_names_the_first_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"
+[server]
+gateway_keys = "k1,k2"
+[cache]
+backend = "rediss://:hunter2@cache.example:6380"
+[tiers]
+cheap = ["oa:gpt-4o-mini"]
+premium = ["oa:my-finetune"]
+[providers.oa]
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+api_key = "sk-check-literal"
+[embeddings]
+models = ["oa:text-embedding-3-small"]
+[passthrough]
+provider = "oa"
+"#;
+    let run = |text: &str| {
+        let path = dir.path().join("switchyard.toml");
+        std::fs::write(&path, text).unwrap();
+        let out =
+            Command::new(BIN).args(["check", "--config"]).arg(&path).env_remove("RUST_BACKTRACE").output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = run(good);
+    assert!(ok, "{out}{err}");
+    for want in [
+        "keys        2 gateway keys",
+        "oa:gpt-4o-mini ($0.15 / $0.6 per M tokens)",
+        "oa:my-finetune (unpriced)",
+        "router      gated-heads for `auto`: premium share 0.3",
+        "backend rediss://*****@cache.example:6380",
+        "text-embedding-3-small (oa, $0.02",
+        "passthrough oa",
+        "warning: model \"my-finetune\" has no price",
+    ] {
+        assert!(out.contains(want), "{want:?} missing from\n{out}");
+    }
+    assert!(!out.contains("hunter2") && !out.contains("sk-check-literal") && !out.contains("k1,k2"), "{out}");
+
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, "[[key]]\nname = \"broken\"\n").unwrap();
+    let missing = dir.path().join("missing");
+    for (bad, says) in [
+        (good.replace("sk-check-literal", "env:SWITCHYARD_SURELY_UNSET"), "providers.oa.api_key"),
+        (
+            good.replace("gateway_keys = \"k1,k2\"", &format!("keys_file = {:?}", keys.display().to_string())),
+            "keys.toml",
+        ),
+        (
+            good.replace("[cache]", &format!("[cache]\nredis_ca = {:?}", missing.display().to_string())),
+            "cache.redis_ca: cannot read",
+        ),
+        (
+            good.replace("[server]", &format!("[router]\nmodel_dir = {:?}\n[server]", missing.display().to_string())),
+            "missing",
+        ),
+        (good.replace("[cache]", &format!("[cache]\nrule = {:?}", missing.display().to_string())), "missing"),
+    ] {
+        let (ok, out, err) = run(&bad);
+        assert!(!ok, "{bad}\n{out}");
+        assert!(err.contains(says), "{says:?} missing from\n{err}");
+    }
+}
