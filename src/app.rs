@@ -594,7 +594,10 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
             .map_err(|e| AppError::Responses(e.to_string()))?,
         ),
         passthrough: http::passthrough_upstream(&config).map_err(AppError::Provider)?,
+        draining: Arc::default(),
     };
+    let draining = state.draining.clone();
+    let delay = config.server.shutdown_delay.0;
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let grace = config.server.shutdown_grace.0;
@@ -645,6 +648,11 @@ pub async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>, signals:
             tokio::select! {
                 _ = rx => {},
                 _ = shutdown_signal(signals) => {},
+            }
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            if !delay.is_zero() {
+                tracing::info!(delay = ?delay, "shutting down: /health says draining; still serving meanwhile");
+                tokio::time::sleep(delay).await;
             }
             tracing::info!("shutting down: draining in-flight requests");
             let _ = stop_tx.send(true);

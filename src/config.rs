@@ -243,6 +243,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Dur,
     pub shutdown_grace: Dur,
+    /// After SIGTERM, keep serving this long while `/health` answers 503 `draining`, before
+    /// accepting stops: a load balancer or Kubernetes takes the replica out of rotation first,
+    /// so the requests it still sends meanwhile are served, not refused. 0s: stop at once.
+    pub shutdown_delay: Dur,
     /// Requests handled at once; past it a request gets 503 with `Retry-After`.
     pub max_concurrency: usize,
     /// The time a client has to send a request's headers, from their first byte (or from the
@@ -275,6 +279,7 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout: Dur(Duration::from_secs(300)),
             shutdown_grace: Dur(Duration::from_secs(30)),
+            shutdown_delay: Dur(Duration::ZERO),
             max_concurrency: 4096,
             header_read_timeout: Dur(Duration::from_secs(10)),
             keep_alive_timeout: Dur(Duration::from_secs(120)),

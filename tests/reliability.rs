@@ -254,3 +254,32 @@ async fn kill_9_while_snapshots_are_written_leaves_the_previous_one_loadable() {
     }
     println!("6 kills, {interrupted} in the middle of a snapshot write; the last snapshot holds {kept} entries");
 }
+
+/// `server.shutdown_delay`: after the shutdown signal the replica keeps serving while `/health`
+/// answers 503 `draining` (a readiness probe takes it out of rotation), and only then stops
+/// accepting: a request a load balancer still sends in that time is served, not refused.
+#[tokio::test]
+async fn during_the_shutdown_delay_health_says_draining_and_requests_are_still_served() {
+    let (cheap, premium) = (MockUpstream::start("cheap").await, MockUpstream::start("premium").await);
+    let g = gateway(config_for(&cheap, &premium, "shutdown_delay = \"1500ms\"")).await;
+    let addr = g.addr;
+    let client = reqwest::Client::new();
+    let health = |client: reqwest::Client| async move {
+        let r = client.get(format!("http://{addr}/health")).send().await.unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap()["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(health(client.clone()).await, (200, "ok".to_string()));
+    let stopping = tokio::spawn(g.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(health(client.clone()).await, (503, "draining".to_string()));
+    let r = client
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "cheap", "messages": [{"role": "user", "content": "still there?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "served during the delay");
+    stopping.await.unwrap();
+    // a new connection after it (pooled ones are closed by the drain)
+    assert!(reqwest::Client::new().get(format!("http://{addr}/health")).send().await.is_err(), "no longer accepting");
+}

@@ -603,16 +603,20 @@ fn decode_tokens(ids: &[u32]) -> Result<String, GatewayError> {
     })
 }
 
+/// `GET /health`: 200 `ok`, or 503 `draining` once shutdown has begun (the replica still serves
+/// for `server.shutdown_delay`; a readiness probe moves traffic away meanwhile).
 pub async fn health(State(state): State<AppState>) -> Response {
     let g = &state.gateway;
-    axum::Json(serde_json::json!({
-        "status": "ok",
+    let draining = state.draining.load(Ordering::Relaxed);
+    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let body = axum::Json(serde_json::json!({
+        "status": if draining { "draining" } else { "ok" },
         "uptime_seconds": state.started.elapsed().as_secs(),
         "embedder": g.embed.is_some(),
         "cache_entries": g.cache.as_ref().map(|c| c.stats().entries),
         "router": g.router.name(),
-    }))
-    .into_response()
+    }));
+    (status, body).into_response()
 }
 
 pub async fn not_found(headers: HeaderMap, method: axum::http::Method, uri: axum::http::Uri) -> Response {

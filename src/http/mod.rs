@@ -45,6 +45,9 @@ pub struct AppState {
     pub responses: Arc<responses::ResponseStore>,
     /// `[passthrough] provider`: where OpenAI's other stateless endpoints go (see `passthrough`).
     pub passthrough: Option<Arc<crate::providers::Upstream>>,
+    /// Set at SIGTERM: `/health` answers 503 while the replica still serves
+    /// (`server.shutdown_delay`), so that traffic is moved away before accepting stops.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub use passthrough::upstream as passthrough_upstream;
