@@ -165,6 +165,9 @@ pub fn check(config: &Config) -> Result<(String, Vec<String>), AppError> {
     };
     let _ = writeln!(out, "cache       {cache}");
     let mut embeddings = format!("{} (local)", crate::config::LOCAL_EMBEDDING_MODEL);
+    if !config.embeddings.local_aliases.is_empty() {
+        let _ = write!(embeddings, " also as {}", config.embeddings.local_aliases.join(", "));
+    }
     for d in config.embedding_deployments() {
         let _ = write!(embeddings, ", {} ({}, {})", d.model, d.provider, priced(&d.model, &mut warnings));
     }
@@ -468,6 +471,7 @@ pub fn build_gateway(
     gateway.shared = shared;
     gateway.embed_wait = config.embed.max_wait.0;
     gateway.embedding_models = embedding_models;
+    gateway.local_embedding_aliases = config.embeddings.local_aliases.clone();
     Ok((Arc::new(gateway), worker))
 }
 

@@ -164,6 +164,10 @@ pub const LOCAL_EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2";
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddingsConfig {
     pub models: Vec<DeploymentSpec>,
+    /// Other names the local model answers to, for clients that cannot change the name they ask
+    /// for (LangChain's `OpenAIEmbeddings` asks for `text-embedding-ada-002` by default). An
+    /// explicit choice, and the answer still names `all-MiniLM-L6-v2`.
+    pub local_aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -870,6 +874,9 @@ impl Config {
         for (i, d) in self.embeddings.models.iter().enumerate() {
             let dk = format!("embeddings.models[{i}]");
             let d = d.resolve(&dk)?;
+            if self.embeddings.local_aliases.contains(&d.model) {
+                return Err(invalid(dk, format!("{:?} is also in embeddings.local_aliases", d.model)));
+            }
             if d.max_concurrency == Some(0) {
                 return Err(invalid(format!("{dk}.max_concurrency"), "must be at least 1"));
             }
@@ -1071,6 +1078,7 @@ mod tests {
             (r#"["an:voyage-3"]"#, anthropic, "kind = \"openai\" or \"azure\""),
             (r#"["openai:all-MiniLM-L6-v2"]"#, "", "the gateway's own model"),
             (r#"["text-embedding-3-small"]"#, "", "provider:model"),
+            (r#"["openai:m"]"#, "local_aliases = [\"m\"]", "also in embeddings.local_aliases"),
         ] {
             let e = Config::parse(&with(models, extra)).unwrap_err().to_string();
             assert!(e.starts_with("embeddings.models[0]") && e.contains(says), "{models}: {e}");

@@ -268,6 +268,8 @@ pub struct Gateway {
     pub embed_wait: Duration,
     /// `[embeddings] models`: upstream embedding models `/v1/embeddings` forwards to.
     pub embedding_models: Vec<Deployment>,
+    /// `[embeddings] local_aliases`: other names the local MiniLM answers to.
+    pub local_embedding_aliases: Vec<String>,
     inflight: Mutex<HashMap<ExactKey, watch::Receiver<Flight>>>,
     threads: Affinity,
 }
@@ -301,6 +303,7 @@ impl Gateway {
             shared: None,
             embed_wait: Duration::from_millis(500),
             embedding_models: Vec::new(),
+            local_embedding_aliases: Vec::new(),
             inflight: Mutex::default(),
             threads: Affinity::new(AFFINITY_CAP),
         }
@@ -528,6 +531,14 @@ impl Gateway {
         }
         tracing::info!(tenant = %ctx.tenant, removed, "cache entries invalidated");
         Ok(removed)
+    }
+
+    /// Whether `/v1/embeddings` answers `model` (none: the client named none) with the local
+    /// MiniLM: its own name, or an alias the operator gave it.
+    pub fn is_local_embedding(&self, model: Option<&str>) -> bool {
+        model.is_none_or(|m| {
+            m == crate::config::LOCAL_EMBEDDING_MODEL || self.local_embedding_aliases.iter().any(|a| a == m)
+        })
     }
 
     /// `/v1/embeddings` for an upstream model: the client's OpenAI-format body sent to the

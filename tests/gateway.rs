@@ -565,6 +565,7 @@ async fn embeddings_are_from_the_model_asked_for() {
         path = "{log}"
         [embeddings]
         models = ["{a}:text-embedding-3-small", "{b}:text-embedding-3-small"]
+        local_aliases = ["text-embedding-ada-002"]
         [providers.{a}]
         kind = "openai"
         base_url = "{au}"
@@ -591,8 +592,13 @@ async fn embeddings_are_from_the_model_asked_for() {
         }
     };
 
-    // the local model: by its name or by no name
-    for body in [json!({"input": "hello"}), json!({"model": "all-MiniLM-L6-v2", "input": "hello"})] {
+    // the local model: by its name, by no name, or by an alias the operator chose (the answer
+    // still names the model that made it)
+    for body in [
+        json!({"input": "hello"}),
+        json!({"model": "all-MiniLM-L6-v2", "input": "hello"}),
+        json!({"model": "text-embedding-ada-002", "input": "hello"}),
+    ] {
         let (s, _, e) = embed(body).await;
         assert_eq!(s, 200, "{e}");
         assert_eq!(e["model"], "all-MiniLM-L6-v2");

@@ -461,7 +461,7 @@ pub async fn embeddings(
         Err(e) => return error_response(&e, &rid),
     };
     match req.model.clone() {
-        Some(model) if model != LOCAL_EMBEDDING_MODEL => {
+        Some(model) if !state.gateway.is_local_embedding(Some(&model)) => {
             upstream_embeddings(&state, &tenant, &model, &bytes, &req, &rid).await
         }
         _ => match local_embeddings(&state, req).await {
