@@ -116,40 +116,41 @@ pub struct Metrics {
 /// `unmatched`, so the label sets stay few.
 #[derive(Default)]
 pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
-    seconds: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
+    routes: Mutex<BTreeMap<String, RouteSeries>>,
 }
 
+/// One route's requests by status and its time histogram.
+#[derive(Default)]
+struct RouteSeries {
+    by_status: BTreeMap<u16, u64>,
+    seconds: Histogram,
+}
+
+/// One route as rendered: its requests by status, and its histogram's cumulative counts and sum.
+pub type RouteSnapshot = (String, Vec<(u16, u64)>, (Vec<u64>, f64));
+
 impl HttpMetrics {
+    /// One lock and, once the route has been seen, no allocation.
     pub fn observe(&self, route: &str, status: u16, seconds: f64) {
-        {
-            let mut requests = self.requests.lock();
-            match requests.get_mut(route) {
-                Some(by_status) => *by_status.entry(status).or_default() += 1,
-                None => {
-                    requests.insert(route.to_string(), BTreeMap::from([(status, 1)]));
-                }
-            }
+        let mut routes = self.routes.lock();
+        if !routes.contains_key(route) {
+            routes.insert(route.to_string(), RouteSeries::default());
         }
-        let h = {
-            let mut seconds = self.seconds.lock();
-            match seconds.get(route) {
-                Some(h) => h.clone(),
-                None => seconds.entry(route.to_string()).or_default().clone(),
-            }
-        };
-        h.observe(seconds);
+        if let Some(r) = routes.get_mut(route) {
+            *r.by_status.entry(status).or_default() += 1;
+            r.seconds.observe(seconds);
+        }
     }
 
-    /// (route, status, count), ordered.
-    pub fn requests(&self) -> Vec<(String, u16, u64)> {
-        let requests = self.requests.lock();
-        requests.iter().flat_map(|(r, by)| by.iter().map(move |(s, n)| (r.clone(), *s, *n))).collect()
-    }
-
-    /// Each route's histogram, ordered by route.
-    pub fn seconds(&self) -> Vec<(String, std::sync::Arc<Histogram>)> {
-        self.seconds.lock().iter().map(|(r, h)| (r.clone(), h.clone())).collect()
+    /// Every route, ordered, with its statuses ordered.
+    pub fn snapshot(&self) -> Vec<RouteSnapshot> {
+        let routes = self.routes.lock();
+        routes
+            .iter()
+            .map(|(route, r)| {
+                (route.clone(), r.by_status.iter().map(|(s, n)| (*s, *n)).collect(), r.seconds.snapshot())
+            })
+            .collect()
     }
 }
 

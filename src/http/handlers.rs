@@ -222,12 +222,7 @@ pub(super) async fn handle(
             }
             resp
         }
-        Err(e) => {
-            let mut resp = render_err(&e, &rid);
-            account.set_headers(resp.headers_mut());
-            account.finish(e.status(), Some(&e), None, None, None).await;
-            resp
-        }
+        Err(e) => account.failed(&e, render_err(&e, &rid)).await,
     }
 }
 
@@ -523,12 +518,7 @@ async fn upstream_embeddings(
             account.finish(200, None, up.usage, up.cost, None).await;
             resp
         }
-        Err(e) => {
-            let mut resp = error_response(&e, rid);
-            account.set_headers(resp.headers_mut());
-            account.finish(e.status(), Some(&e), None, None, None).await;
-            resp
-        }
+        Err(e) => account.failed(&e, error_response(&e, rid)).await,
     }
 }
 

@@ -30,17 +30,19 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
 
 /// `switchyard_http_requests_total{route,status}` and `switchyard_http_request_duration_seconds{route}`.
 fn http(out: &mut String, m: &crate::metrics::HttpMetrics) {
+    let routes = m.snapshot();
     let name = "switchyard_http_requests_total";
     let _ = writeln!(out, "# HELP {name} HTTP requests by route (the matched path) and status.\n# TYPE {name} counter");
-    for (route, status, n) in m.requests() {
-        let _ = writeln!(out, "{name}{{route=\"{}\",status=\"{status}\"}} {n}", escape(&route));
+    for (route, by_status, _) in &routes {
+        for (status, n) in by_status {
+            let _ = writeln!(out, "{name}{{route=\"{}\",status=\"{status}\"}} {n}", escape(route));
+        }
     }
     let name = "switchyard_http_request_duration_seconds";
     let _ =
         writeln!(out, "# HELP {name} HTTP request time until the response starts, by route.\n# TYPE {name} histogram");
-    for (route, h) in m.seconds() {
-        let route = escape(&route);
-        let (counts, sum) = h.snapshot();
+    for (route, _, (counts, sum)) in &routes {
+        let route = escape(route);
         for (i, b) in BUCKETS.iter().enumerate() {
             let _ = writeln!(out, "{name}_bucket{{route=\"{route}\",le=\"{b}\"}} {}", counts[i]);
         }

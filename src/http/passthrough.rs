@@ -98,12 +98,7 @@ pub async fn forward(
     };
     let (resp, slot) = match sent.await {
         Ok(r) => r,
-        Err(e) => {
-            let mut out = error_response(&e, &rid);
-            account.set_headers(out.headers_mut());
-            account.finish(e.status(), Some(&e), None, None, None).await;
-            return out;
-        }
+        Err(e) => return account.failed(&e, error_response(&e, &rid)).await,
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
@@ -151,9 +146,5 @@ pub fn upstream(config: &crate::config::Config) -> Result<Option<std::sync::Arc<
     let Some(pc) = config.providers.get(name) else {
         return Err(format!("passthrough.provider: unknown provider {name:?}"));
     };
-    let key = match &pc.api_key {
-        Some(spec) => Some(spec.resolve(&format!("providers.{name}.api_key")).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    Upstream::new(name, pc, key).map(|u| Some(std::sync::Arc::new(u))).map_err(|e| format!("providers.{name}: {e}"))
+    Upstream::configured(name, pc).map(|u| Some(std::sync::Arc::new(u)))
 }

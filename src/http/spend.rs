@@ -167,6 +167,14 @@ impl Account {
         self.state.ledger.record(&self.record);
     }
 
+    /// The request failed with `e`, answered by `resp`: the key's rate headers on it, settled and
+    /// recorded.
+    pub async fn failed(self, e: &GatewayError, mut resp: axum::response::Response) -> axum::response::Response {
+        self.set_headers(resp.headers_mut());
+        self.finish(e.status(), Some(e), None, None, None).await;
+        resp
+    }
+
     /// A stream's end (or its client leaving: `Err`), settled and recorded off the request path.
     pub fn finish_stream(self, done: tokio::sync::oneshot::Receiver<StreamEnd>) {
         tokio::spawn(async move {

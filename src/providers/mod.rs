@@ -191,6 +191,15 @@ impl Upstream {
         })
     }
 
+    /// `providers.<name>` as configured: its key resolved (an error names the key), its client built.
+    pub fn configured(name: &str, config: &ProviderConfig) -> Result<Self, String> {
+        let key = match &config.api_key {
+            Some(spec) => Some(spec.resolve(&format!("providers.{name}.api_key")).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Upstream::new(name, config, key).map_err(|e| format!("providers.{name}: {e}"))
+    }
+
     /// A POST to `url` with the provider's configured headers (most providers have none: no
     /// copy is made for them).
     pub fn post(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
@@ -291,11 +300,7 @@ pub enum Provider {
 
 impl Provider {
     pub fn new(name: &str, config: &ProviderConfig) -> Result<Provider, String> {
-        let key = match &config.api_key {
-            Some(spec) => Some(spec.resolve(&format!("providers.{name}.api_key")).map_err(|e| e.to_string())?),
-            None => None,
-        };
-        let up = Upstream::new(name, config, key).map_err(|e| format!("providers.{name}: {e}"))?;
+        let up = Upstream::configured(name, config)?;
         Ok(match config.kind {
             ProviderKind::Openai => Provider::OpenAi(openai::OpenAi::new(up, false)),
             ProviderKind::Azure => Provider::OpenAi(openai::OpenAi::new(up, true)),
